@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs, from Debian's archive, whatever pcifs needs to build, test and run
+# that this machine lacks. Idempotent: a machine that has everything is left alone.
+set -euo pipefail
+PKGS=(build-essential cmake ninja-build pkg-config git
+      libfuse3-dev fuse3 liburing-dev libspdlog-dev libfmt-dev
+      libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
+      pciutils clang clang-format clang-tidy libclang-rt-14-dev util-linux xxd)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

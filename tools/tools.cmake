@@ -1,0 +1,22 @@
+# Every tools/pcifs_<name>.cpp is a command `pcifs-<name>`; it may use every
+# backend and the core (tools sit above the layers, beside the daemon).
+# backend/select/ turns a --backend=... spec into a Backend for main and tools.
+pcifs_layer(pcifs_select backend/select)
+if(TARGET pcifs_select)
+  get_target_property(_t pcifs_select TYPE)
+  if(_t STREQUAL "STATIC_LIBRARY")
+    target_link_libraries(pcifs_select PUBLIC pcifs_sim pcifs_sysfs pcifs_fault)
+  else()
+    target_link_libraries(pcifs_select INTERFACE pcifs_sim pcifs_sysfs pcifs_fault)
+  endif()
+endif()
+file(GLOB tool_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tools/pcifs_*.cpp)
+foreach(src ${tool_srcs})
+  get_filename_component(n ${src} NAME_WE)
+  string(REPLACE "_" "-" exe ${n})
+  add_executable(${exe} ${src})
+  target_link_libraries(${exe} PRIVATE pcifs_select pcifs_core)
+  if(CLI11_FOUND)
+    target_link_libraries(${exe} PRIVATE CLI11::CLI11)
+  endif()
+endforeach()
