@@ -75,6 +75,8 @@ struct DeviceInfo {
   // doe_features as the kernel lists them (sysfs backend); empty for the sim,
   // whose features pcifs discovers itself.
   std::vector<DoeFeature> kernel_doe_features;
+  // The backend can hot-remove this function (the simulator): `remove` is served.
+  bool removable = false;
   bool is_bridge() const { return header_type == 1; }
   bool has_rom() const { return resources.size() > 6 && resources[6].size() != 0; }
 };

@@ -1,0 +1,128 @@
+// The mediation core's façade: everything the FUSE layer calls, keyed by
+// (view, caller, device, file). It implements SPEC S3-S13 without FUSE: the
+// FUSE adapter decodes a request, resolves the caller, makes ONE call here and
+// replies with what comes back.
+//
+// Ownership: the Mediator owns the per-device state (config mediation tables,
+// power state machine, DOE mailboxes, ROM shadow) and the claim table shared by
+// all views; it shares the Backend with whoever created it.
+//
+// Thread safety: every method is safe to call from any thread. No method waits
+// for a device for longer than one device access, except the control writes
+// (power_state, reset, remove), which drain in-flight accesses first. DOE
+// responses are delivered asynchronously (doe_read), never by parking a thread.
+// The RevocationSink is called without any core lock held.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pcifs/backend.hpp"
+#include "pcifs/result.hpp"
+#include "pcifs/types.hpp"
+#include "pcifs/view.hpp"
+
+namespace pcifs {
+
+// What a device file is. Index: BAR number for kBar, mailbox number for kDoe.
+enum class FileKind : uint8_t {
+  kVendor, kDevice, kClass, kSubsystemVendor, kSubsystemDevice, kRevision, kIrq, kNumaNode,
+  kResource,    // "resource": the sysfs text
+  kConfig, kBar, kRom, kDoe, kDoeFeature, kPowerState, kReset, kRemove, kOwner,
+};
+
+struct FileRef {
+  Bdf bdf;
+  FileKind kind = FileKind::kConfig;
+  uint16_t index = 0;              // kBar: 0..5; kDoe: mailbox
+  backend::DoeFeature feature;     // kDoeFeature
+};
+
+struct FileEntry {
+  std::string name;  // relative to the device directory: "config", "doe_features/0001:00"
+  FileRef ref;
+  uint32_t mode = 0;  // permission bits, e.g. 0644
+  uint64_t size = 0;  // st_size
+  bool direct_io = true;    // every read fresh (all but rom)
+  bool nonseekable = false; // doe
+};
+
+struct OpenFlags {
+  bool read = true;
+  bool write = false;
+  bool nonblock = false;
+};
+
+using ViewId = uint32_t;
+using HandleId = uint64_t;
+
+// Called when the Mediator must drop cached pages/mappings of a device's BAR
+// files (quiesce, revoke). Never called with a core lock held. The FUSE layer
+// implements it with fuse_lowlevel_notify_inval_inode.
+class RevocationSink {
+ public:
+  virtual ~RevocationSink() = default;
+  virtual void invalidate_mappings(const Bdf& bdf) = 0;
+  // The device left every view (removed): drop its directory entries.
+  virtual void device_gone(const Bdf& bdf) { (void)bdf; }
+};
+
+struct MediatorOptions {
+  unsigned doe_threads = 1;
+  std::chrono::milliseconds doe_timeout{1000};
+};
+
+class Mediator {
+ public:
+  Mediator(std::shared_ptr<backend::Backend> backend, MediatorOptions options = {});
+  ~Mediator();
+  Mediator(const Mediator&) = delete;
+  Mediator& operator=(const Mediator&) = delete;
+
+  ViewId add_view(ViewPolicy policy);
+  const ViewPolicy& view(ViewId id) const;
+  void set_revocation_sink(RevocationSink* sink);
+
+  // --- The tree (S3). Only what the view selects; only files someone in the
+  // view can open.
+  std::vector<Bdf> devices(ViewId view) const;
+  Result<std::vector<FileEntry>> files(ViewId view, const Bdf& bdf) const;
+  Result<FileEntry> stat(ViewId view, const FileRef& ref) const;
+  // iommu_group / driver link targets; nullopt when there is none.
+  std::optional<int> iommu_group(ViewId view, const Bdf& bdf) const;
+  std::optional<std::string> driver(ViewId view, const Bdf& bdf) const;
+
+  // --- Files.
+  Result<HandleId> open(ViewId view, const Caller& caller, const FileRef& ref, OpenFlags flags);
+  Result<size_t> read(HandleId h, uint64_t offset, std::span<uint8_t> out);
+  Result<size_t> write(HandleId h, uint64_t offset, std::span<const uint8_t> in);
+  void release(HandleId h);
+
+  // --- DOE file (S8). write() queues an exchange; the response is read here.
+  // `done` runs exactly once: at once when a response (or error) is ready or the
+  // handle is non-blocking (EAGAIN), else from the DOE thread when it is.
+  using ReadDone = std::function<void(Result<std::vector<uint8_t>>)>;
+  void doe_read(HandleId h, size_t max_bytes, ReadDone done);
+  // An interrupted read: its pending `done` gets EINTR; the exchange goes on.
+  void doe_interrupt(HandleId h);
+  // Poll: bit 0 readable, bit 1 writable. `wake` is called once when it changes.
+  unsigned doe_poll(HandleId h, std::function<void()> wake);
+
+  // --- status (S3): JSON text for the view's devices.
+  std::string status_json(ViewId view) const;
+
+  // For tests and tools: the backend device behind a BDF (nullptr if gone).
+  std::shared_ptr<backend::Device> device(const Bdf& bdf) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pcifs
