@@ -1,0 +1,146 @@
+// AccessGate: admission of device accesses for one function, as RAII tokens.
+//
+// The gate is the data half of DeviceControl (device_control.hpp): it knows
+// the logical power state, whether BAR/DOE accesses are open, how many
+// accesses are in flight, and whether a physical operation or a ROM capture
+// is running. Control operations (DeviceControl, one at a time) flip its state
+// and drain it; accesses enter and leave it.
+//
+// Admission rules [S9, S12]:
+//   revoked                         -> ENODEV, every kind, for good
+//   BAR:  ROM capture running       -> wait for it (bounded; S7: no error)
+//         D0, open, decode enabled  -> admitted
+//         anything else             -> EIO at once (never waits for a drain)
+//   DOE:  D0 and open               -> admitted, else EIO
+//   config: physical op running     -> wait for it (bounded: a transition and
+//                                      a restore, never a drain or a sink call)
+//         D0 / D3hot                -> admitted
+//         D3cold: read              -> admitted, served from the snapshot
+//         D3cold: write             -> EIO
+// A token counts as in flight until destroyed; drains wait for the count.
+// Never hold a token while calling a DeviceControl control operation: the
+// operation would wait for the token to go (self-deadlock). A token must not
+// outlive its gate. DOE code holds a token per register access or polling
+// step, never across a whole exchange, so a drain stays one access long.
+//
+// Thread safety: every method is thread-safe. Waits are on one CondVar under
+// mu_; nothing here calls out while holding mu_.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+
+#include "core/config_state.hpp"
+#include "pcifs/result.hpp"
+#include "pcifs/sync.hpp"
+#include "pcifs/types.hpp"
+
+namespace pcifs::core {
+
+enum class AccessKind : uint8_t { kBar, kConfig, kDoe };
+
+class AccessGate;
+
+// Proof of admission. Move-only; leaving the scope ends the access. A config
+// read token in D3cold carries the snapshot instead of a device admission.
+class [[nodiscard]] AccessToken {
+ public:
+  AccessToken() = default;
+  AccessToken(AccessToken&& other) noexcept;
+  AccessToken& operator=(AccessToken&& other) noexcept;
+  AccessToken(const AccessToken&) = delete;
+  AccessToken& operator=(const AccessToken&) = delete;
+  ~AccessToken() { release(); }
+
+  bool from_snapshot() const { return snapshot_ != nullptr; }
+  // The D3cold snapshot (full config image); null unless from_snapshot().
+  const ConfigImage* snapshot() const { return snapshot_.get(); }
+  void release();  // ends the access early; idempotent
+
+ private:
+  friend class AccessGate;
+  AccessToken(AccessGate* gate, AccessKind kind) : gate_(gate), kind_(kind) {}
+  explicit AccessToken(std::shared_ptr<const ConfigImage> snap) : snapshot_(std::move(snap)) {}
+
+  AccessGate* gate_ = nullptr;
+  AccessKind kind_ = AccessKind::kBar;
+  std::shared_ptr<const ConfigImage> snapshot_;
+};
+
+struct GateCounters {
+  uint64_t admitted = 0;
+  uint64_t refused_eio = 0;
+  uint64_t refused_enodev = 0;
+  uint64_t capture_waits = 0;  // BAR accesses that waited for a ROM capture
+  std::chrono::nanoseconds longest_drain{0};
+};
+
+class AccessGate {
+ public:
+  AccessGate(PowerState initial, bool mem_decode, bool io_decode);
+  AccessGate(const AccessGate&) = delete;
+  AccessGate& operator=(const AccessGate&) = delete;
+
+  // --- accesses
+  Result<AccessToken> enter_bar(bool io_bar) EXCLUDES(mu_);
+  Result<AccessToken> enter_config(bool write) EXCLUDES(mu_);
+  Result<AccessToken> enter_doe() EXCLUDES(mu_);
+
+  // --- observers (never touch the device)
+  PowerState power() const EXCLUDES(mu_);
+  bool revoked() const EXCLUDES(mu_);
+  uint64_t epoch() const EXCLUDES(mu_);
+  bool memory_mappable() const EXCLUDES(mu_);  // memory BAR accesses admitted now
+  bool memory_decode() const EXCLUDES(mu_);
+  bool io_decode() const EXCLUDES(mu_);
+  bool rom_stuck() const EXCLUDES(mu_);
+  GateCounters counters() const EXCLUDES(mu_);
+
+  // --- control side; the caller is the DeviceControl slot holder
+  void close() EXCLUDES(mu_);   // BAR/DOE accesses now fail fast
+  void reopen() EXCLUDES(mu_);  // admitted again where power and decode allow
+  // Waits until no BAR/DOE (and, with `config`, no config) access is in flight.
+  void drain(bool config) EXCLUDES(mu_);
+  // Config accesses wait from here until end_physical(); in-flight ones drain.
+  void begin_physical() EXCLUDES(mu_);
+  void end_physical(PowerState now, std::shared_ptr<const ConfigImage> snapshot) EXCLUDES(mu_);
+  void set_decode(bool memory, bool io) EXCLUDES(mu_);
+  // Starts a ROM capture: false (EIO for the caller) unless memory BARs are
+  // admitted now; else new BAR accesses wait and in-flight ones have drained.
+  bool begin_capture() EXCLUDES(mu_);
+  // `rom_off` false: ROM decode could not be turned off; BARs stay refused
+  // (EIO) until clear_rom_stuck() after a config restore.
+  void end_capture(bool rom_off) EXCLUDES(mu_);
+  void clear_rom_stuck() EXCLUDES(mu_);
+  void revoke() EXCLUDES(mu_);
+
+ private:
+  friend class AccessToken;
+  void leave(AccessKind kind) EXCLUDES(mu_);
+  bool bar_open(bool io) const REQUIRES(mu_);
+  bool idle(bool config) const REQUIRES(mu_);
+  void wait_idle(bool config) REQUIRES(mu_);
+  Errno refuse(int err) REQUIRES(mu_);
+  void changed() REQUIRES(mu_);  // admission may have changed: new epoch, wake waiters
+
+  mutable Mutex mu_;
+  CondVar cv_;
+  PowerState power_ GUARDED_BY(mu_);
+  bool mem_decode_ GUARDED_BY(mu_);
+  bool io_decode_ GUARDED_BY(mu_);
+  bool quiesced_ GUARDED_BY(mu_) = false;
+  bool physical_ GUARDED_BY(mu_) = false;
+  bool capturing_ GUARDED_BY(mu_) = false;
+  bool rom_stuck_ GUARDED_BY(mu_) = false;
+  bool revoked_ GUARDED_BY(mu_) = false;
+  uint64_t epoch_ GUARDED_BY(mu_) = 1;
+  uint32_t bar_inflight_ GUARDED_BY(mu_) = 0;
+  uint32_t cfg_inflight_ GUARDED_BY(mu_) = 0;
+  uint32_t doe_inflight_ GUARDED_BY(mu_) = 0;
+  uint32_t waiters_ GUARDED_BY(mu_) = 0;  // drains waiting for in-flight counts
+  std::shared_ptr<const ConfigImage> snapshot_ GUARDED_BY(mu_);
+  GateCounters counters_ GUARDED_BY(mu_);
+};
+
+}  // namespace pcifs::core

@@ -1,0 +1,68 @@
+#include "core/claims.hpp"
+
+namespace pcifs::core {
+
+std::string to_string(const ClaimHolder& holder) {
+  return "pid=" + std::to_string(holder.pid) + " uid=" + std::to_string(holder.uid) +
+         " view=" + holder.view;
+}
+
+std::string ClaimTable::group_key(const backend::DeviceInfo& info) {
+  if (info.iommu_group) return "group:" + std::to_string(*info.iommu_group);
+  return "device:" + info.bdf.str();
+}
+
+Result<void> ClaimTable::acquire(const std::string& group, const Caller& caller,
+                                 std::string_view view, ClaimHolder* holder) {
+  MutexLock lock(mu_);
+  auto [it, fresh] = claims_.try_emplace(group);
+  ClaimHolder& h = it->second;
+  if (fresh) {
+    h.pid = caller.pid;
+    h.uid = caller.uid;
+    h.view = std::string(view);
+  } else if (h.pid != caller.pid) {
+    if (holder != nullptr) *holder = h;
+    return Errno(EBUSY);
+  }
+  ++h.handles;
+  return Ok();
+}
+
+bool ClaimTable::release(const std::string& group, pid_t pid) {
+  MutexLock lock(mu_);
+  auto it = claims_.find(group);
+  if (it == claims_.end() || it->second.pid != pid) return false;
+  if (--it->second.handles > 0) return false;
+  claims_.erase(it);
+  return true;
+}
+
+std::optional<ClaimHolder> ClaimTable::revoke(const std::string& group) {
+  MutexLock lock(mu_);
+  auto it = claims_.find(group);
+  if (it == claims_.end()) return std::nullopt;
+  ClaimHolder h = std::move(it->second);
+  claims_.erase(it);
+  return h;
+}
+
+std::optional<ClaimHolder> ClaimTable::holder(const std::string& group) const {
+  MutexLock lock(mu_);
+  auto it = claims_.find(group);
+  if (it == claims_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool ClaimTable::held_by(const std::string& group, pid_t pid) const {
+  MutexLock lock(mu_);
+  auto it = claims_.find(group);
+  return it != claims_.end() && it->second.pid == pid;
+}
+
+std::string ClaimTable::owner_text(const std::string& group) const {
+  auto h = holder(group);
+  return h ? to_string(*h) : "none";
+}
+
+}  // namespace pcifs::core

@@ -1,0 +1,68 @@
+// ClaimTable: exclusive ownership of IOMMU groups by processes [S11].
+//
+// A claim covers a whole IOMMU group (devices of one group can DMA into each
+// other, so sharing a group between processes would defeat exclusivity). The
+// key is "group:N" from DeviceInfo::iommu_group, or "device:DDDD:BB:DD.F" when
+// the platform has no IOMMU (each function then stands alone).
+//
+// A claim belongs to a process (thread-group pid) and is reference counted
+// per claiming handle: the holder may take more handles; another process gets
+// EBUSY (and learns who holds it, for the log line). The claim ends when its
+// last handle is released, or when the daemon revokes it.
+//
+// Bridges neither take nor block claims: the Mediator does not call acquire()
+// for a bridge (a root port shares a group with what sits below it, and
+// claiming it would lock users out of their own endpoint).
+//
+// One table is shared by all views of a daemon. Thread-safe: every method.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "pcifs/backend.hpp"
+#include "pcifs/result.hpp"
+#include "pcifs/sync.hpp"
+#include "pcifs/types.hpp"
+
+namespace pcifs::core {
+
+struct ClaimHolder {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  std::string view;
+  uint32_t handles = 0;  // claiming handles still open
+};
+
+// "pid=1234 uid=1000 view=c1"
+std::string to_string(const ClaimHolder& holder);
+
+class ClaimTable {
+ public:
+  // The claim key of a device (see above).
+  static std::string group_key(const backend::DeviceInfo& info);
+
+  // Takes one more claiming handle for caller.pid. EBUSY if another process
+  // holds the group; then *holder (if given) receives that holder.
+  Result<void> acquire(const std::string& group, const Caller& caller, std::string_view view,
+                       ClaimHolder* holder = nullptr) EXCLUDES(mu_);
+  // Drops one handle of `pid`; true when that ended the claim. Releasing a
+  // claim `pid` does not hold (e.g. after revoke) is a no-op returning false.
+  bool release(const std::string& group, pid_t pid) EXCLUDES(mu_);
+  // Ends the claim at once (daemon decision); returns who held it.
+  std::optional<ClaimHolder> revoke(const std::string& group) EXCLUDES(mu_);
+
+  std::optional<ClaimHolder> holder(const std::string& group) const EXCLUDES(mu_);
+  bool held_by(const std::string& group, pid_t pid) const EXCLUDES(mu_);
+  std::string owner_text(const std::string& group) const EXCLUDES(mu_);  // or "none"
+
+ private:
+  mutable Mutex mu_;
+  std::map<std::string, ClaimHolder, std::less<>> claims_ GUARDED_BY(mu_);
+};
+
+}  // namespace pcifs::core

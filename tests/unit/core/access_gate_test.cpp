@@ -1,0 +1,146 @@
+// AccessGate alone: the admission table, tokens as in-flight counts, drains,
+// captures, physical phases, revocation, epochs.
+#include "core/access_gate.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+namespace pcifs::core {
+namespace {
+
+struct Case {
+  const char* name;
+  PowerState power;
+  bool mem_decode;
+  bool quiesced;
+  int bar, io_bar, cfg_read, cfg_write, doe;  // 0 admitted, else the errno
+};
+
+class GateTable : public testing::TestWithParam<Case> {};
+
+int outcome(const Result<AccessToken>& r) { return r.ok() ? 0 : r.error().value(); }
+
+TEST_P(GateTable, Admission) {
+  const Case& c = GetParam();
+  AccessGate gate(c.power, c.mem_decode, true);
+  if (c.power == PowerState::kD3cold) {
+    gate.begin_physical();
+    gate.end_physical(PowerState::kD3cold, std::make_shared<const ConfigImage>(256, 0));
+  }
+  if (c.quiesced) gate.close();
+  EXPECT_EQ(outcome(gate.enter_bar(false)), c.bar);
+  EXPECT_EQ(outcome(gate.enter_bar(true)), c.io_bar);
+  EXPECT_EQ(outcome(gate.enter_config(false)), c.cfg_read);
+  EXPECT_EQ(outcome(gate.enter_config(true)), c.cfg_write);
+  EXPECT_EQ(outcome(gate.enter_doe()), c.doe);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    States, GateTable,
+    testing::Values(Case{"D0", PowerState::kD0, true, false, 0, 0, 0, 0, 0},
+                    Case{"D0DecodeOff", PowerState::kD0, false, false, EIO, 0, 0, 0, 0},
+                    Case{"D0Quiesced", PowerState::kD0, true, true, EIO, EIO, 0, 0, EIO},
+                    Case{"D3hot", PowerState::kD3hot, true, false, EIO, EIO, 0, 0, EIO},
+                    Case{"D3cold", PowerState::kD3cold, true, false, EIO, EIO, 0, EIO, EIO}),
+    [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+TEST(AccessGate, D3coldReadTokenCarriesSnapshotAndNoDeviceAdmission) {
+  AccessGate gate(PowerState::kD0, true, true);
+  gate.begin_physical();
+  auto snap = std::make_shared<const ConfigImage>(ConfigImage{1, 2, 3, 4});
+  gate.end_physical(PowerState::kD3cold, snap);
+  auto t = gate.enter_config(false);
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE(t->from_snapshot());
+  EXPECT_EQ(*t->snapshot(), *snap);
+  gate.drain(true);  // the snapshot token is not in flight: returns at once
+}
+
+TEST(AccessGate, RevokedRefusesEverythingWithEnodev) {
+  AccessGate gate(PowerState::kD0, true, true);
+  uint64_t e = gate.epoch();
+  gate.revoke();
+  EXPECT_NE(gate.epoch(), e);
+  EXPECT_EQ(outcome(gate.enter_bar(false)), ENODEV);
+  EXPECT_EQ(outcome(gate.enter_config(false)), ENODEV);
+  EXPECT_EQ(outcome(gate.enter_doe()), ENODEV);
+  EXPECT_EQ(gate.counters().refused_enodev, 3u);
+}
+
+TEST(AccessGate, DrainWaitsForTheLastToken) {
+  AccessGate gate(PowerState::kD0, true, true);
+  auto token = gate.enter_bar(false);
+  ASSERT_TRUE(token.ok());
+  gate.close();
+  std::atomic<bool> drained{false};
+  std::thread drainer([&] {
+    gate.drain(false);
+    drained = true;
+  });
+  // The drainer cannot finish while the token lives; it is released below.
+  EXPECT_FALSE(drained.load());
+  AccessToken moved = std::move(*token);  // moving keeps the access in flight
+  EXPECT_FALSE(drained.load());
+  moved.release();
+  drainer.join();
+  EXPECT_TRUE(drained.load());
+}
+
+TEST(AccessGate, BarAccessDuringCaptureWaitsThenIsAdmitted) {
+  AccessGate gate(PowerState::kD0, true, true);
+  ASSERT_TRUE(gate.begin_capture());
+  std::atomic<int> result{-1};
+  std::thread bar([&] { result = outcome(gate.enter_bar(false)); });
+  while (gate.counters().capture_waits == 0) std::this_thread::yield();
+  EXPECT_EQ(result.load(), -1);  // still waiting: it must not fail
+  EXPECT_EQ(outcome(gate.enter_doe()), 0);  // DOE is config space: unaffected
+  gate.end_capture(true);
+  bar.join();
+  EXPECT_EQ(result.load(), 0);
+}
+
+TEST(AccessGate, CaptureRefusedWhenBarsAreClosed) {
+  AccessGate gate(PowerState::kD3hot, true, true);
+  EXPECT_FALSE(gate.begin_capture());
+  AccessGate off(PowerState::kD0, false, true);
+  EXPECT_FALSE(off.begin_capture());
+}
+
+TEST(AccessGate, StuckRomDecodeKeepsBarsClosedUntilCleared) {
+  AccessGate gate(PowerState::kD0, true, true);
+  ASSERT_TRUE(gate.begin_capture());
+  gate.end_capture(false);
+  EXPECT_EQ(outcome(gate.enter_bar(false)), EIO);
+  gate.clear_rom_stuck();
+  EXPECT_EQ(outcome(gate.enter_bar(false)), 0);
+}
+
+TEST(AccessGate, ConfigWaitsForPhysicalPhase) {
+  AccessGate gate(PowerState::kD0, true, true);
+  gate.close();
+  gate.begin_physical();
+  std::atomic<int> result{-1};
+  std::thread cfg([&] {
+    auto t = gate.enter_config(true);
+    result = t.ok() ? 0 : t.error().value();
+  });
+  EXPECT_EQ(result.load(), -1);
+  gate.end_physical(PowerState::kD3cold, std::make_shared<const ConfigImage>(64, 0));
+  cfg.join();
+  EXPECT_EQ(result.load(), EIO);  // it saw the state the transition reached
+}
+
+TEST(AccessGate, EpochChangesOnCloseAndReopen) {
+  AccessGate gate(PowerState::kD0, true, true);
+  uint64_t e0 = gate.epoch();
+  gate.close();
+  uint64_t e1 = gate.epoch();
+  gate.reopen();
+  EXPECT_LT(e0, e1);
+  EXPECT_LT(e1, gate.epoch());
+}
+
+}  // namespace
+}  // namespace pcifs::core
