@@ -114,6 +114,10 @@ class Mediator {
   // Poll: bit 0 readable, bit 1 writable. `wake` is called once when it changes.
   unsigned doe_poll(HandleId h, std::function<void()> wake);
 
+  // Blocks until the DOE Discovery started at attach has finished on every
+  // mailbox (each bounded by the DOE timeout), so doe_features/ is complete.
+  void wait_for_discovery();
+
   // --- status (S3): JSON text for the view's devices.
   std::string status_json(ViewId view) const;
 

@@ -1,0 +1,232 @@
+// The Mediator: attach devices, views, handles, claims. Reads and writes are
+// in mediator_io.cpp, DOE in mediator_doe.cpp, the tree in mediator_files.cpp.
+#include <spdlog/spdlog.h>
+
+#include "core/mediator_state.hpp"
+
+namespace pcifs {
+
+using core::DeviceState;
+using core::Handle;
+
+Mediator::Mediator(std::shared_ptr<backend::Backend> backend, MediatorOptions options)
+    : impl_(std::make_unique<Impl>(std::move(backend), options)) {
+  for (auto& dev : impl_->backend->devices()) impl_->attach(dev);
+  Impl* impl = impl_.get();
+  impl_->backend->set_hotplug_callback(
+      [impl](const Bdf& bdf, bool added) { impl->on_hotplug(bdf, added); });
+}
+
+Mediator::~Mediator() {
+  impl_->backend->set_hotplug_callback(nullptr);
+  impl_->executor.shutdown();  // pending DOE exchanges complete (ESHUTDOWN) now
+}
+
+void Mediator::Impl::attach(std::shared_ptr<backend::Device> dev) {
+  auto d = std::make_shared<DeviceState>();
+  d->dev = dev;
+  d->info = dev->info();
+  d->bdf = d->info.bdf;
+  d->group = core::ClaimTable::group_key(d->info);
+  // The image the config tables are built from: read once, while nobody else
+  // can reach the device (it is not yet published).
+  std::vector<uint8_t> image(d->info.config_size, 0);
+  if (auto r = dev->config_read_block(0, image); !r) {
+    spdlog::warn("{}: config unreadable at attach ({}); serving what the tables allow",
+                 d->bdf.str(), r.error().name());
+  }
+  d->config = std::make_unique<core::ConfigSpace>(d->info, image);
+  d->control = std::make_unique<core::DeviceControl>(dev, &sink);
+  d->doe_caps = d->config->doe_offsets().size();
+  if (!d->bound()) {
+    for (uint16_t off : d->config->doe_offsets()) {
+      core::DoeMailboxOptions mo;
+      mo.response_timeout = options.doe_timeout;
+      d->mailboxes.push_back(core::DoeMailbox::create(
+          executor, std::make_unique<core::GatedDoeRegs>(*d->control, dev, off), mo));
+    }
+  }
+  {
+    ExclusiveLock lock(devices_mu);
+    devices[d->bdf] = d;
+  }
+  start_discovery(d);
+}
+
+void Mediator::Impl::on_hotplug(const Bdf& bdf, bool added) {
+  if (!added) return device_removed(bdf);
+  for (auto& dev : backend->devices()) {
+    if (dev->info().bdf == bdf && !find(bdf)) {
+      spdlog::info("{}: arrived", bdf.str());
+      attach(dev);
+    }
+  }
+}
+
+void Mediator::Impl::device_removed(const Bdf& bdf) {
+  std::shared_ptr<DeviceState> d;
+  {
+    ExclusiveLock lock(devices_mu);
+    auto it = devices.find(bdf);
+    if (it == devices.end()) return;
+    d = it->second;
+    devices.erase(it);
+  }
+  d->gone.store(true);
+  d->control->revoke();
+  for (auto& mb : d->mailboxes) mb->close(Errno(ENODEV));
+  if (auto holder = claims.revoke(d->group)) {
+    spdlog::info("{}: removed; claim of {} ended", bdf.str(), core::to_string(*holder));
+  } else {
+    spdlog::info("{}: removed", bdf.str());
+  }
+  sink.invalidate_mappings(bdf);
+  sink.device_gone(bdf);
+}
+
+std::shared_ptr<DeviceState> Mediator::Impl::find(const Bdf& bdf) const {
+  SharedLock lock(devices_mu);
+  auto it = devices.find(bdf);
+  return it == devices.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<DeviceState> Mediator::Impl::find_in(ViewId view, const Bdf& bdf) const {
+  auto d = find(bdf);
+  if (!d) return nullptr;
+  const auto& i = d->info;
+  return policy(view).selects(bdf, i.vendor, i.device, i.class_code) ? d : nullptr;
+}
+
+const ViewPolicy& Mediator::Impl::policy(ViewId view) const {
+  MutexLock lock(views_mu);
+  return views.at(view);
+}
+
+std::shared_ptr<Handle> Mediator::Impl::handle(HandleId h) {
+  MutexLock lock(handles_mu);
+  auto it = handles.find(h);
+  return it == handles.end() ? nullptr : it->second;
+}
+
+ViewId Mediator::add_view(ViewPolicy policy) {
+  MutexLock lock(impl_->views_mu);
+  impl_->views.push_back(std::move(policy));
+  return static_cast<ViewId>(impl_->views.size() - 1);
+}
+
+const ViewPolicy& Mediator::view(ViewId id) const { return impl_->policy(id); }
+
+void Mediator::set_revocation_sink(RevocationSink* sink) { impl_->sink.set(sink); }
+
+std::vector<Bdf> Mediator::devices(ViewId view) const {
+  const ViewPolicy& v = impl_->policy(view);
+  std::vector<Bdf> out;
+  SharedLock lock(impl_->devices_mu);
+  for (const auto& [bdf, d] : impl_->devices) {
+    if (v.selects(bdf, d->info.vendor, d->info.device, d->info.class_code)) out.push_back(bdf);
+  }
+  return out;
+}
+
+std::shared_ptr<backend::Device> Mediator::device(const Bdf& bdf) const {
+  auto d = impl_->find(bdf);
+  return d ? d->dev : nullptr;
+}
+
+std::optional<int> Mediator::iommu_group(ViewId view, const Bdf& bdf) const {
+  auto d = impl_->find_in(view, bdf);
+  return d ? d->info.iommu_group : std::nullopt;
+}
+
+std::optional<std::string> Mediator::driver(ViewId view, const Bdf& bdf) const {
+  auto d = impl_->find_in(view, bdf);
+  return d ? d->info.driver : std::nullopt;
+}
+
+// --- claims [S11]
+
+Result<void> Mediator::Impl::claim(Handle& h) {
+  DeviceState& d = *h.dev;
+  if (d.bridge() || h.claiming.load()) return Ok();  // bridges neither take nor block
+  core::ClaimHolder holder;
+  auto r = claims.acquire(d.group, h.caller, policy(h.view).name, &holder);
+  if (!r) {
+    d.counters.busy++;
+    spdlog::warn("{}: EBUSY for pid={} uid={}: claimed by {}", d.bdf.str(), h.caller.pid,
+                 h.caller.uid, core::to_string(holder));
+    return r.error();
+  }
+  if (h.claiming.exchange(true)) {
+    claims.release(d.group, h.caller.pid);  // a racing write on this handle claimed first
+  } else {
+    spdlog::info("{}: claimed by pid={} uid={} view={}", d.bdf.str(), h.caller.pid,
+                 h.caller.uid, policy(h.view).name);
+  }
+  return Ok();
+}
+
+// low_power_access=wake [S9]: an access by the claim holder brings the device to D0.
+Result<void> Mediator::Impl::wake_if_allowed(Handle& h) {
+  DeviceState& d = *h.dev;
+  if (d.control->power_state() == PowerState::kD0) return Ok();
+  if (policy(h.view).low_power_access != LowPowerAccess::kWake) return Errno(EIO);
+  if (!d.bridge() && !claims.held_by(d.group, h.caller.pid)) return Errno(EIO);
+  spdlog::info("{}: woken to D0 for pid={}", d.bdf.str(), h.caller.pid);
+  return d.control->wake();
+}
+
+// --- open / release
+
+Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef& ref,
+                                OpenFlags flags) {
+  auto d = impl_->find_in(view, ref.bdf);
+  if (!d || d->gone.load()) return Errno(ENOENT);
+  const ViewPolicy& v = impl_->policy(view);
+  if (auto r = impl_->check_open(v, caller, *d, ref, flags); !r) {
+    d->counters.denials++;
+    spdlog::info("{}: open of {} denied ({}) for pid={} uid={} view={}", d->bdf.str(),
+                 static_cast<int>(ref.kind), r.error().name(), caller.pid, caller.uid, v.name);
+    return r.error();
+  }
+  auto h = std::make_shared<Handle>();
+  h->view = view;
+  h->caller = caller;
+  h->ref = ref;
+  h->flags = flags;
+  h->dev = d;
+  if (ref.kind == FileKind::kBar) PCIFS_TRY(impl_->claim(*h));  // S11: opening a BAR claims
+  d->open_handles++;
+  MutexLock lock(impl_->handles_mu);
+  h->id = impl_->next_handle++;
+  impl_->handles[h->id] = h;
+  return h->id;
+}
+
+void Mediator::release(HandleId id) {
+  std::shared_ptr<Handle> h;
+  {
+    MutexLock lock(impl_->handles_mu);
+    auto it = impl_->handles.find(id);
+    if (it == impl_->handles.end()) return;
+    h = it->second;
+    impl_->handles.erase(it);
+  }
+  DeviceState& d = *h->dev;
+  d.open_handles--;
+  uint64_t ticket = 0;
+  Mediator::ReadDone pending;
+  {
+    MutexLock lock(h->mu);
+    if (h->doe.state == core::DoeSlot::State::kInFlight) ticket = h->doe.ticket;
+    pending = std::move(h->doe.pending);
+    h->doe.pending = nullptr;
+    h->doe.state = core::DoeSlot::State::kIdle;
+  }
+  if (ticket && h->ref.index < d.mailboxes.size()) d.mailboxes[h->ref.index]->cancel(ticket);
+  if (pending) pending(Errno(ECANCELED));
+  if (h->claiming.load() && impl_->claims.release(d.group, h->caller.pid)) {
+    spdlog::info("{}: claim of pid={} released", d.bdf.str(), h->caller.pid);
+  }
+}
+
+}  // namespace pcifs

@@ -1,0 +1,217 @@
+// The doe file [S8]: write() queues one exchange per handle, the response is
+// read back (blocking reads complete asynchronously), poll says when.
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+#include "core/doe_object.hpp"
+#include "core/mediator_state.hpp"
+
+namespace pcifs {
+
+using core::DeviceState;
+using core::DoeSlot;
+using core::Handle;
+
+Result<uint32_t> core::GatedDoeRegs::read(uint32_t reg) {
+  auto token = control_.enter_doe();
+  if (!token) return token.error();
+  return dev_->config_read(cap_ + reg, 4);
+}
+
+Result<void> core::GatedDoeRegs::write(uint32_t reg, uint32_t value) {
+  auto token = control_.enter_doe();
+  if (!token) return token.error();
+  return dev_->config_write(cap_ + reg, 4, value);
+}
+
+namespace {
+
+std::vector<uint8_t> to_bytes(const std::vector<uint32_t>& dw) {
+  std::vector<uint8_t> out(dw.size() * 4);
+  for (size_t i = 0; i < dw.size(); ++i) {
+    for (unsigned k = 0; k < 4; ++k) out[4 * i + k] = static_cast<uint8_t>(dw[i] >> (8 * k));
+  }
+  return out;
+}
+
+// Back to idle, keeping a poll waiter.
+void to_idle(DoeSlot& s) {
+  s.state = DoeSlot::State::kIdle;
+  s.ticket = 0;
+  s.response = std::vector<uint8_t>{};
+  s.pos = 0;
+}
+
+// Takes the next part of a ready response (caller holds h.mu): a response is
+// consumed once read to its end; an error is delivered once.
+Result<std::vector<uint8_t>> take(DoeSlot& s, size_t max) {
+  if (!s.response) {
+    Errno e = s.response.error();
+    to_idle(s);
+    return e;
+  }
+  const auto& all = *s.response;
+  size_t n = std::min(max, all.size() - s.pos);
+  std::vector<uint8_t> part(all.begin() + static_cast<long>(s.pos),
+                            all.begin() + static_cast<long>(s.pos + n));
+  s.pos += n;
+  if (s.pos >= all.size()) to_idle(s);
+  return part;
+}
+
+}  // namespace
+
+Result<size_t> Mediator::Impl::doe_write(Handle& h, std::span<const uint8_t> in) {
+  DeviceState& d = *h.dev;
+  auto req = core::parse_doe_request(in);
+  if (!req) return req.error();
+  if (!policy(h.view).doe_allowed(h.caller, {req->protocol.vendor, req->protocol.type})) {
+    d.counters.denials++;
+    spdlog::info("{}: DOE protocol {} denied for pid={} uid={} view={}", d.bdf.str(),
+                 core::format_doe_protocol(req->protocol), h.caller.pid, h.caller.uid,
+                 policy(h.view).name);
+    return Errno(EPERM);
+  }
+  if (h.ref.index >= d.mailboxes.size()) return Errno(EIO);
+  PCIFS_TRY(wake_if_allowed(h));
+  auto& mb = d.mailboxes[h.ref.index];
+  {
+    MutexLock lock(h.mu);
+    if (h.doe.state != DoeSlot::State::kIdle) return Errno(EBUSY);  // one in flight per handle
+    h.doe.state = DoeSlot::State::kInFlight;
+  }
+  d.counters.doe_exchanges++;
+  std::weak_ptr<Handle> wh = handle(h.id);
+  // The ticket is recorded after submit; a completion that beats it finds
+  // ticket 0 and still matches (see doe_complete).
+  uint64_t ticket = mb->submit(std::move(req->dwords), [this, wh](Result<std::vector<uint32_t>> r) {
+    doe_complete(wh, 0, std::move(r));
+  });
+  {
+    MutexLock lock(h.mu);
+    if (h.doe.state == DoeSlot::State::kInFlight) h.doe.ticket = ticket;
+  }
+  return in.size();
+}
+
+void Mediator::Impl::doe_complete(const std::weak_ptr<Handle>& wh, uint64_t,
+                                  Result<std::vector<uint32_t>> r) {
+  auto h = wh.lock();
+  if (!h) return;  // released meanwhile: nobody to tell
+  Mediator::ReadDone pending;
+  std::function<void()> wake;
+  std::optional<Result<std::vector<uint8_t>>> part;
+  {
+    MutexLock lock(h->mu);
+    if (h->doe.state != DoeSlot::State::kInFlight) return;
+    h->doe.state = DoeSlot::State::kReady;
+    h->doe.pos = 0;
+    if (r) h->doe.response = to_bytes(*r);
+    else h->doe.response = r.error();
+    if (!r && r.error() != Errno(ECANCELED)) {
+      spdlog::warn("{}: DOE exchange for pid={} failed: {}", h->dev->bdf.str(), h->caller.pid,
+                   r.error().name());
+    }
+    if (h->doe.pending) {
+      pending = std::move(h->doe.pending);
+      h->doe.pending = nullptr;
+      part = take(h->doe, h->doe.pending_max);
+    }
+    wake = std::move(h->doe.wake);
+    h->doe.wake = nullptr;
+  }
+  if (pending && part) pending(std::move(*part));
+  if (wake) wake();
+}
+
+void Mediator::Impl::doe_read(const std::shared_ptr<Handle>& h, size_t max, bool nonblock,
+                              ReadDone done) {
+  Result<std::vector<uint8_t>> now = std::vector<uint8_t>{};
+  {
+    MutexLock lock(h->mu);
+    switch (h->doe.state) {
+      case DoeSlot::State::kIdle: break;  // nothing asked: end of file
+      case DoeSlot::State::kReady: now = take(h->doe, max); break;
+      case DoeSlot::State::kInFlight:
+        if (nonblock) {
+          now = Errno(EAGAIN);
+        } else if (h->doe.pending) {
+          now = Errno(EBUSY);  // one blocked reader per handle
+        } else {
+          h->doe.pending = std::move(done);
+          h->doe.pending_max = max;
+          return;
+        }
+    }
+  }
+  done(std::move(now));
+}
+
+void Mediator::doe_read(HandleId id, size_t max_bytes, ReadDone done) {
+  auto h = impl_->handle(id);
+  if (!h) return done(Errno(EBADF));
+  if (h->dev->gone.load()) return done(Errno(ENODEV));
+  if (h->ref.kind != FileKind::kDoe) return done(Errno(EINVAL));
+  impl_->doe_read(h, max_bytes, h->flags.nonblock, std::move(done));
+}
+
+void Mediator::doe_interrupt(HandleId id) {
+  auto h = impl_->handle(id);
+  if (!h) return;
+  ReadDone pending;
+  {
+    MutexLock lock(h->mu);
+    pending = std::move(h->doe.pending);
+    h->doe.pending = nullptr;
+  }
+  if (pending) pending(Errno(EINTR));  // the exchange goes on; a later read gets it
+}
+
+unsigned Mediator::doe_poll(HandleId id, std::function<void()> wake) {
+  auto h = impl_->handle(id);
+  if (!h) return 0;
+  MutexLock lock(h->mu);
+  switch (h->doe.state) {
+    case DoeSlot::State::kIdle: return 2;
+    case DoeSlot::State::kReady: return 1;
+    case DoeSlot::State::kInFlight: h->doe.wake = std::move(wake); return 0;
+  }
+  return 0;
+}
+
+void Mediator::Impl::start_discovery(const std::shared_ptr<DeviceState>& d) {
+  {
+    MutexLock lock(d->doe_mu);
+    d->features.assign(d->mailboxes.size(), std::nullopt);
+    d->discovery_pending = d->mailboxes.size();
+  }
+  std::weak_ptr<DeviceState> wd = d;
+  for (size_t m = 0; m < d->mailboxes.size(); ++m) {
+    d->mailboxes[m]->discover([wd, m](Result<std::vector<backend::DoeFeature>> r) {
+      auto dev = wd.lock();
+      if (!dev) return;
+      if (!r) spdlog::warn("{}: DOE mailbox {} discovery failed: {}", dev->bdf.str(), m, r.error().name());
+      MutexLock lock(dev->doe_mu);
+      dev->features[m] = r ? *r : std::vector<backend::DoeFeature>{};
+      dev->discovery_pending--;
+      dev->discovery_cv.notify_all();
+    });
+  }
+}
+
+void Mediator::wait_for_discovery() {
+  std::vector<std::shared_ptr<DeviceState>> all;
+  {
+    SharedLock lock(impl_->devices_mu);
+    for (auto& [bdf, d] : impl_->devices) all.push_back(d);
+  }
+  for (auto& d : all) {
+    MutexLock lock(d->doe_mu);
+    d->discovery_cv.wait(d->doe_mu, [&]() NO_THREAD_SAFETY_ANALYSIS {
+      return d->discovery_pending == 0;
+    });
+  }
+}
+
+}  // namespace pcifs

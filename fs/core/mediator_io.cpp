@@ -1,0 +1,213 @@
+// Reads and writes of device files: config [S4], BARs [S5], rom [S7], and the
+// control files power_state [S9], reset and remove [S10].
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/bar_access.hpp"
+#include "core/mediator_state.hpp"
+
+namespace pcifs {
+
+using core::DeviceState;
+using core::Handle;
+
+namespace {
+
+Result<size_t> serve(std::span<const uint8_t> data, uint64_t off, std::span<uint8_t> out) {
+  if (off >= data.size()) return size_t{0};
+  size_t n = std::min<size_t>(out.size(), data.size() - static_cast<size_t>(off));
+  std::memcpy(out.data(), data.data() + off, n);
+  return n;
+}
+
+core::ConfigReadPolicy read_policy(const ViewPolicy& v, const Caller& c) {
+  core::ConfigReadPolicy p;
+  bool header = !v.privileged(c) && v.config_read == ConfigRead::kHeader;
+  p.scope = header ? core::ConfigReadPolicy::Scope::kHeader : core::ConfigReadPolicy::Scope::kFull;
+  p.mask_addresses = v.mask_addresses;
+  p.hide_dsn = v.hide_dsn;
+  p.hide_vpd = v.hide_vpd;
+  return p;
+}
+
+// The text of a control write: "1", "D3hot", each with an optional newline.
+std::string_view control_text(std::span<const uint8_t> in) {
+  std::string_view t(reinterpret_cast<const char*>(in.data()), in.size());
+  if (!t.empty() && t.back() == '\n') t.remove_suffix(1);
+  return t;
+}
+
+}  // namespace
+
+Result<size_t> Mediator::read(HandleId id, uint64_t off, std::span<uint8_t> out) {
+  auto h = impl_->handle(id);
+  if (!h) return Errno(EBADF);
+  if (h->dev->gone.load()) return Errno(ENODEV);
+  if (!h->flags.read) return Errno(EBADF);
+  switch (h->ref.kind) {
+    case FileKind::kConfig: return impl_->read_config(*h, off, out);
+    case FileKind::kBar: return impl_->read_bar(*h, off, out);
+    case FileKind::kRom: return impl_->read_rom(*h, off, out);
+    case FileKind::kDoe: {  // the synchronous form: what is ready now, else EAGAIN
+      Result<size_t> got = Errno(EAGAIN);
+      impl_->doe_read(h, out.size(), /*nonblock=*/true, [&](Result<std::vector<uint8_t>> r) {
+        if (!r) got = r.error();
+        else got = serve(*r, 0, out);
+      });
+      return got;
+    }
+    case FileKind::kReset:
+    case FileKind::kRemove: return Errno(EACCES);
+    default: return impl_->read_text(*h, off, out);
+  }
+}
+
+Result<size_t> Mediator::write(HandleId id, uint64_t off, std::span<const uint8_t> in) {
+  auto h = impl_->handle(id);
+  if (!h) return Errno(EBADF);
+  if (h->dev->gone.load()) return Errno(ENODEV);
+  if (!h->flags.write) return Errno(EBADF);
+  switch (h->ref.kind) {
+    case FileKind::kConfig: return impl_->write_config(*h, off, in);
+    case FileKind::kBar: return impl_->write_bar(*h, off, in);
+    case FileKind::kDoe: return impl_->doe_write(*h, in);
+    case FileKind::kPowerState:
+    case FileKind::kReset:
+    case FileKind::kRemove: return impl_->write_control(*h, in);
+    default: return Errno(EACCES);
+  }
+}
+
+Result<size_t> Mediator::Impl::read_text(Handle& h, uint64_t off, std::span<uint8_t> out) {
+  std::string text = text_of(*h.dev, policy(h.view), h.ref);
+  return serve({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, off, out);
+}
+
+// --- config [S4]
+
+Result<size_t> Mediator::Impl::read_config(Handle& h, uint64_t off, std::span<uint8_t> out) {
+  DeviceState& d = *h.dev;
+  if (off >= d.config->size()) return size_t{0};
+  d.counters.config_reads++;
+  auto raw = [&d](uint32_t o, std::span<uint8_t> b) { return d.control->config_read_block(o, b); };
+  return d.config->read(static_cast<uint32_t>(off), out, read_policy(policy(h.view), h.caller),
+                        raw);
+}
+
+Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<const uint8_t> in) {
+  DeviceState& d = *h.dev;
+  if (off >= d.config->size()) return in.empty() ? Result<size_t>(size_t{0}) : Errno(ENOSPC);
+  PCIFS_TRY(claim(h));
+  PCIFS_TRY(wake_if_allowed(h));
+  d.counters.config_writes++;
+  MutexLock lock(d.write_mu);
+  auto raw_reg = [&d](uint32_t o, unsigned w) { return d.control->config_read(o, w); };
+  auto plan = d.config->plan_write(static_cast<uint32_t>(off), in, raw_reg);
+  if (!plan) return plan.error();
+  auto raw_write = [&d](uint32_t o, unsigned w, uint32_t v) {
+    return d.control->config_write(o, w, v);
+  };
+  if (!plan->memory_decode && !plan->io_decode) return d.config->apply_plan(*plan, raw_write);
+  // Decode changes: the control quiesces BAR access first when decode goes off
+  // [S12], then performs the write.
+  Result<size_t> applied = size_t{0};
+  auto r = d.control->change_decode({plan->memory_decode, plan->io_decode}, [&]() -> Result<void> {
+    applied = d.config->apply_plan(*plan, raw_write);
+    if (!applied) return applied.error();
+    return Ok();
+  });
+  if (!r) return r.error();
+  return applied;
+}
+
+// --- BARs [S5]
+
+Result<size_t> Mediator::Impl::read_bar(Handle& h, uint64_t off, std::span<uint8_t> out) {
+  DeviceState& d = *h.dev;
+  const auto& res = d.info.resources[h.ref.index];
+  auto pieces = core::split_bar_access(off, out.size(), res.size(), false, res.is_io());
+  if (!pieces) return pieces.error();
+  if (pieces->empty()) return size_t{0};
+  PCIFS_TRY(wake_if_allowed(h));
+  auto token = d.control->enter_bar(h.ref.index);  // one admission for the whole request
+  if (!token) return token.error();
+  d.counters.bar_reads++;
+  size_t done = 0;
+  for (const auto& p : *pieces) {
+    auto v = d.dev->bar_read(h.ref.index, p.offset, p.width);
+    if (!v) return done ? Result<size_t>(done) : v.error();
+    for (unsigned k = 0; k < p.width; ++k) out[p.buf_pos + k] = static_cast<uint8_t>(*v >> (8 * k));
+    done = p.buf_pos + p.width;
+  }
+  return done;
+}
+
+Result<size_t> Mediator::Impl::write_bar(Handle& h, uint64_t off, std::span<const uint8_t> in) {
+  DeviceState& d = *h.dev;
+  const auto& res = d.info.resources[h.ref.index];
+  auto pieces = core::split_bar_access(off, in.size(), res.size(), true, res.is_io());
+  if (!pieces) return pieces.error();
+  if (pieces->empty()) return size_t{0};
+  PCIFS_TRY(wake_if_allowed(h));
+  auto token = d.control->enter_bar(h.ref.index);
+  if (!token) return token.error();
+  d.counters.bar_writes++;
+  size_t done = 0;
+  for (const auto& p : *pieces) {
+    uint64_t v = 0;
+    for (unsigned k = 0; k < p.width; ++k) v |= uint64_t{in[p.buf_pos + k]} << (8 * k);
+    auto r = d.dev->bar_write(h.ref.index, p.offset, p.width, v);
+    if (!r) return done ? Result<size_t>(done) : r.error();
+    done = p.buf_pos + p.width;
+  }
+  return done;
+}
+
+// --- rom [S7]
+
+Result<size_t> Mediator::Impl::read_rom(Handle& h, uint64_t off, std::span<uint8_t> out) {
+  DeviceState& d = *h.dev;
+  if (d.bound()) {
+    spdlog::warn("{}: ROM capture refused: bound to driver {}", d.bdf.str(), *d.info.driver);
+    return Errno(EBUSY);
+  }
+  auto rom = d.control->rom();
+  if (!rom) {
+    spdlog::warn("{}: rom: {} ({})", d.bdf.str(), rom.error().name(), d.control->rom_error());
+    return rom.error();
+  }
+  return serve((*rom)->bytes, off, out);
+}
+
+// --- control files [S9, S10]
+
+Result<size_t> Mediator::Impl::write_control(Handle& h, std::span<const uint8_t> in) {
+  DeviceState& d = *h.dev;
+  std::string_view text = control_text(in);
+  Result<void> r = Ok();
+  if (h.ref.kind == FileKind::kPowerState) {
+    auto target = parse_power_state(text);
+    if (!target) return Errno(EINVAL);
+    PCIFS_TRY(claim(h));
+    spdlog::info("{}: power_state {} -> {} by pid={}", d.bdf.str(),
+                 to_string(d.control->power_state()), to_string(*target), h.caller.pid);
+    r = d.control->set_power_state(*target);
+  } else if (text != "1") {
+    return Errno(EINVAL);
+  } else if (h.ref.kind == FileKind::kReset) {
+    PCIFS_TRY(claim(h));
+    spdlog::info("{}: reset by pid={}", d.bdf.str(), h.caller.pid);
+    r = d.control->reset();
+    if (r) d.config->reset_virtual();
+  } else {
+    spdlog::info("{}: remove by pid={}", d.bdf.str(), h.caller.pid);
+    r = d.control->remove();
+    device_removed(d.bdf);  // idempotent: the backend's hot-plug callback may have run it
+  }
+  if (!r) return r.error();
+  return in.size();
+}
+
+}  // namespace pcifs

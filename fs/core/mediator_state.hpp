@@ -1,0 +1,171 @@
+// Internal state of the Mediator (include/pcifs/mediator.hpp): per-device
+// state, open handles, and the Impl that ties them to views and claims.
+// Private to fs/core/mediator*.cpp.
+//
+// Locking order (outer to inner): Impl::devices_mu_ -> Impl::handles_mu_ ->
+// Handle::mu -> DeviceState::doe_mu. None of these is held while calling a
+// DeviceControl operation, a DoeMailbox, a completion callback or the sink;
+// they guard bookkeeping only.
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/claims.hpp"
+#include "core/config_space.hpp"
+#include "core/device_control.hpp"
+#include "core/doe_executor.hpp"
+#include "core/doe_mailbox.hpp"
+#include "pcifs/mediator.hpp"
+#include "pcifs/sync.hpp"
+
+namespace pcifs::core {
+
+struct DeviceCounters {
+  std::atomic<uint64_t> config_reads{0}, config_writes{0}, bar_reads{0}, bar_writes{0};
+  std::atomic<uint64_t> doe_exchanges{0}, denials{0}, busy{0}, revoked_handles{0};
+};
+
+struct DeviceState {
+  Bdf bdf;
+  std::shared_ptr<backend::Device> dev;
+  backend::DeviceInfo info;
+  std::string group;  // claim key (ClaimTable::group_key)
+  std::unique_ptr<ConfigSpace> config;
+  std::unique_ptr<DeviceControl> control;
+  std::vector<std::shared_ptr<DoeMailbox>> mailboxes;  // unbound devices only
+  size_t doe_caps = 0;                                 // DOE capabilities in config
+  std::atomic<bool> gone{false};
+  std::atomic<uint32_t> open_handles{0};
+  DeviceCounters counters;
+  Mutex write_mu;  // one config write (plan + apply) at a time
+
+  mutable Mutex doe_mu;
+  CondVar discovery_cv;
+  // Per mailbox: what Discovery reported; nullopt until it has run.
+  std::vector<std::optional<std::vector<backend::DoeFeature>>> features GUARDED_BY(doe_mu);
+  size_t discovery_pending GUARDED_BY(doe_mu) = 0;
+
+  // A kernel driver owns the device (S15): pcifs only reads.
+  bool bound() const { return info.driver && *info.driver != "pci-stub"; }
+  bool bridge() const { return info.is_bridge(); }
+  std::vector<backend::DoeFeature> doe_features() const EXCLUDES(doe_mu);
+};
+
+// The DOE exchange of one handle [S8]: one in flight at a time.
+struct DoeSlot {
+  enum class State : uint8_t { kIdle, kInFlight, kReady };
+  State state = State::kIdle;
+  uint64_t ticket = 0;
+  Result<std::vector<uint8_t>> response{std::vector<uint8_t>{}};
+  size_t pos = 0;
+  Mediator::ReadDone pending;  // a blocked read waiting for the response
+  size_t pending_max = 0;
+  std::function<void()> wake;  // poll notification, fired once
+};
+
+struct Handle {
+  HandleId id = 0;
+  ViewId view = 0;
+  Caller caller;
+  FileRef ref;
+  OpenFlags flags;
+  std::shared_ptr<DeviceState> dev;
+  std::atomic<bool> claiming{false};
+  Mutex mu;
+  DoeSlot doe GUARDED_BY(mu);
+};
+
+// DOE registers through the power gate: every access is admitted (D0 only) or
+// fails with EIO, so an exchange never reaches a device in low power [S9].
+class GatedDoeRegs final : public DoeRegs {
+ public:
+  GatedDoeRegs(DeviceControl& control, std::shared_ptr<backend::Device> dev, uint16_t cap)
+      : control_(control), dev_(std::move(dev)), cap_(cap) {}
+  Result<uint32_t> read(uint32_t reg) override;
+  Result<void> write(uint32_t reg, uint32_t value) override;
+
+ private:
+  DeviceControl& control_;
+  std::shared_ptr<backend::Device> dev_;
+  uint16_t cap_;
+};
+
+// Forwards the core's revocation calls to whatever sink the FUSE layer set.
+class SinkRelay final : public RevocationSink {
+ public:
+  void set(pcifs::RevocationSink* s) { sink_.store(s); }
+  void invalidate_mappings(const Bdf& bdf) override {
+    if (auto* s = sink_.load()) s->invalidate_mappings(bdf);
+  }
+  void device_gone(const Bdf& bdf) {
+    if (auto* s = sink_.load()) s->device_gone(bdf);
+  }
+
+ private:
+  std::atomic<pcifs::RevocationSink*> sink_{nullptr};
+};
+
+}  // namespace pcifs::core
+
+namespace pcifs {
+
+struct Mediator::Impl {
+  Impl(std::shared_ptr<backend::Backend> b, MediatorOptions o)
+      : backend(std::move(b)), options(o), executor(o.doe_threads) {}
+
+  std::shared_ptr<backend::Backend> backend;
+  MediatorOptions options;
+  core::SinkRelay sink;
+  core::ClaimTable claims;
+  core::DoeExecutor executor;
+
+  mutable SharedMutex devices_mu;
+  std::map<Bdf, std::shared_ptr<core::DeviceState>> devices GUARDED_BY(devices_mu);
+  mutable Mutex views_mu;
+  std::deque<ViewPolicy> views GUARDED_BY(views_mu);  // deque: stable references
+  Mutex handles_mu;
+  std::unordered_map<HandleId, std::shared_ptr<core::Handle>> handles GUARDED_BY(handles_mu);
+  HandleId next_handle GUARDED_BY(handles_mu) = 1;
+
+  // --- mediator.cpp
+  void attach(std::shared_ptr<backend::Device> dev);
+  void on_hotplug(const Bdf& bdf, bool added);
+  void device_removed(const Bdf& bdf);
+  std::shared_ptr<core::DeviceState> find(const Bdf& bdf) const;
+  std::shared_ptr<core::DeviceState> find_in(ViewId view, const Bdf& bdf) const;
+  std::shared_ptr<core::Handle> handle(HandleId h);
+  const ViewPolicy& policy(ViewId view) const;
+  Result<void> claim(core::Handle& h);
+  Result<void> wake_if_allowed(core::Handle& h);
+  Result<void> check_open(const ViewPolicy& v, const Caller& c, core::DeviceState& d,
+                          const FileRef& ref, OpenFlags flags);
+
+  // --- mediator_io.cpp
+  Result<size_t> read_text(core::Handle& h, uint64_t off, std::span<uint8_t> out);
+  Result<size_t> read_config(core::Handle& h, uint64_t off, std::span<uint8_t> out);
+  Result<size_t> write_config(core::Handle& h, uint64_t off, std::span<const uint8_t> in);
+  Result<size_t> read_bar(core::Handle& h, uint64_t off, std::span<uint8_t> out);
+  Result<size_t> write_bar(core::Handle& h, uint64_t off, std::span<const uint8_t> in);
+  Result<size_t> read_rom(core::Handle& h, uint64_t off, std::span<uint8_t> out);
+  Result<size_t> write_control(core::Handle& h, std::span<const uint8_t> in);
+
+  // --- mediator_doe.cpp
+  Result<size_t> doe_write(core::Handle& h, std::span<const uint8_t> in);
+  void doe_read(const std::shared_ptr<core::Handle>& h, size_t max, bool nonblock, ReadDone done);
+  void doe_complete(const std::weak_ptr<core::Handle>& wh, uint64_t ticket,
+                    Result<std::vector<uint32_t>> r);
+  void start_discovery(const std::shared_ptr<core::DeviceState>& d);
+
+  // --- mediator_files.cpp
+  std::vector<FileEntry> list_files(const ViewPolicy& v, const core::DeviceState& d) const;
+  std::string text_of(const core::DeviceState& d, const ViewPolicy& v, const FileRef& ref) const;
+};
+
+}  // namespace pcifs

@@ -1,0 +1,73 @@
+// `status` [S3]: per device power state, owner, open handles, counters, DOE
+// mailboxes, the ROM shadow, and for simulated devices the violation count.
+#include <nlohmann/json.hpp>
+
+#include "core/doe_object.hpp"
+#include "core/mediator_state.hpp"
+
+namespace pcifs {
+
+using nlohmann::json;
+
+namespace {
+
+json counters_json(const core::DeviceState& d) {
+  const auto& c = d.counters;
+  auto cc = d.control->counters();
+  return json{{"config_reads", c.config_reads.load()},
+              {"config_writes", c.config_writes.load()},
+              {"bar_reads", c.bar_reads.load()},
+              {"bar_writes", c.bar_writes.load()},
+              {"doe_exchanges", c.doe_exchanges.load()},
+              {"denials", c.denials.load()},
+              {"busy", c.busy.load()},
+              {"quiesces", cc.quiesces},
+              {"power_transitions", cc.transitions},
+              {"resets", cc.resets},
+              {"rom_captures", cc.rom_captures}};
+}
+
+json doe_json(const core::DeviceState& d) {
+  json out = json::array();
+  for (size_t m = 0; m < d.mailboxes.size(); ++m) {
+    auto s = d.mailboxes[m]->stats();
+    out.push_back(json{{"mailbox", m},
+                       {"dead", s.dead},
+                       {"exchanges", s.exchanges},
+                       {"completed", s.completed},
+                       {"timeouts", s.timeouts},
+                       {"errors", s.errors},
+                       {"aborts", s.aborts},
+                       {"cancelled", s.cancelled},
+                       {"queued", s.queue_depth}});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Mediator::status_json(ViewId view) const {
+  const ViewPolicy& v = impl_->policy(view);
+  json devs = json::array();
+  for (const Bdf& bdf : devices(view)) {
+    auto d = impl_->find(bdf);
+    if (!d) continue;
+    json j{{"bdf", bdf.str()},
+           {"power_state", std::string(to_string(d->control->power_state()))},
+           {"owner", impl_->claims.owner_text(d->group)},
+           {"open_handles", d->open_handles.load()},
+           {"counters", counters_json(*d)},
+           {"doe", doe_json(*d)}};
+    if (d->info.driver) j["driver"] = *d->info.driver;
+    if (d->info.has_rom()) {
+      std::string why = d->control->rom_error();
+      j["rom"] = why.empty() ? json{{"valid", true}} : json{{"valid", false}, {"error", why}};
+    }
+    if (auto viol = d->dev->violations()) j["violations"] = *viol;
+    devs.push_back(std::move(j));
+  }
+  json out{{"view", v.name}, {"backend", impl_->backend->describe()}, {"devices", devs}};
+  return out.dump(2) + "\n";
+}
+
+}  // namespace pcifs
