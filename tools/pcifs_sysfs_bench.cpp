@@ -4,7 +4,6 @@
 //
 //   pcifs-sysfs-bench [--root DIR] [--rounds N]
 #include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <memory>

@@ -19,19 +19,19 @@ namespace pcifs::backend::sim {
 
 // CDAT spec rev 1.03 §2 Table 1: structure types.
 enum class CdatType : uint8_t {
-  kDsmas = 0,    // Device Scoped Memory Affinity Structure
-  kDslbis = 1,   // Device Scoped Latency and Bandwidth Information Structure
+  kDsmas = 0,   // Device Scoped Memory Affinity Structure
+  kDslbis = 1,  // Device Scoped Latency and Bandwidth Information Structure
   kDsmscis = 2,
   kDsis = 3,
-  kDsemts = 4,   // Device Scoped EFI Memory Type Structure
+  kDsemts = 4,  // Device Scoped EFI Memory Type Structure
   kSslbis = 5,
 };
 
 // CDAT spec §2 Table 1 (header): 16 bytes. Checksum makes the byte sum of the
 // whole table zero; Sequence changes whenever the table does.
 struct CdatHeader {
-  uint32_t length;    // whole table in bytes, header included
-  uint8_t revision;   // 1
+  uint32_t length;   // whole table in bytes, header included
+  uint8_t revision;  // 1
   uint8_t checksum;
   uint8_t reserved[6];
   uint32_t sequence;

@@ -59,9 +59,7 @@ DoeResponder::DoeResponder(DoeResponderConfig cfg, ViolationSink sink)
   cfg_.mailbox_dwords = std::clamp<uint32_t>(cfg_.mailbox_dwords, 2, kDoeMaxObjectDwords);
 }
 
-TimePoint DoeResponder::now() const {
-  return clock_ ? clock_() : std::chrono::steady_clock::now();
-}
+TimePoint DoeResponder::now() const { return clock_ ? clock_() : std::chrono::steady_clock::now(); }
 
 void DoeResponder::violation(std::string reason) const {
   if (sink_) sink_("DOE: " + std::move(reason));
@@ -231,9 +229,7 @@ void DoeResponder::start_processing() {
       state_ = respond() ? State::kBusy : State::kError;
       ready_at_ = now() + cfg_.slow_delay;
       break;
-    case DoeFault::kNone:
-      state_ = respond() ? State::kReady : State::kError;
-      break;
+    case DoeFault::kNone: state_ = respond() ? State::kReady : State::kError; break;
   }
   release(request_);
   read_pos_ = 0;

@@ -46,13 +46,13 @@ inline constexpr uint8_t kDoeTypeEcho = 0x01;  // with the device's own vendor i
 inline constexpr uint32_t kDoeMaxObjectDwords = 1u << 18;
 
 struct DoeResponderConfig {
-  uint16_t vendor_id;             // the device's vendor id; the echo protocol is (vendor_id, 0x01)
-  bool cdat = false;              // serve CXL CDAT table access (1e98:02)
-  bool echo = true;               // serve the vendor-defined echo protocol
+  uint16_t vendor_id;  // the device's vendor id; the echo protocol is (vendor_id, 0x01)
+  bool cdat = false;   // serve CXL CDAT table access (1e98:02)
+  bool echo = true;    // serve the vendor-defined echo protocol
   uint32_t mailbox_dwords = 1u << 18;  // capacity of the mailbox (max object length),
                                        // clamped to [2, 2^18]
   DoeFault fault = DoeFault::kNone;
-  std::chrono::milliseconds slow_delay{200};   // for kSlow
+  std::chrono::milliseconds slow_delay{200};  // for kSlow
 };
 
 using ViolationSink = std::function<void(std::string reason)>;
@@ -68,10 +68,10 @@ class DoeResponder {  // thread-safe? No: the owning SimDevice serialises calls.
   // Any other offset reads 0 and ignores writes (the header at 0 is the caller's).
   // Note: reading PCI_DOE_READ with no object ready is reported as a violation,
   // so a config dump must not forward that register to the device blindly.
-  uint32_t read(uint32_t reg);            // no side effects ever (reading PCI_DOE_READ does not advance)
+  uint32_t read(uint32_t reg);  // no side effects ever (reading PCI_DOE_READ does not advance)
   void write(uint32_t reg, uint32_t value);
-  void reset();                           // FLR / loss of power: abandon everything, idle
-  void set_fault(DoeFault fault);         // applies from the next GO; keeps a stuck state
+  void reset();                    // FLR / loss of power: abandon everything, idle
+  void set_fault(DoeFault fault);  // applies from the next GO; keeps a stuck state
 
   // --- For tests and status (not part of the register model).
   const DoeResponderConfig& config() const { return cfg_; }
@@ -109,9 +109,9 @@ class DoeResponder {  // thread-safe? No: the owning SimDevice serialises calls.
   ViolationSink sink_;
   Clock clock_;
   State state_ = State::kIdle;
-  bool stuck_ = false;            // kStuckBusy fired: Busy until reset()
-  bool overflowed_ = false;       // the request overran the mailbox: GO is refused
-  bool just_consumed_ = false;    // the last response was read to its end
+  bool stuck_ = false;          // kStuckBusy fired: Busy until reset()
+  bool overflowed_ = false;     // the request overran the mailbox: GO is refused
+  bool just_consumed_ = false;  // the last response was read to its end
   std::vector<uint32_t> request_;
   std::vector<uint32_t> response_;
   size_t read_pos_ = 0;

@@ -112,8 +112,7 @@ std::optional<DoeFeature> parse_doe_feature_name(std::string_view name) {
   unsigned vendor = 0, type = 0;
   auto [p1, e1] = std::from_chars(name.data(), name.data() + 4, vendor, 16);
   auto [p2, e2] = std::from_chars(name.data() + 5, name.data() + 7, type, 16);
-  if (e1 != std::errc() || e2 != std::errc() || p1 != name.data() + 4 ||
-      p2 != name.data() + 7) {
+  if (e1 != std::errc() || e2 != std::errc() || p1 != name.data() + 4 || p2 != name.data() + 7) {
     return std::nullopt;
   }
   return DoeFeature{static_cast<uint16_t>(vendor), static_cast<uint8_t>(type)};
@@ -147,21 +146,22 @@ std::optional<std::string> link_basename(const std::string& path) {
 }
 
 Result<DeviceInfo> read_device_info(const std::string& dir, const Bdf& bdf,
-                                    std::span<const uint8_t> config_head,
-                                    uint32_t config_size) {
+                                    std::span<const uint8_t> config_head, uint32_t config_size) {
   if (config_head.size() < 64) return Errno(EIO);
   DeviceInfo info;
   info.bdf = bdf;
   info.config_size = config_size;
   info.header_type = static_cast<uint8_t>(config_head[PCI_HEADER_TYPE] & 0x7f);
-  info.vendor = static_cast<uint16_t>(hex_attr_or(dir, "vendor", le(config_head, PCI_VENDOR_ID, 2)));
-  info.device = static_cast<uint16_t>(hex_attr_or(dir, "device", le(config_head, PCI_DEVICE_ID, 2)));
+  info.vendor =
+      static_cast<uint16_t>(hex_attr_or(dir, "vendor", le(config_head, PCI_VENDOR_ID, 2)));
+  info.device =
+      static_cast<uint16_t>(hex_attr_or(dir, "device", le(config_head, PCI_DEVICE_ID, 2)));
   info.class_code = static_cast<uint32_t>(
       hex_attr_or(dir, "class", le(config_head, PCI_CLASS_REVISION, 4) >> 8) & 0xffffff);
   info.revision = static_cast<uint8_t>(hex_attr_or(dir, "revision", config_head[PCI_REVISION_ID]));
   bool type0 = info.header_type == PCI_HEADER_TYPE_NORMAL;
-  info.subsystem_vendor = static_cast<uint16_t>(
-      hex_attr_or(dir, "subsystem_vendor", type0 ? le(config_head, PCI_SUBSYSTEM_VENDOR_ID, 2) : 0));
+  info.subsystem_vendor = static_cast<uint16_t>(hex_attr_or(
+      dir, "subsystem_vendor", type0 ? le(config_head, PCI_SUBSYSTEM_VENDOR_ID, 2) : 0));
   info.subsystem_device = static_cast<uint16_t>(
       hex_attr_or(dir, "subsystem_device", type0 ? le(config_head, PCI_SUBSYSTEM_ID, 2) : 0));
   info.irq = dec_attr_or(dir, "irq", 0);

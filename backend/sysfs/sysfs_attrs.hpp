@@ -38,7 +38,6 @@ std::optional<std::string> link_basename(const std::string& path);
 // Attributes that are missing fall back to the config image (IDs, class,
 // revision) or to neutral defaults (irq 0, numa_node -1).
 Result<DeviceInfo> read_device_info(const std::string& dir, const Bdf& bdf,
-                                    std::span<const uint8_t> config_head,
-                                    uint32_t config_size);
+                                    std::span<const uint8_t> config_head, uint32_t config_size);
 
 }  // namespace pcifs::backend::sysfs

@@ -148,4 +148,3 @@ void SysfsBackend::config_read_batch(std::span<ConfigReadItem> items) {
 }
 
 }  // namespace pcifs::backend::sysfs
-

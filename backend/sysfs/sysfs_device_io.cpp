@@ -103,8 +103,7 @@ Result<uint64_t> SysfsDevice::bar_read(unsigned bar, uint64_t offset, unsigned w
   return load_width(*base + offset, width);
 }
 
-Result<void> SysfsDevice::bar_write(unsigned bar, uint64_t offset, unsigned width,
-                                    uint64_t value) {
+Result<void> SysfsDevice::bar_write(unsigned bar, uint64_t offset, unsigned width, uint64_t value) {
   if (gone()) return Errno(ENODEV);
   PCIFS_TRY(check_bar(bar, offset, width));
   if (info_.resources[bar].is_io()) {
@@ -145,8 +144,8 @@ Result<size_t> SysfsDevice::rom_read(uint64_t offset, std::span<uint8_t> out) {
   size_t done = 0;
   // The kernel returns what it has; loop so a big buffer is filled up to the end.
   while (done < out.size()) {
-    ssize_t n = ::pread(*fd, out.data() + done, out.size() - done,
-                        static_cast<off_t>(offset + done));
+    ssize_t n =
+        ::pread(*fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return syscall_error(errno);
     if (n == 0) break;

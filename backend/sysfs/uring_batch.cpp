@@ -19,8 +19,7 @@ Result<void> from_count(int64_t n, size_t want) {
 
 }  // namespace
 
-UringBatch::UringBatch(unsigned entries, bool force_fallback)
-    : entries_(std::max(1u, entries)) {
+UringBatch::UringBatch(unsigned entries, bool force_fallback) : entries_(std::max(1u, entries)) {
   MutexLock lock(mu_);
   if (force_fallback) return;
   ring_ok_ = io_uring_queue_init(entries_, &ring_, 0) == 0;
@@ -74,8 +73,8 @@ void UringBatch::run_chunk(std::span<ReadOp> ops) {
   for (size_t i = 0; i < ops.size(); ++i) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) break;  // cannot happen: a chunk is at most the ring size
-    io_uring_prep_read(sqe, ops[i].fd, ops[i].out.data(),
-                       static_cast<unsigned>(ops[i].out.size()), ops[i].offset);
+    io_uring_prep_read(sqe, ops[i].fd, ops[i].out.data(), static_cast<unsigned>(ops[i].out.size()),
+                       ops[i].offset);
     io_uring_sqe_set_data64(sqe, i);
     ++queued;
   }

@@ -58,8 +58,8 @@ Result<std::vector<BarAccess>> split_bar_access(uint64_t offset, size_t len, uin
   return out;
 }
 
-Result<size_t> read_bar(backend::Device& dev, unsigned bar, uint64_t offset,
-                        std::span<uint8_t> out, uint64_t bar_size, bool is_io) {
+Result<size_t> read_bar(backend::Device& dev, unsigned bar, uint64_t offset, std::span<uint8_t> out,
+                        uint64_t bar_size, bool is_io) {
   size_t done = 0;
   std::optional<Errno> err;
   auto r = for_each_piece(offset, out.size(), bar_size, false, is_io, [&](const BarAccess& a) {

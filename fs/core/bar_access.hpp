@@ -46,8 +46,8 @@ Result<std::vector<BarAccess>> split_bar_access(uint64_t offset, size_t len, uin
 // Performs a read of out.size() bytes at `offset` of BAR `bar` on `dev`, piece
 // by piece, assembling little-endian bytes. Stops at the first failing access:
 // returns the bytes done before it if any, else its error.
-Result<size_t> read_bar(backend::Device& dev, unsigned bar, uint64_t offset,
-                        std::span<uint8_t> out, uint64_t bar_size, bool is_io = false);
+Result<size_t> read_bar(backend::Device& dev, unsigned bar, uint64_t offset, std::span<uint8_t> out,
+                        uint64_t bar_size, bool is_io = false);
 
 // Performs a write likewise. Same partial-progress rule.
 Result<size_t> write_bar(backend::Device& dev, unsigned bar, uint64_t offset,

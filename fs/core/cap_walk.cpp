@@ -7,8 +7,8 @@
 namespace pcifs::core {
 namespace {
 
-constexpr int kMaxStdHops = 48;    // (256 - 64) / 4, as the kernel's PCI_FIND_CAP_TTL
-constexpr int kMaxExtHops = 960;   // (4096 - 256) / 4
+constexpr int kMaxStdHops = 48;   // (256 - 64) / 4, as the kernel's PCI_FIND_CAP_TTL
+constexpr int kMaxExtHops = 960;  // (4096 - 256) / 4
 
 // Sizes the spec fixes, so that the last capability does not extend to the end.
 uint16_t known_length(uint16_t id, bool extended, std::span<const uint8_t> cfg, uint16_t off) {
@@ -62,8 +62,8 @@ std::vector<CapInfo> walk_capabilities(std::span<const uint8_t> cfg) {
   std::vector<CapInfo> std_caps, ext_caps;
   if (cfg.size() >= 64 && (cfg_read(cfg, PCI_STATUS, 2) & PCI_STATUS_CAP_LIST)) {
     uint8_t hdr = cfg[PCI_HEADER_TYPE] & 0x7f;
-    uint32_t pos = cfg_read(cfg, hdr == PCI_HEADER_TYPE_CARDBUS ? PCI_CB_CAPABILITY_LIST
-                                                               : PCI_CAPABILITY_LIST, 1);
+    uint32_t pos = cfg_read(
+        cfg, hdr == PCI_HEADER_TYPE_CARDBUS ? PCI_CB_CAPABILITY_LIST : PCI_CAPABILITY_LIST, 1);
     for (int ttl = kMaxStdHops; ttl > 0 && pos >= 0x40 && pos < 0x100; --ttl) {
       pos &= ~3u;
       uint8_t id = cfg[pos];
@@ -78,9 +78,8 @@ std::vector<CapInfo> walk_capabilities(std::span<const uint8_t> cfg) {
     for (int ttl = kMaxExtHops; ttl > 0 && pos >= PCI_CFG_SPACE_SIZE && pos < 4096; --ttl) {
       uint32_t header = cfg_read(cfg, pos, 4);
       if (header == 0 || header == 0xffffffff) break;
-      ext_caps.push_back({static_cast<uint16_t>(PCI_EXT_CAP_ID(header)),
-                          static_cast<uint16_t>(pos), 0, true,
-                          static_cast<uint8_t>(PCI_EXT_CAP_VER(header))});
+      ext_caps.push_back({static_cast<uint16_t>(PCI_EXT_CAP_ID(header)), static_cast<uint16_t>(pos),
+                          0, true, static_cast<uint8_t>(PCI_EXT_CAP_VER(header))});
       pos = PCI_EXT_CAP_NEXT(header);
     }
     fill_lengths(ext_caps, cfg, true, 4096);

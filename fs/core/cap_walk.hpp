@@ -27,8 +27,7 @@ struct CapInfo {
 std::vector<CapInfo> walk_capabilities(std::span<const uint8_t> config);
 
 // The first capability with this id, if any.
-std::optional<CapInfo> find_capability(std::span<const uint8_t> config, uint16_t id,
-                                       bool extended);
+std::optional<CapInfo> find_capability(std::span<const uint8_t> config, uint16_t id, bool extended);
 
 // Every extended capability with this id (a device may have several DOE mailboxes).
 std::vector<CapInfo> find_all_extended(std::span<const uint8_t> config, uint16_t id);

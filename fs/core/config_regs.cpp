@@ -9,8 +9,8 @@ namespace pcifs::core {
 RegTable::RegTable(uint32_t size) : wmask_(size, 0), w1c_(size, 0), layout_(size, 4) {}
 
 void RegTable::define(uint32_t offset, unsigned width, uint32_t wmask, uint32_t w1cmask) {
-  bool valid = (width == 1 || width == 2 || width == 4) && offset % width == 0 &&
-               offset + width <= size();
+  bool valid =
+      (width == 1 || width == 2 || width == 4) && offset % width == 0 && offset + width <= size();
   assert(valid);
   if (!valid) return;
   uint32_t dword = offset & ~3u;
@@ -52,8 +52,7 @@ constexpr uint32_t kStatusErrors = PCI_STATUS_PARITY | PCI_STATUS_SIG_TARGET_ABO
                                    PCI_STATUS_SIG_SYSTEM_ERROR | PCI_STATUS_DETECTED_PARITY;
 // Command bits a user of the function may set, as vfio-pci allows.
 constexpr uint32_t kCommandRw = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER |
-                                PCI_COMMAND_PARITY | PCI_COMMAND_SERR |
-                                PCI_COMMAND_INTX_DISABLE;
+                                PCI_COMMAND_PARITY | PCI_COMMAND_SERR | PCI_COMMAND_INTX_DISABLE;
 
 // Defines a capability register only when it lies inside the capability
 // (cap_walk clips lengths to the next capability) and inside the space.
@@ -101,8 +100,8 @@ void define_msi(RegTable& t, const CapInfo& c, std::span<const uint8_t> image) {
   s.reg(PCI_MSI_ADDRESS_LO, 4, 0xfffffffc, 0);
   if (is64) s.reg(PCI_MSI_ADDRESS_HI, 4, 0xffffffff, 0);
   s.reg(is64 ? PCI_MSI_DATA_64 : PCI_MSI_DATA_32, 2, 0xffff, 0);
-  if (flags & PCI_MSI_FLAGS_MASKBIT) s.reg(is64 ? PCI_MSI_MASK_64 : PCI_MSI_MASK_32, 4,
-                                           0xffffffff, 0);
+  if (flags & PCI_MSI_FLAGS_MASKBIT)
+    s.reg(is64 ? PCI_MSI_MASK_64 : PCI_MSI_MASK_32, 4, 0xffffffff, 0);
 }
 
 void define_msix(RegTable& t, const CapInfo& c) {
@@ -141,8 +140,8 @@ void define_aer(RegTable& t, const CapInfo& c, uint8_t header_type) {
 
 }  // namespace
 
-RegTable build_reg_table(std::span<const uint8_t> image, uint32_t config_size,
-                         uint8_t header_type, const std::vector<CapInfo>& caps) {
+RegTable build_reg_table(std::span<const uint8_t> image, uint32_t config_size, uint8_t header_type,
+                         const std::vector<CapInfo>& caps) {
   RegTable t(config_size);
   define_header(t, header_type);
   for (const auto& c : caps) {

@@ -60,7 +60,7 @@ class RegTable {
 // Builds the table for a function from its config image (read at attach) and
 // the capabilities found in it. `header_type` is 0 (endpoint) or 1 (bridge);
 // the table covers `config_size` bytes (256 or 4096).
-RegTable build_reg_table(std::span<const uint8_t> image, uint32_t config_size,
-                         uint8_t header_type, const std::vector<CapInfo>& caps);
+RegTable build_reg_table(std::span<const uint8_t> image, uint32_t config_size, uint8_t header_type,
+                         const std::vector<CapInfo>& caps);
 
 }  // namespace pcifs::core

@@ -51,8 +51,9 @@ void ConfigSpace::init_virtual(const backend::DeviceInfo& info, std::span<const 
   size_t nbars = header_type_ == PCI_HEADER_TYPE_NORMAL   ? 6
                  : header_type_ == PCI_HEADER_TYPE_BRIDGE ? 2
                                                           : 0;
-  auto res = [&](size_t i) { return i < info.resources.size() ? info.resources[i]
-                                                              : backend::Resource{}; };
+  auto res = [&](size_t i) {
+    return i < info.resources.size() ? info.resources[i] : backend::Resource{};
+  };
   for (size_t i = 0; i < nbars; ++i) {
     backend::Resource r = res(i);
     uint64_t size = r.size();
@@ -68,7 +69,8 @@ void ConfigSpace::init_virtual(const backend::DeviceInfo& info, std::span<const 
     bool is64 = (r.flags & backend::kResourceMem64) ||
                 (hw & PCI_BASE_ADDRESS_MEM_TYPE_MASK) == PCI_BASE_ADDRESS_MEM_TYPE_64;
     bool pref = (r.flags & backend::kResourcePrefetch) || (hw & PCI_BASE_ADDRESS_MEM_PREFETCH);
-    v.flags = (is64 ? PCI_BASE_ADDRESS_MEM_TYPE_64 : 0u) | (pref ? PCI_BASE_ADDRESS_MEM_PREFETCH : 0u);
+    v.flags =
+        (is64 ? PCI_BASE_ADDRESS_MEM_TYPE_64 : 0u) | (pref ? PCI_BASE_ADDRESS_MEM_PREFETCH : 0u);
     v.addr_mask = low32(~(size - 1)) & ~0xfu;
     v.assigned = low32(r.start) & v.addr_mask;
     if (is64 && i + 1 < nbars) {
@@ -86,8 +88,8 @@ void ConfigSpace::init_virtual(const backend::DeviceInfo& info, std::span<const 
   }
   MutexLock l(mu_);
   for (size_t s = 0; s < vregs_.size(); ++s) vvalue_[s] = vregs_[s].assigned;
-  if (nbars != 0) vvalue_[kRomSlot] |= cfg_read(image, slot_offset(kRomSlot), 4) &
-                                       vregs_[kRomSlot].enable_mask;
+  if (nbars != 0)
+    vvalue_[kRomSlot] |= cfg_read(image, slot_offset(kRomSlot), 4) & vregs_[kRomSlot].enable_mask;
 }
 
 uint32_t ConfigSpace::slot_offset(size_t slot) const {
@@ -154,10 +156,10 @@ Result<void> ConfigSpace::read_device(uint32_t off, std::span<uint8_t> out,
   return Ok();
 }
 
-Result<size_t> ConfigSpace::read(uint32_t offset, std::span<uint8_t> out,
-                                 const ConfigReadPolicy& p, const RawRead& raw) const {
-  uint32_t limit = p.scope == ConfigReadPolicy::Scope::kHeader ? std::min(kHeaderBytes, size())
-                                                               : size();
+Result<size_t> ConfigSpace::read(uint32_t offset, std::span<uint8_t> out, const ConfigReadPolicy& p,
+                                 const RawRead& raw) const {
+  uint32_t limit =
+      p.scope == ConfigReadPolicy::Scope::kHeader ? std::min(kHeaderBytes, size()) : size();
   if (offset >= limit) return size_t{0};
   size_t n = std::min<size_t>(out.size(), limit - offset);
   auto synthetic = [&](size_t i) {
@@ -166,7 +168,10 @@ Result<size_t> ConfigSpace::read(uint32_t offset, std::span<uint8_t> out,
   };
   // Device bytes first, without the lock: a device access may be slow.
   for (size_t i = 0; i < n;) {
-    if (synthetic(i)) { ++i; continue; }
+    if (synthetic(i)) {
+      ++i;
+      continue;
+    }
     size_t j = i;
     while (j < n && !synthetic(j)) ++j;
     PCIFS_TRY(read_device(offset + static_cast<uint32_t>(i), out.subspan(i, j - i), raw));
@@ -207,7 +212,8 @@ Result<void> ConfigSpace::plan_register(uint32_t off, std::span<const uint8_t> b
       if (bit(cur, PCI_COMMAND_MEMORY) != bit(val, PCI_COMMAND_MEMORY)) {
         plan.memory_decode = bit(val, PCI_COMMAND_MEMORY);
       }
-      if (bit(cur, PCI_COMMAND_IO) != bit(val, PCI_COMMAND_IO)) plan.io_decode = bit(val, PCI_COMMAND_IO);
+      if (bit(cur, PCI_COMMAND_IO) != bit(val, PCI_COMMAND_IO))
+        plan.io_decode = bit(val, PCI_COMMAND_IO);
     }
     plan.device_writes.push_back({o, w, val});
   }

@@ -89,8 +89,7 @@ class ConfigSpace {
                                const RawReadReg& raw_reg) const;
   // Updates the virtual registers, then performs the device writes in order;
   // stops at the first failed device write. Returns plan.length.
-  Result<size_t> apply_plan(const WritePlan& plan, const RawWriteReg& raw_write)
-      EXCLUDES(mu_);
+  Result<size_t> apply_plan(const WritePlan& plan, const RawWriteReg& raw_write) EXCLUDES(mu_);
 
   // After a function reset: the virtual BARs hold the assigned addresses again
   // and the virtual ROM enable is off (its hardware default).
@@ -110,9 +109,9 @@ class ConfigSpace {
  private:
   // One virtual 32-bit BAR register (a 64-bit BAR is two of them).
   struct VirtualReg {
-    uint32_t addr_mask = 0;  // writable address bits; 0: unimplemented
-    uint32_t flags = 0;      // read-only low bits as the hardware has them
-    uint32_t assigned = 0;   // address bits after reset_virtual
+    uint32_t addr_mask = 0;    // writable address bits; 0: unimplemented
+    uint32_t flags = 0;        // read-only low bits as the hardware has them
+    uint32_t assigned = 0;     // address bits after reset_virtual
     uint32_t enable_mask = 0;  // ROM: the enable bit, writable
   };
   static constexpr size_t kRomSlot = 6;

@@ -62,7 +62,8 @@ Result<void> restore_aer(const Restorer& r) {
   PCIFS_TRY(r.put(base + PCI_ERR_UNCOR_SEVER, 4));
   PCIFS_TRY(r.put(base + PCI_ERR_COR_MASK, 4));
   auto exp = find_capability(r.saved, PCI_CAP_ID_EXP, false);
-  uint32_t type = exp ? (r.saved_value(exp->offset + PCI_EXP_FLAGS, 2) & PCI_EXP_FLAGS_TYPE) >> 4 : 0;
+  uint32_t type =
+      exp ? (r.saved_value(exp->offset + PCI_EXP_FLAGS, 2) & PCI_EXP_FLAGS_TYPE) >> 4 : 0;
   if (exp && type == PCI_EXP_TYPE_ROOT_PORT) PCIFS_TRY(r.put(base + PCI_ERR_ROOT_COMMAND, 4));
   return Ok();
 }
@@ -72,14 +73,16 @@ Result<void> restore_header0(const Restorer& r) {
   uint32_t rom = r.saved_value(PCI_ROM_ADDRESS, 4) & ~static_cast<uint32_t>(PCI_ROM_ADDRESS_ENABLE);
   PCIFS_TRY(r.put(PCI_INTERRUPT_LINE, 1));
   PCIFS_TRY(r.put_value(PCI_ROM_ADDRESS, 4, rom));
-  for (uint32_t off = PCI_BASE_ADDRESS_5; off >= PCI_BASE_ADDRESS_0; off -= 4) PCIFS_TRY(r.put(off, 4));
+  for (uint32_t off = PCI_BASE_ADDRESS_5; off >= PCI_BASE_ADDRESS_0; off -= 4)
+    PCIFS_TRY(r.put(off, 4));
   PCIFS_TRY(r.put(PCI_CACHE_LINE_SIZE, 2));  // cache line size + latency timer
-  return r.put(PCI_COMMAND, 2);  // 16 bits: Status is RW1C
+  return r.put(PCI_COMMAND, 2);              // 16 bits: Status is RW1C
 }
 
 // Type 1: the same order, bridge windows and bus numbers instead of BARs 2..5.
 Result<void> restore_header1(const Restorer& r) {
-  uint32_t rom = r.saved_value(PCI_ROM_ADDRESS1, 4) & ~static_cast<uint32_t>(PCI_ROM_ADDRESS_ENABLE);
+  uint32_t rom =
+      r.saved_value(PCI_ROM_ADDRESS1, 4) & ~static_cast<uint32_t>(PCI_ROM_ADDRESS_ENABLE);
   PCIFS_TRY(r.put(PCI_BRIDGE_CONTROL, 2));
   PCIFS_TRY(r.put(PCI_INTERRUPT_LINE, 1));
   PCIFS_TRY(r.put_value(PCI_ROM_ADDRESS1, 4, rom));

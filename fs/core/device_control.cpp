@@ -299,9 +299,9 @@ Result<void> DeviceControl::reset_locked() {
 
 void DeviceControl::revoke() {
   if (gate_.revoked()) return;
-  gate_.revoke();      // every later access: ENODEV
-  gate_.drain(true);   // nothing of ours touches the device any more
-  invalidate();        // faults now get ENODEV: SIGBUS
+  gate_.revoke();     // every later access: ENODEV
+  gate_.drain(true);  // nothing of ours touches the device any more
+  invalidate();       // faults now get ENODEV: SIGBUS
 }
 
 Result<void> DeviceControl::remove() {

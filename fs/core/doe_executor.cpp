@@ -1,8 +1,8 @@
 #include "core/doe_executor.hpp"
 
-#include <algorithm>
-
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 namespace pcifs::core {
 

@@ -4,7 +4,6 @@
 #include "core/doe_mailbox.hpp"
 
 #include <linux/pci_regs.h>
-
 #include <spdlog/spdlog.h>
 
 #include "core/doe_object.hpp"
@@ -53,7 +52,8 @@ Result<std::vector<uint16_t>> find_doe_mailboxes(backend::Device& device) {
     auto header = device.config_read(offset, 4);
     if (!header) return header.error();
     if (*header == 0 || *header == 0xffffffffu) break;
-    if (PCI_EXT_CAP_ID(*header) == PCI_EXT_CAP_ID_DOE) found.push_back(static_cast<uint16_t>(offset));
+    if (PCI_EXT_CAP_ID(*header) == PCI_EXT_CAP_ID_DOE)
+      found.push_back(static_cast<uint16_t>(offset));
     offset = PCI_EXT_CAP_NEXT(*header);
   }
   return found;
@@ -61,8 +61,7 @@ Result<std::vector<uint16_t>> find_doe_mailboxes(backend::Device& device) {
 
 // --- DoeMailbox: construction and queue
 
-std::shared_ptr<DoeMailbox> DoeMailbox::create(DoeExecutor& executor,
-                                               std::unique_ptr<DoeRegs> regs,
+std::shared_ptr<DoeMailbox> DoeMailbox::create(DoeExecutor& executor, std::unique_ptr<DoeRegs> regs,
                                                DoeMailboxOptions options) {
   return std::make_shared<DoeMailbox>(Private{}, executor, std::move(regs), options);
 }
@@ -191,17 +190,15 @@ void DoeMailbox::discover(DiscoveryDone done) {
   discover_from(0, std::make_shared<Features>(), std::move(done));
 }
 
-void DoeMailbox::discover_from(uint8_t index, std::shared_ptr<Features> found,
-                               DiscoveryDone done) {
+void DoeMailbox::discover_from(uint8_t index, std::shared_ptr<Features> found, DiscoveryDone done) {
   auto [dw0, dw1] = doe_header({kDoeVendorPciSig, kDoeTypeDiscovery}, 3);
   auto self = shared_from_this();
   submit({dw0, dw1, index}, [self, found, done](Response r) {
     if (!r) return done(r.error());
     if (r->size() < 3) return done(Errno(EIO));
     uint32_t dw = (*r)[2];
-    found->push_back(
-        {static_cast<uint16_t>(dw & PCI_DOE_DATA_OBJECT_DISC_RSP_3_VID),
-         static_cast<uint8_t>((dw & PCI_DOE_DATA_OBJECT_DISC_RSP_3_PROTOCOL) >> 16)});
+    found->push_back({static_cast<uint16_t>(dw & PCI_DOE_DATA_OBJECT_DISC_RSP_3_VID),
+                      static_cast<uint8_t>((dw & PCI_DOE_DATA_OBJECT_DISC_RSP_3_PROTOCOL) >> 16)});
     auto next = static_cast<uint8_t>((dw & PCI_DOE_DATA_OBJECT_DISC_RSP_3_NEXT_INDEX) >> 24);
     if (next == 0) return done(std::move(*found));
     // An index is 8 bits: more entries than that means the device loops.

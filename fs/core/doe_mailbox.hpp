@@ -71,15 +71,14 @@ struct DoeStats {
   uint64_t exchanges = 0;  // submitted
   uint64_t completed = 0;  // ended with a response
   uint64_t timeouts = 0;
-  uint64_t errors = 0;     // EIO of any cause (error bit, register failure, dead)
-  uint64_t aborts = 0;     // Abort issued on the device
+  uint64_t errors = 0;  // EIO of any cause (error bit, register failure, dead)
+  uint64_t aborts = 0;  // Abort issued on the device
   uint64_t cancelled = 0;
   bool dead = false;
   size_t queue_depth = 0;  // waiting, not counting the one running
 };
 
-class DoeMailbox final : public DoeExecutor::Task,
-                         public std::enable_shared_from_this<DoeMailbox> {
+class DoeMailbox final : public DoeExecutor::Task, public std::enable_shared_from_this<DoeMailbox> {
  public:
   using Response = Result<std::vector<uint32_t>>;
   using Completion = std::function<void(Response)>;
@@ -173,14 +172,14 @@ class DoeMailbox final : public DoeExecutor::Task,
   std::optional<Pending> current_;
   TimePoint deadline_{};
   std::chrono::microseconds poll_interval_{};
-  size_t position_ = 0;              // dwords written or read so far
+  size_t position_ = 0;  // dwords written or read so far
   std::vector<uint32_t> response_;
-  uint32_t response_length_ = 0;     // dwords the response header claims
-  bool needs_abort_ = false;         // a failed register access left the mailbox unknown
-  bool retried_ = false;             // one Abort-and-retry per exchange
+  uint32_t response_length_ = 0;  // dwords the response header claims
+  bool needs_abort_ = false;      // a failed register access left the mailbox unknown
+  bool retried_ = false;          // one Abort-and-retry per exchange
   Errno abort_error_{EIO};
   AfterAbort after_abort_ = AfterAbort::kFail;
-  int budget_ = 0;                   // register accesses left in this step
+  int budget_ = 0;  // register accesses left in this step
 
   mutable Mutex mu_;
   std::deque<Pending> queue_ GUARDED_BY(mu_);

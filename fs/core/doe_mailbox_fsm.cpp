@@ -239,7 +239,8 @@ std::optional<DoeMailbox::TimePoint> DoeMailbox::start_abort(Errno err, AfterAbo
     ++stats_.aborts;
   }
   abort_error_ = err;
-  after_abort_ = (after == AfterAbort::kRetry && !retried_) ? AfterAbort::kRetry : AfterAbort::kFail;
+  after_abort_ =
+      (after == AfterAbort::kRetry && !retried_) ? AfterAbort::kRetry : AfterAbort::kFail;
   auto w = reg_write(PCI_DOE_CTRL, PCI_DOE_CTRL_ABORT);
   if (!w) {
     // The register path itself failed (e.g. the device left D0): fail this

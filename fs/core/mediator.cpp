@@ -159,8 +159,8 @@ Result<void> Mediator::Impl::claim(Handle& h) {
   if (h.claiming.exchange(true)) {
     claims.release(d.group, h.caller.pid);  // a racing write on this handle claimed first
   } else {
-    spdlog::info("{}: claimed by pid={} uid={} view={}", d.bdf.str(), h.caller.pid,
-                 h.caller.uid, policy(h.view).name);
+    spdlog::info("{}: claimed by pid={} uid={} view={}", d.bdf.str(), h.caller.pid, h.caller.uid,
+                 policy(h.view).name);
   }
   return Ok();
 }

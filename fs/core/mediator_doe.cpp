@@ -107,8 +107,10 @@ void Mediator::Impl::doe_complete(const std::weak_ptr<Handle>& wh, uint64_t,
     if (h->doe.state != DoeSlot::State::kInFlight) return;
     h->doe.state = DoeSlot::State::kReady;
     h->doe.pos = 0;
-    if (r) h->doe.response = to_bytes(*r);
-    else h->doe.response = r.error();
+    if (r)
+      h->doe.response = to_bytes(*r);
+    else
+      h->doe.response = r.error();
     if (!r && r.error() != Errno(ECANCELED)) {
       spdlog::warn("{}: DOE exchange for pid={} failed: {}", h->dev->bdf.str(), h->caller.pid,
                    r.error().name());
@@ -191,7 +193,9 @@ void Mediator::Impl::start_discovery(const std::shared_ptr<DeviceState>& d) {
     d->mailboxes[m]->discover([wd, m](Result<std::vector<backend::DoeFeature>> r) {
       auto dev = wd.lock();
       if (!dev) return;
-      if (!r) spdlog::warn("{}: DOE mailbox {} discovery failed: {}", dev->bdf.str(), m, r.error().name());
+      if (!r)
+        spdlog::warn("{}: DOE mailbox {} discovery failed: {}", dev->bdf.str(), m,
+                     r.error().name());
       MutexLock lock(dev->doe_mu);
       dev->features[m] = r ? *r : std::vector<backend::DoeFeature>{};
       dev->discovery_pending--;
@@ -208,9 +212,8 @@ void Mediator::wait_for_discovery() {
   }
   for (auto& d : all) {
     MutexLock lock(d->doe_mu);
-    d->discovery_cv.wait(d->doe_mu, [&]() NO_THREAD_SAFETY_ANALYSIS {
-      return d->discovery_pending == 0;
-    });
+    d->discovery_cv.wait(d->doe_mu,
+                         [&]() NO_THREAD_SAFETY_ANALYSIS { return d->discovery_pending == 0; });
   }
 }
 

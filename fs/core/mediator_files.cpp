@@ -17,11 +17,16 @@ struct AttrName {
   const char* name;
 };
 constexpr AttrName kAttrs[] = {
-    {FileKind::kVendor, "vendor"},         {FileKind::kDevice, "device"},
-    {FileKind::kClass, "class"},           {FileKind::kSubsystemVendor, "subsystem_vendor"},
-    {FileKind::kSubsystemDevice, "subsystem_device"}, {FileKind::kRevision, "revision"},
-    {FileKind::kIrq, "irq"},               {FileKind::kNumaNode, "numa_node"},
-    {FileKind::kResource, "resource"},     {FileKind::kOwner, "owner"},
+    {FileKind::kVendor, "vendor"},
+    {FileKind::kDevice, "device"},
+    {FileKind::kClass, "class"},
+    {FileKind::kSubsystemVendor, "subsystem_vendor"},
+    {FileKind::kSubsystemDevice, "subsystem_device"},
+    {FileKind::kRevision, "revision"},
+    {FileKind::kIrq, "irq"},
+    {FileKind::kNumaNode, "numa_node"},
+    {FileKind::kResource, "resource"},
+    {FileKind::kOwner, "owner"},
     {FileKind::kPowerState, "power_state"},
 };
 
@@ -89,10 +94,10 @@ std::string Mediator::Impl::text_of(const DeviceState& d, const ViewPolicy& v,
   }
 }
 
-std::vector<FileEntry> Mediator::Impl::list_files(const ViewPolicy& v,
-                                                  const DeviceState& d) const {
+std::vector<FileEntry> Mediator::Impl::list_files(const ViewPolicy& v, const DeviceState& d) const {
   std::vector<FileEntry> out;
-  auto add = [&](std::string name, FileKind kind, uint32_t mode, uint64_t size, uint16_t index = 0) {
+  auto add = [&](std::string name, FileKind kind, uint32_t mode, uint64_t size,
+                 uint16_t index = 0) {
     FileEntry e;
     e.name = std::move(name);
     e.ref = FileRef{d.bdf, kind, index, {}};
@@ -106,8 +111,8 @@ std::vector<FileEntry> Mediator::Impl::list_files(const ViewPolicy& v,
     uint32_t mode = a.kind == FileKind::kPowerState ? 0644 : 0444;
     add(a.name, a.kind, mode, kAttrSize);
   }
-  uint32_t cfg_mode = (v.config_write ? 0200 : 0) |
-                      (v.config_read == ConfigRead::kNone ? 0400 : 0444);
+  uint32_t cfg_mode =
+      (v.config_write ? 0200 : 0) | (v.config_read == ConfigRead::kNone ? 0400 : 0444);
   add("config", FileKind::kConfig, cfg_mode, d.info.config_size);
   if (v.bar_access) {
     for (unsigned b = 0; b < 6; ++b) {
@@ -167,8 +172,7 @@ Result<void> Mediator::Impl::check_open(const ViewPolicy& v, const Caller& c, De
       if (flags.write && !priv) return Errno(EACCES);
       if (flags.write && d.bound()) return Errno(EBUSY);
       return Ok();
-    default:
-      return flags.write ? Result<void>(Errno(EACCES)) : Ok();
+    default: return flags.write ? Result<void>(Errno(EACCES)) : Ok();
   }
 }
 

@@ -53,8 +53,10 @@ Result<size_t> Mediator::read(HandleId id, uint64_t off, std::span<uint8_t> out)
     case FileKind::kDoe: {  // the synchronous form: what is ready now, else EAGAIN
       Result<size_t> got = Errno(EAGAIN);
       impl_->doe_read(h, out.size(), /*nonblock=*/true, [&](Result<std::vector<uint8_t>> r) {
-        if (!r) got = r.error();
-        else got = serve(*r, 0, out);
+        if (!r)
+          got = r.error();
+        else
+          got = serve(*r, 0, out);
       });
       return got;
     }

@@ -7,13 +7,13 @@ namespace {
 
 // PCI Firmware 3.0 §5.1: ROM header and PCI Data Structure offsets. Not in
 // <linux/pci_regs.h>, which describes config space only.
-constexpr uint32_t kRomSignature = 0xaa55;     // bytes 0x55, 0xAA
-constexpr uint32_t kRomPcirPointer = 0x18;     // 16-bit offset of "PCIR" in the image
+constexpr uint32_t kRomSignature = 0xaa55;  // bytes 0x55, 0xAA
+constexpr uint32_t kRomPcirPointer = 0x18;  // 16-bit offset of "PCIR" in the image
 constexpr uint32_t kPcirVendor = 0x04;
 constexpr uint32_t kPcirDevice = 0x06;
-constexpr uint32_t kPcirImageLength = 0x10;    // in 512-byte units
+constexpr uint32_t kPcirImageLength = 0x10;  // in 512-byte units
 constexpr uint32_t kPcirCodeType = 0x14;
-constexpr uint32_t kPcirIndicator = 0x15;      // bit 7: last image
+constexpr uint32_t kPcirIndicator = 0x15;  // bit 7: last image
 constexpr uint32_t kPcirMinSize = 0x18;
 constexpr uint32_t kRomUnit = 512;
 constexpr size_t kMaxImages = 64;
@@ -35,13 +35,15 @@ std::string check_image(std::span<const uint8_t> rom, size_t off, RomImageInfo& 
   uint32_t sig = le16(rom, off);
   if (sig != kRomSignature) return fmt("signature 0x%04llx at 0x%llx", sig, off);
   size_t pcir = off + le16(rom, off + kRomPcirPointer);
-  if (pcir + kPcirMinSize > rom.size()) return fmt("PCIR pointer 0x%llx out of range at 0x%llx", pcir, off);
+  if (pcir + kPcirMinSize > rom.size())
+    return fmt("PCIR pointer 0x%llx out of range at 0x%llx", pcir, off);
   if (rom[pcir] != 'P' || rom[pcir + 1] != 'C' || rom[pcir + 2] != 'I' || rom[pcir + 3] != 'R') {
     return fmt("PCIR signature missing at 0x%llx", pcir);
   }
   uint64_t length = uint64_t{le16(rom, pcir + kPcirImageLength)} * kRomUnit;
   if (length == 0) return fmt("image length 0 at 0x%llx", off);
-  if (off + length > rom.size()) return fmt("image at 0x%llx extends past the ROM (%llu bytes)", off, length);
+  if (off + length > rom.size())
+    return fmt("image at 0x%llx extends past the ROM (%llu bytes)", off, length);
   info.offset = static_cast<uint32_t>(off);
   info.length = static_cast<uint32_t>(length);
   info.vendor = static_cast<uint16_t>(le16(rom, pcir + kPcirVendor));

@@ -29,8 +29,8 @@ namespace pcifs::core {
 inline constexpr uint64_t kMaxRomSize = 16u << 20;
 
 struct RomImageInfo {
-  uint32_t offset = 0;  // of the image in the ROM
-  uint32_t length = 0;  // bytes
+  uint32_t offset = 0;    // of the image in the ROM
+  uint32_t length = 0;    // bytes
   uint8_t code_type = 0;  // 0 x86, 1 OpenFirmware, 2 PA-RISC, 3 EFI
   uint16_t vendor = 0;
   uint16_t device = 0;
@@ -54,7 +54,6 @@ struct RomImage {
 
 // Turns ROM decode on, reads `size` bytes of the window, turns it off again
 // (also when the read fails). `rom_off` reports whether decode is off after.
-Result<std::vector<uint8_t>> capture_rom_window(backend::Device& dev, uint64_t size,
-                                                bool* rom_off);
+Result<std::vector<uint8_t>> capture_rom_window(backend::Device& dev, uint64_t size, bool* rom_off);
 
 }  // namespace pcifs::core

@@ -82,10 +82,14 @@ bool get_config_read(const json& j, ViewPolicy& v, Checker& c) {
   if (!j.contains("config_read")) return true;
   const json& r = j["config_read"];
   std::string s = r.is_string() ? r.get<std::string>() : "";
-  if (s == "full") v.config_read = ConfigRead::kFull;
-  else if (s == "header") v.config_read = ConfigRead::kHeader;
-  else if (s == "none") v.config_read = ConfigRead::kNone;
-  else return c.fail("config_read", "\"full\", \"header\" or \"none\"", r);
+  if (s == "full")
+    v.config_read = ConfigRead::kFull;
+  else if (s == "header")
+    v.config_read = ConfigRead::kHeader;
+  else if (s == "none")
+    v.config_read = ConfigRead::kNone;
+  else
+    return c.fail("config_read", "\"full\", \"header\" or \"none\"", r);
   return true;
 }
 
@@ -93,9 +97,12 @@ bool get_low_power(const json& j, ViewPolicy& v, Checker& c) {
   if (!j.contains("low_power_access")) return true;
   const json& r = j["low_power_access"];
   std::string s = r.is_string() ? r.get<std::string>() : "";
-  if (s == "deny") v.low_power_access = LowPowerAccess::kDeny;
-  else if (s == "wake") v.low_power_access = LowPowerAccess::kWake;
-  else return c.fail("low_power_access", "\"deny\" or \"wake\"", r);
+  if (s == "deny")
+    v.low_power_access = LowPowerAccess::kDeny;
+  else if (s == "wake")
+    v.low_power_access = LowPowerAccess::kWake;
+  else
+    return c.fail("low_power_access", "\"deny\" or \"wake\"", r);
   return true;
 }
 
@@ -105,9 +112,12 @@ bool get_hide(const json& j, ViewPolicy& v, Checker& c) {
   if (!h.is_array()) return c.fail("hide", "an array of \"dsn\" / \"vpd\"", h);
   for (size_t i = 0; i < h.size(); ++i) {
     std::string s = h[i].is_string() ? h[i].get<std::string>() : "";
-    if (s == "dsn") v.hide_dsn = true;
-    else if (s == "vpd") v.hide_vpd = true;
-    else return c.fail("hide[" + std::to_string(i) + "]", "\"dsn\" or \"vpd\"", h[i]);
+    if (s == "dsn")
+      v.hide_dsn = true;
+    else if (s == "vpd")
+      v.hide_vpd = true;
+    else
+      return c.fail("hide[" + std::to_string(i) + "]", "\"dsn\" or \"vpd\"", h[i]);
   }
   return true;
 }
@@ -146,17 +156,19 @@ bool get_strings(const json& j, ViewPolicy& v, Checker& c) {
 }
 
 const char* const kKnownFields[] = {
-    "mountpoint", "name", "devices", "uid", "gid", "config_read", "config_write", "bar_access",
-    "mask_addresses", "hide", "doe_protocols", "low_power_access"};
+    "mountpoint",   "name",       "devices",        "uid",  "gid",           "config_read",
+    "config_write", "bar_access", "mask_addresses", "hide", "doe_protocols", "low_power_access"};
 
 bool check_unknown(const json& j, Checker& c) {
   for (const auto& [key, val] : j.items()) {
     bool known = false;
     for (const char* k : kKnownFields) known = known || key == k;
     if (!known) {
-      return c.fail(key, "one of the fields of SPEC S6 (mountpoint, name, devices, uid, gid, "
-                         "config_read, config_write, bar_access, mask_addresses, hide, "
-                         "doe_protocols, low_power_access)", val);
+      return c.fail(key,
+                    "one of the fields of SPEC S6 (mountpoint, name, devices, uid, gid, "
+                    "config_read, config_write, bar_access, mask_addresses, hide, "
+                    "doe_protocols, low_power_access)",
+                    val);
     }
   }
   return true;

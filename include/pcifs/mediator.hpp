@@ -32,25 +32,40 @@ namespace pcifs {
 
 // What a device file is. Index: BAR number for kBar, mailbox number for kDoe.
 enum class FileKind : uint8_t {
-  kVendor, kDevice, kClass, kSubsystemVendor, kSubsystemDevice, kRevision, kIrq, kNumaNode,
-  kResource,    // "resource": the sysfs text
-  kConfig, kBar, kRom, kDoe, kDoeFeature, kPowerState, kReset, kRemove, kOwner,
+  kVendor,
+  kDevice,
+  kClass,
+  kSubsystemVendor,
+  kSubsystemDevice,
+  kRevision,
+  kIrq,
+  kNumaNode,
+  kResource,  // "resource": the sysfs text
+  kConfig,
+  kBar,
+  kRom,
+  kDoe,
+  kDoeFeature,
+  kPowerState,
+  kReset,
+  kRemove,
+  kOwner,
 };
 
 struct FileRef {
   Bdf bdf;
   FileKind kind = FileKind::kConfig;
-  uint16_t index = 0;              // kBar: 0..5; kDoe: mailbox
-  backend::DoeFeature feature;     // kDoeFeature
+  uint16_t index = 0;           // kBar: 0..5; kDoe: mailbox
+  backend::DoeFeature feature;  // kDoeFeature
 };
 
 struct FileEntry {
   std::string name;  // relative to the device directory: "config", "doe_features/0001:00"
   FileRef ref;
-  uint32_t mode = 0;  // permission bits, e.g. 0644
-  uint64_t size = 0;  // st_size
-  bool direct_io = true;    // every read fresh (all but rom)
-  bool nonseekable = false; // doe
+  uint32_t mode = 0;         // permission bits, e.g. 0644
+  uint64_t size = 0;         // st_size
+  bool direct_io = true;     // every read fresh (all but rom)
+  bool nonseekable = false;  // doe
 };
 
 struct OpenFlags {

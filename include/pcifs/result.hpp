@@ -34,14 +34,26 @@ class [[nodiscard]] Result {
 
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
-  T& value() & { assert(ok()); return std::get<0>(v_); }
-  const T& value() const& { assert(ok()); return std::get<0>(v_); }
-  T&& value() && { assert(ok()); return std::get<0>(std::move(v_)); }
+  T& value() & {
+    assert(ok());
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    assert(ok());
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    assert(ok());
+    return std::get<0>(std::move(v_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
-  Errno error() const { assert(!ok()); return std::get<1>(v_); }
+  Errno error() const {
+    assert(!ok());
+    return std::get<1>(v_);
+  }
   T value_or(T fallback) const { return ok() ? std::get<0>(v_) : fallback; }
 
  private:
@@ -55,7 +67,10 @@ class [[nodiscard]] Result<void> {
   Result(Errno e) : err_(e.value()) {}  // NOLINT(implicit)
   bool ok() const { return err_ == 0; }
   explicit operator bool() const { return ok(); }
-  Errno error() const { assert(!ok()); return Errno(err_); }
+  Errno error() const {
+    assert(!ok());
+    return Errno(err_);
+  }
 
  private:
   int err_ = 0;
@@ -98,8 +113,8 @@ inline std::string_view Errno::name() const {
 }  // namespace pcifs
 
 // Propagates an error from an expression yielding Result<...>.
-#define PCIFS_TRY(expr)                              \
-  do {                                               \
-    auto pcifs_try_r_ = (expr);                      \
+#define PCIFS_TRY(expr)                                  \
+  do {                                                   \
+    auto pcifs_try_r_ = (expr);                          \
     if (!pcifs_try_r_.ok()) return pcifs_try_r_.error(); \
   } while (0)

@@ -6,8 +6,8 @@
 
 #include <charconv>
 #include <compare>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <optional>
 #include <string>
 #include <string_view>

@@ -55,8 +55,9 @@ struct DoeProtocol {
 };
 
 struct ViewPolicy {
-  std::string name = "default";  // "view=NAME" in owner; from "name", else the mountpoint's basename
-  std::string source;            // the file it came from ("" for the default view)
+  std::string name =
+      "default";       // "view=NAME" in owner; from "name", else the mountpoint's basename
+  std::string source;  // the file it came from ("" for the default view)
   std::string mountpoint;
   std::optional<std::vector<DeviceSelector>> devices;  // nullopt: every device
   uid_t uid = 0;

@@ -94,7 +94,7 @@ TEST(AccessGate, BarAccessDuringCaptureWaitsThenIsAdmitted) {
   std::atomic<int> result{-1};
   std::thread bar([&] { result = outcome(gate.enter_bar(false)); });
   while (gate.counters().capture_waits == 0) std::this_thread::yield();
-  EXPECT_EQ(result.load(), -1);  // still waiting: it must not fail
+  EXPECT_EQ(result.load(), -1);             // still waiting: it must not fail
   EXPECT_EQ(outcome(gate.enter_doe()), 0);  // DOE is config space: unaffected
   gate.end_capture(true);
   bar.join();

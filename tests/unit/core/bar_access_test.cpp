@@ -181,16 +181,16 @@ TEST_P(BarCountTest, ReadAndWriteAccessCounts) {
   EXPECT_EQ(back, buf);  // little-endian assembly round-trips through RAM
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Sim, BarCountTest,
-    ::testing::Values(CountCase{"Byte", 0x101, 1, {1, 0, 0, 0}},
-                      CountCase{"Word", 0x102, 2, {0, 1, 0, 0}},
-                      CountCase{"Dword", 0x104, 4, {0, 0, 1, 0}},
-                      CountCase{"Qword", 0x108, 8, {0, 0, 0, 1}},
-                      CountCase{"Page", 0x1000, 4096, {0, 0, 0, 512}},
-                      CountCase{"OddStart", 0x101, 16, {2, 1, 1, 1}},
-                      CountCase{"LastBytes", (1u << 20) - 12, 12, {0, 0, 1, 1}}),
-    [](const auto& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(Sim, BarCountTest,
+                         ::testing::Values(CountCase{"Byte", 0x101, 1, {1, 0, 0, 0}},
+                                           CountCase{"Word", 0x102, 2, {0, 1, 0, 0}},
+                                           CountCase{"Dword", 0x104, 4, {0, 0, 1, 0}},
+                                           CountCase{"Qword", 0x108, 8, {0, 0, 0, 1}},
+                                           CountCase{"Page", 0x1000, 4096, {0, 0, 0, 512}},
+                                           CountCase{"OddStart", 0x101, 16, {2, 1, 1, 1}},
+                                           CountCase{
+                                               "LastBytes", (1u << 20) - 12, 12, {0, 0, 1, 1}}),
+                         [](const auto& i) { return std::string(i.param.name); });
 
 TEST_F(BarHelpersTest, OutOfRangeAndBadWidthTouchNothing) {
   zero_counters();

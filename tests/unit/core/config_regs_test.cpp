@@ -89,23 +89,22 @@ TEST_P(BridgeMaskTest, Masks) {
 
 INSTANTIATE_TEST_SUITE_P(
     Bridge, BridgeMaskTest,
-    ::testing::Values(
-        MaskCase{"Command", PCI_COMMAND, 2, 0x0547, 0},
-        MaskCase{"Status", PCI_STATUS, 2, 0, 0xf900},
-        MaskCase{"BusNumbers", PCI_PRIMARY_BUS, 4, 0, 0},
-        MaskCase{"IoWindowAndSecStatus", PCI_IO_BASE, 4, 0, 0xf9000000},
-        MaskCase{"MemWindow", PCI_MEMORY_BASE, 4, 0, 0},
-        MaskCase{"PrefWindow", PCI_PREF_MEMORY_BASE, 4, 0, 0},
-        MaskCase{"PrefUpper", PCI_PREF_BASE_UPPER32, 4, 0, 0},
-        MaskCase{"IntLineAndBridgeControl", PCI_INTERRUPT_LINE, 4, 0xff, 0},
-        MaskCase{"Bist", PCI_CACHE_LINE_SIZE, 4, 0x0000ffff, 0},
-        MaskCase{"Pmcsr", 0x40 + PCI_PM_CTRL, 2, 0x1f00, 0x8000},
-        MaskCase{"DevCtlNoFlr", 0x50 + PCI_EXP_DEVCTL, 2, 0x7fff, 0},
-        MaskCase{"DevSta", 0x50 + PCI_EXP_DEVSTA, 2, 0, 0x000f},
-        MaskCase{"LnkSta", 0x50 + PCI_EXP_LNKSTA, 2, 0, 0xc000},
-        MaskCase{"NoDevCtl2InV1", 0x50 + PCI_EXP_DEVCTL2, 2, 0, 0},
-        MaskCase{"NoLnkCtl2InV1", 0x50 + PCI_EXP_LNKCTL2, 2, 0, 0},
-        MaskCase{"VendorSpace", 0xc0, 4, 0, 0}),
+    ::testing::Values(MaskCase{"Command", PCI_COMMAND, 2, 0x0547, 0},
+                      MaskCase{"Status", PCI_STATUS, 2, 0, 0xf900},
+                      MaskCase{"BusNumbers", PCI_PRIMARY_BUS, 4, 0, 0},
+                      MaskCase{"IoWindowAndSecStatus", PCI_IO_BASE, 4, 0, 0xf9000000},
+                      MaskCase{"MemWindow", PCI_MEMORY_BASE, 4, 0, 0},
+                      MaskCase{"PrefWindow", PCI_PREF_MEMORY_BASE, 4, 0, 0},
+                      MaskCase{"PrefUpper", PCI_PREF_BASE_UPPER32, 4, 0, 0},
+                      MaskCase{"IntLineAndBridgeControl", PCI_INTERRUPT_LINE, 4, 0xff, 0},
+                      MaskCase{"Bist", PCI_CACHE_LINE_SIZE, 4, 0x0000ffff, 0},
+                      MaskCase{"Pmcsr", 0x40 + PCI_PM_CTRL, 2, 0x1f00, 0x8000},
+                      MaskCase{"DevCtlNoFlr", 0x50 + PCI_EXP_DEVCTL, 2, 0x7fff, 0},
+                      MaskCase{"DevSta", 0x50 + PCI_EXP_DEVSTA, 2, 0, 0x000f},
+                      MaskCase{"LnkSta", 0x50 + PCI_EXP_LNKSTA, 2, 0, 0xc000},
+                      MaskCase{"NoDevCtl2InV1", 0x50 + PCI_EXP_DEVCTL2, 2, 0, 0},
+                      MaskCase{"NoLnkCtl2InV1", 0x50 + PCI_EXP_LNKCTL2, 2, 0, 0},
+                      MaskCase{"VendorSpace", 0xc0, 4, 0, 0}),
     [](const auto& i) { return std::string(i.param.name); });
 
 TEST(BuildRegTableTest, CapabilityClippedToNeighbour) {
@@ -127,8 +126,8 @@ TEST(BuildRegTableTest, ExtendedCapsOnlyIn4096Space) {
   RegTable big = build_reg_table(c, 4096, 0, walk_capabilities(c));
   EXPECT_EQ(big.writable_bits(0x100 + PCI_ERR_UNCOR_MASK, 4), 0xffffffffu);
   EXPECT_EQ(big.writable_bits(0x100 + PCI_ERR_ROOT_COMMAND, 4), 0u);  // endpoint
-  RegTable small = build_reg_table(std::span(c).first(256), 256, 0,
-                                   walk_capabilities(std::span(c).first(256)));
+  RegTable small =
+      build_reg_table(std::span(c).first(256), 256, 0, walk_capabilities(std::span(c).first(256)));
   EXPECT_EQ(small.size(), 256u);
 }
 

@@ -80,7 +80,8 @@ TEST_F(ConfigSimTest, ReadsEqualDeviceEverywhereAtAttach) {
         auto n = a.space->read(off, got, {}, raw(*a.dev));
         ASSERT_TRUE(n.ok());
         ASSERT_EQ(*n, std::min<size_t>(len, want.size() - off));
-        ASSERT_TRUE(std::equal(got.begin(), got.begin() + static_cast<long>(*n), want.begin() + off))
+        ASSERT_TRUE(
+            std::equal(got.begin(), got.begin() + static_cast<long>(*n), want.begin() + off))
             << a.dev->info().bdf.str() << " " << off << "+" << len;
       }
     }
@@ -94,7 +95,8 @@ TEST_F(ConfigSimTest, SizingEveryBarKindNeverReachesDevice) {
     const auto& res = a.dev->info().resources;
     bool bridge = a.dev->info().is_bridge();
     std::vector<std::pair<uint32_t, size_t>> regs;  // (config offset, resource index)
-    for (size_t i = 0; i < (bridge ? 2u : 6u); ++i) regs.emplace_back(PCI_BASE_ADDRESS_0 + 4 * i, i);
+    for (size_t i = 0; i < (bridge ? 2u : 6u); ++i)
+      regs.emplace_back(PCI_BASE_ADDRESS_0 + 4 * i, i);
     regs.emplace_back(bridge ? PCI_ROM_ADDRESS1 : PCI_ROM_ADDRESS, 6);
     for (auto [off, idx] : regs) {
       uint32_t assigned = read32(a, off);

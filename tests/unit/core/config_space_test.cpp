@@ -178,8 +178,8 @@ TEST_F(ConfigSpaceTest, DoeRegistersReadAsWholeDwords) {
   // The DOE mailbox registers take dword accesses only: a byte read widens.
   read(kDoe + PCI_DOE_STATUS + 1, 1);
   read(kDoe + PCI_DOE_CTRL + 2, 5);
-  EXPECT_EQ(dev_.block_reads, (std::vector<std::pair<uint32_t, size_t>>{
-                                  {kDoe + PCI_DOE_STATUS, 4}, {kDoe + PCI_DOE_CTRL, 8}}));
+  EXPECT_EQ(dev_.block_reads, (std::vector<std::pair<uint32_t, size_t>>{{kDoe + PCI_DOE_STATUS, 4},
+                                                                        {kDoe + PCI_DOE_CTRL, 8}}));
   dev_.block_reads.clear();
   read(kDsn + 5, 1);  // elsewhere, exactly what was asked
   EXPECT_EQ(dev_.block_reads, (std::vector<std::pair<uint32_t, size_t>>{{kDsn + 5, 1}}));
@@ -285,14 +285,15 @@ TEST_P(BarSizingTest, AllOnesReadsSizeMaskRestoreReadsAddressNeverDevice) {
 
 INSTANTIATE_TEST_SUITE_P(
     Endpoint, BarSizingTest,
-    ::testing::Values(
-        SizingCase{"Mem64PrefLow", PCI_BASE_ADDRESS_0, 0xfff0000c, static_cast<uint32_t>(kBar0) | 0xc},
-        SizingCase{"Mem64High", PCI_BASE_ADDRESS_1, 0xffffffff, static_cast<uint32_t>(kBar0 >> 32)},
-        SizingCase{"Mem32", PCI_BASE_ADDRESS_2, 0xffff0000, kBar2},
-        SizingCase{"Unimplemented", PCI_BASE_ADDRESS_3, 0, 0},
-        SizingCase{"Io", PCI_BASE_ADDRESS_4, 0xffffff01, kBar4 | 1},
-        SizingCase{"Unimplemented5", PCI_BASE_ADDRESS_5, 0, 0},
-        SizingCase{"Rom", PCI_ROM_ADDRESS, 0xffff0001, kRom}),
+    ::testing::Values(SizingCase{"Mem64PrefLow", PCI_BASE_ADDRESS_0, 0xfff0000c,
+                                 static_cast<uint32_t>(kBar0) | 0xc},
+                      SizingCase{"Mem64High", PCI_BASE_ADDRESS_1, 0xffffffff,
+                                 static_cast<uint32_t>(kBar0 >> 32)},
+                      SizingCase{"Mem32", PCI_BASE_ADDRESS_2, 0xffff0000, kBar2},
+                      SizingCase{"Unimplemented", PCI_BASE_ADDRESS_3, 0, 0},
+                      SizingCase{"Io", PCI_BASE_ADDRESS_4, 0xffffff01, kBar4 | 1},
+                      SizingCase{"Unimplemented5", PCI_BASE_ADDRESS_5, 0, 0},
+                      SizingCase{"Rom", PCI_ROM_ADDRESS, 0xffff0001, kRom}),
     [](const auto& i) { return std::string(i.param.name); });
 
 TEST_F(ConfigSpaceTest, RomEnableBitIsVirtual) {
@@ -317,8 +318,8 @@ struct RegCase {
   const char* name;
   uint32_t offset;
   unsigned width;
-  uint32_t device_before;  // planted in the device first
-  uint32_t value;          // what the caller writes
+  uint32_t device_before;          // planted in the device first
+  uint32_t value;                  // what the caller writes
   std::vector<RegWrite> expected;  // what must reach the device
 };
 
@@ -344,15 +345,27 @@ std::vector<RegCase> reg_cases() {
       {"StatusRw1cOnlyWrittenOnes", PCI_STATUS, 2, 0xf910, 0x0100, {{PCI_STATUS, 2, 0x0110}}},
       {"StatusZeroClearsNothing", PCI_STATUS, 2, 0xf910, 0x0000, {{PCI_STATUS, 2, 0x0010}}},
       {"StatusRoBitsNotForced", PCI_STATUS, 2, 0x0010, 0x07ff, {{PCI_STATUS, 2, 0x0110}}},
-      {"CommandAndStatusDword", PCI_COMMAND, 4, 0x00100000, 0x80000002,
+      {"CommandAndStatusDword",
+       PCI_COMMAND,
+       4,
+       0x00100000,
+       0x80000002,
        {{PCI_COMMAND, 2, 0x0002}, {PCI_STATUS, 2, 0x8010}}},
       {"RevisionClassRo", PCI_CLASS_REVISION, 4, 0x05021001, 0, {}},
-      {"CacheLineAndLatencyRw", PCI_CACHE_LINE_SIZE, 4, 0, 0xffffffff,
+      {"CacheLineAndLatencyRw",
+       PCI_CACHE_LINE_SIZE,
+       4,
+       0,
+       0xffffffff,
        {{PCI_CACHE_LINE_SIZE, 1, 0xff}, {PCI_LATENCY_TIMER, 1, 0xff}}},
       {"BistRo", PCI_BIST, 1, 0x80, 0x40, {}},
       {"HeaderTypeRo", PCI_HEADER_TYPE, 1, 0, 0x01, {}},
       {"SubsystemRo", PCI_SUBSYSTEM_VENDOR_ID, 4, 0, 0xffffffff, {}},
-      {"InterruptLineRwPinRo", PCI_INTERRUPT_LINE, 2, 0x0100, 0xff0b,
+      {"InterruptLineRwPinRo",
+       PCI_INTERRUPT_LINE,
+       2,
+       0x0100,
+       0xff0b,
        {{PCI_INTERRUPT_LINE, 1, 0x0b}}},
       {"CapPointerRo", PCI_CAPABILITY_LIST, 1, kPm, 0x80, {}},
       {"PmcRo", kPm + PCI_PM_PMC, 2, 3, 0xffff, {}},
@@ -360,12 +373,30 @@ std::vector<RegCase> reg_cases() {
       {"PmcsrPowerStateByteNoWrite", pmcsr, 1, 0x08, 0x03, {}},
       {"PmcsrPmeStatusRw1c", pmcsr, 2, 0x8100, 0x8000, {{pmcsr, 2, 0x8000}}},
       {"PmcsrPmeStatusNotClearedByZero", pmcsr, 2, 0x8103, 0x0100, {{pmcsr, 2, 0x0103}}},
-      {"MsixControlRw", kMsix + PCI_MSIX_FLAGS, 2, 7, 0xffff, {{kMsix + PCI_MSIX_FLAGS, 2, 0xc007}}},
+      {"MsixControlRw",
+       kMsix + PCI_MSIX_FLAGS,
+       2,
+       7,
+       0xffff,
+       {{kMsix + PCI_MSIX_FLAGS, 2, 0xc007}}},
       {"MsixTableOffsetRo", kMsix + PCI_MSIX_TABLE, 4, 0, 0xffffffff, {}},
-      {"MsiControlRw", kMsi + PCI_MSI_FLAGS, 2, 0x0180, 0xffff, {{kMsi + PCI_MSI_FLAGS, 2, 0x01f1}}},
-      {"MsiAddressRw", kMsi + PCI_MSI_ADDRESS_LO, 4, 0, 0xfee00000,
+      {"MsiControlRw",
+       kMsi + PCI_MSI_FLAGS,
+       2,
+       0x0180,
+       0xffff,
+       {{kMsi + PCI_MSI_FLAGS, 2, 0x01f1}}},
+      {"MsiAddressRw",
+       kMsi + PCI_MSI_ADDRESS_LO,
+       4,
+       0,
+       0xfee00000,
        {{kMsi + PCI_MSI_ADDRESS_LO, 4, 0xfee00000}}},
-      {"MsiAddressHiRw", kMsi + PCI_MSI_ADDRESS_HI, 4, 0, 0x12345678,
+      {"MsiAddressHiRw",
+       kMsi + PCI_MSI_ADDRESS_HI,
+       4,
+       0,
+       0x12345678,
        {{kMsi + PCI_MSI_ADDRESS_HI, 4, 0x12345678}}},
       {"MsiDataRw", kMsi + PCI_MSI_DATA_64, 2, 0, 0x4041, {{kMsi + PCI_MSI_DATA_64, 2, 0x4041}}},
       {"MsiMaskRw", kMsi + PCI_MSI_MASK_64, 4, 0, 0x1, {{kMsi + PCI_MSI_MASK_64, 4, 0x1}}},
@@ -379,15 +410,36 @@ std::vector<RegCase> reg_cases() {
       {"LnkCtl2Rw", kExp + PCI_EXP_LNKCTL2, 2, 0, 0x0003, {{kExp + PCI_EXP_LNKCTL2, 2, 0x0003}}},
       {"SlotCtlRo", kExp + PCI_EXP_SLTCTL, 2, 0, 0xffff, {}},
       {"VpdRo", kVpd + PCI_VPD_ADDR, 2, 0x1234, 0x8000, {}},
-      {"AerUncorStatusRw1c", kAer + PCI_ERR_UNCOR_STATUS, 4, 0x00104000, 0x00004000,
+      {"AerUncorStatusRw1c",
+       kAer + PCI_ERR_UNCOR_STATUS,
+       4,
+       0x00104000,
+       0x00004000,
        {{kAer + PCI_ERR_UNCOR_STATUS, 4, 0x00004000}}},
-      {"AerUncorMaskRw", kAer + PCI_ERR_UNCOR_MASK, 4, 0, 0x00400000,
+      {"AerUncorMaskRw",
+       kAer + PCI_ERR_UNCOR_MASK,
+       4,
+       0,
+       0x00400000,
        {{kAer + PCI_ERR_UNCOR_MASK, 4, 0x00400000}}},
-      {"AerSeverityRw", kAer + PCI_ERR_UNCOR_SEVER, 4, 0, 0x00062030,
+      {"AerSeverityRw",
+       kAer + PCI_ERR_UNCOR_SEVER,
+       4,
+       0,
+       0x00062030,
        {{kAer + PCI_ERR_UNCOR_SEVER, 4, 0x00062030}}},
-      {"AerCorStatusRw1c", kAer + PCI_ERR_COR_STATUS, 4, 0x2001, 0x2000,
+      {"AerCorStatusRw1c",
+       kAer + PCI_ERR_COR_STATUS,
+       4,
+       0x2001,
+       0x2000,
        {{kAer + PCI_ERR_COR_STATUS, 4, 0x2000}}},
-      {"AerCorMaskRw", kAer + PCI_ERR_COR_MASK, 4, 0, 0x2000, {{kAer + PCI_ERR_COR_MASK, 4, 0x2000}}},
+      {"AerCorMaskRw",
+       kAer + PCI_ERR_COR_MASK,
+       4,
+       0,
+       0x2000,
+       {{kAer + PCI_ERR_COR_MASK, 4, 0x2000}}},
       {"AerCapMixed", kAer + PCI_ERR_CAP, 4, 0xa0, 0x1ff, {{kAer + PCI_ERR_CAP, 4, 0x1e0}}},
       {"AerHeaderLogRo", kAer + PCI_ERR_HEADER_LOG, 4, 0, 0xffffffff, {}},
       {"AerRootCommandRoOnEndpoint", kAer + PCI_ERR_ROOT_COMMAND, 4, 0, 7, {}},
@@ -542,8 +594,8 @@ TEST(ConfigSpaceBridgeTest, WindowsBusNumbersAndBridgeControlReadOnly) {
     ASSERT_TRUE(space.apply_plan(*plan, dev.raw_write()).ok());
   }
   // Only the interrupt line and secondary status (RW1C, written 0: clears nothing).
-  EXPECT_EQ(dev.writes, (std::vector<RegWrite>{{PCI_SEC_STATUS, 2, 0x0000},
-                                               {PCI_INTERRUPT_LINE, 1, 0x00}}));
+  EXPECT_EQ(dev.writes,
+            (std::vector<RegWrite>{{PCI_SEC_STATUS, 2, 0x0000}, {PCI_INTERRUPT_LINE, 1, 0x00}}));
   EXPECT_TRUE(space.is_virtual(PCI_BASE_ADDRESS_1));
   EXPECT_FALSE(space.is_virtual(PCI_BASE_ADDRESS_2));  // bus numbers on a bridge
   EXPECT_TRUE(space.is_virtual(PCI_ROM_ADDRESS1));

@@ -164,7 +164,7 @@ TEST(DeviceControlStress, RandomAccessesAgainstTransitionsStayLegal) {
     for (auto& reason : h.sim->violation_log()) ADD_FAILURE() << reason;
     EXPECT_EQ(h.other.load(), 0u) << "only EIO may refuse an access";
     EXPECT_EQ(h.control_errors.load(), 0u);
-    EXPECT_GT(h.ok.load(), 0u);   // both outcomes happened: not vacuous
+    EXPECT_GT(h.ok.load(), 0u);  // both outcomes happened: not vacuous
     EXPECT_GT(h.eio.load(), 0u);
     auto id = h.control->bar_read(0, 0x40, 4);
     ASSERT_TRUE(id.ok());

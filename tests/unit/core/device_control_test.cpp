@@ -6,8 +6,6 @@
 // would catch the failure.
 #include "core/device_control.hpp"
 
-#include "core/cap_walk.hpp"
-
 #include <gtest/gtest.h>
 #include <linux/pci_regs.h>
 
@@ -18,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/cap_walk.hpp"
 #include "fault/fault_device.hpp"
 #include "sim/sim_backend.hpp"
 #include "sim/sim_device.hpp"
@@ -298,7 +297,7 @@ TEST(DeviceControl, InFlightAccessFinishesBeforeTransitionAndOthersFailFast) {
   EXPECT_EQ(f.control->wake().error(), Errno(EIO));
   EXPECT_EQ(f.control->rom().error(), Errno(EIO));
   EXPECT_TRUE(f.control->config_read(PCI_VENDOR_ID, 2).ok());  // config passes in D0
-  EXPECT_EQ(f.fault->calls(OpClass::kPower), 0u);  // the transition waits for the drain
+  EXPECT_EQ(f.fault->calls(OpClass::kPower), 0u);              // the transition waits for the drain
   EXPECT_EQ(f.sim->physical_power_state(), PowerState::kD0);
   latch.release();
   reader.join();
@@ -351,7 +350,9 @@ TEST(DeviceControl, MemoryDecodeOffQuiescesAndOnReopens) {
   auto write = [&](uint32_t v) {
     return [&f, v] { return f.fault->config_write(PCI_COMMAND, 2, v); };
   };
-  ASSERT_TRUE(f.control->change_decode({false, std::nullopt}, write(cmd & ~uint32_t{PCI_COMMAND_MEMORY})).ok());
+  ASSERT_TRUE(
+      f.control->change_decode({false, std::nullopt}, write(cmd & ~uint32_t{PCI_COMMAND_MEMORY}))
+          .ok());
   EXPECT_EQ(f.sink.calls.size(), 2u);
   EXPECT_NE(f.control->epoch(), epoch);
   EXPECT_EQ(f.control->bar_read(0, kIdReg, 4).error(), Errno(EIO));
@@ -359,7 +360,9 @@ TEST(DeviceControl, MemoryDecodeOffQuiescesAndOnReopens) {
   ASSERT_TRUE(f.control->change_decode({true, std::nullopt}, write(cmd)).ok());
   EXPECT_EQ(*f.control->bar_read(0, kIdReg, 4), kIdValue);
   // Power cycle keeps the owner's decode choice.
-  ASSERT_TRUE(f.control->change_decode({false, std::nullopt}, write(cmd & ~uint32_t{PCI_COMMAND_MEMORY})).ok());
+  ASSERT_TRUE(
+      f.control->change_decode({false, std::nullopt}, write(cmd & ~uint32_t{PCI_COMMAND_MEMORY}))
+          .ok());
   ASSERT_TRUE(f.control->set_power_state(PowerState::kD3cold).ok());
   ASSERT_TRUE(f.control->set_power_state(PowerState::kD0).ok());
   EXPECT_EQ(f.control->bar_read(0, kIdReg, 4).error(), Errno(EIO));

@@ -39,9 +39,10 @@ struct Bench {
 
   explicit Bench(DoeResponderConfig cfg, bool fake_clock = false) {
     MutexLock lock(mu);
-    responder = std::make_unique<DoeResponder>(cfg, [this](std::string r) NO_THREAD_SAFETY_ANALYSIS {
-      violations.push_back(std::move(r));  // called with mu held, from read()/write()
-    });
+    responder =
+        std::make_unique<DoeResponder>(cfg, [this](std::string r) NO_THREAD_SAFETY_ANALYSIS {
+          violations.push_back(std::move(r));  // called with mu held, from read()/write()
+        });
     if (fake_clock) responder->set_clock([this]() NO_THREAD_SAFETY_ANALYSIS { return fake_now; });
   }
   size_t violation_count() {
@@ -254,9 +255,9 @@ TEST_F(DoeMailboxTest, FifoUnderConcurrentSubmitters) {
       for (int i = 0; i < kEach; ++i) {
         int tag = t * 1000 + i;
         MutexLock lock(tmu);  // ticket and tag recorded atomically with the submit
-        tag_of_ticket[mb_->submit(echo_request(3 + static_cast<uint32_t>(i % 5),
-                                               static_cast<uint32_t>(tag)),
-                                  got_.make(tag))] = tag;
+        tag_of_ticket[mb_->submit(
+            echo_request(3 + static_cast<uint32_t>(i % 5), static_cast<uint32_t>(tag)),
+            got_.make(tag))] = tag;
       }
     });
   }
@@ -272,8 +273,8 @@ TEST_F(DoeMailboxTest, FifoUnderConcurrentSubmitters) {
     ASSERT_EQ(r[i + 1].first, want[i]) << "completion " << i;
     ASSERT_TRUE(r[i + 1].second.ok());
     int tag = want[i];
-    EXPECT_EQ(*r[i + 1].second, echo_request(3 + static_cast<uint32_t>(tag % 1000 % 5),
-                                             static_cast<uint32_t>(tag)));
+    EXPECT_EQ(*r[i + 1].second,
+              echo_request(3 + static_cast<uint32_t>(tag % 1000 % 5), static_cast<uint32_t>(tag)));
   }
 }
 
@@ -493,7 +494,7 @@ TEST(DoeExecutorShutdown, PendingExchangesEndWithEshutdown) {
     EXPECT_EQ(got.wait(4)[3].second.error(), Errno(ESHUTDOWN));
     mb.reset();  // mailboxes go before their executor
   }
-  EXPECT_EQ(got.wait(4).size(), 4u);  // exactly once each
+  EXPECT_EQ(got.wait(4).size(), 4u);                     // exactly once each
   EXPECT_EQ(bench->status() & PCI_DOE_STATUS_BUSY, 0u);  // left aborted
   EXPECT_EQ(bench->violation_count(), 0u);
 }
@@ -527,9 +528,11 @@ TEST(DoeExecutorScale, ManyMailboxesProgressTogetherOnOneThread) {
       };
     }
     benches.push_back(b);
-    mbs.push_back(DoeMailbox::create(executor, std::make_unique<BenchRegs>(b), DoeMailboxOptions{}));
+    mbs.push_back(
+        DoeMailbox::create(executor, std::make_unique<BenchRegs>(b), DoeMailboxOptions{}));
   }
-  for (int i = 0; i < kMailboxes; ++i) mbs[static_cast<size_t>(i)]->submit(echo_request(40, static_cast<uint32_t>(i)), got.make(i));
+  for (int i = 0; i < kMailboxes; ++i)
+    mbs[static_cast<size_t>(i)]->submit(echo_request(40, static_cast<uint32_t>(i)), got.make(i));
   // Every mailbox has its request on the device at the same time, although no
   // response can come until the clocks move: one thread is driving all 64.
   ASSERT_TRUE(go.wait(kMailboxes));
@@ -549,9 +552,8 @@ TEST(DoeOracle, AdvancingPastTheObjectIsAViolation) {
   Bench bench(config());
   MutexLock lock(bench.mu);
   auto rd = [&](uint32_t reg) NO_THREAD_SAFETY_ANALYSIS { return bench.responder->read(reg); };
-  auto wr = [&](uint32_t reg, uint32_t v) NO_THREAD_SAFETY_ANALYSIS {
-    bench.responder->write(reg, v);
-  };
+  auto wr = [&](uint32_t reg, uint32_t v)
+                NO_THREAD_SAFETY_ANALYSIS { bench.responder->write(reg, v); };
   auto req = echo_request(4);
   auto r = test::doe_exchange(rd, wr, req);
   ASSERT_TRUE(r.ok());

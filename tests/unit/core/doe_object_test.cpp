@@ -12,7 +12,8 @@ std::vector<uint8_t> object_bytes(size_t bytes, uint32_t dw1) {
   std::vector<uint8_t> v(bytes, 0xab);
   if (bytes >= 4) std::memset(v.data(), 0, 4);
   if (bytes >= 8) {
-    for (int i = 0; i < 4; ++i) v[4 + static_cast<size_t>(i)] = static_cast<uint8_t>(dw1 >> (8 * i));
+    for (int i = 0; i < 4; ++i)
+      v[4 + static_cast<size_t>(i)] = static_cast<uint8_t>(dw1 >> (8 * i));
   }
   return v;
 }
@@ -46,8 +47,7 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(SizeCase{"empty", 0, 0, EINVAL}, SizeCase{"one_byte", 1, 0, EINVAL},
                     SizeCase{"one_dword", 4, 1, EINVAL}, SizeCase{"seven_bytes", 7, 2, EINVAL},
                     SizeCase{"header_only", 8, 2, 0}, SizeCase{"nine_bytes", 9, 2, EINVAL},
-                    SizeCase{"three_dwords", 12, 3, 0},
-                    SizeCase{"length_says_more", 12, 4, EINVAL},
+                    SizeCase{"three_dwords", 12, 3, 0}, SizeCase{"length_says_more", 12, 4, EINVAL},
                     SizeCase{"length_says_less", 16, 3, EINVAL},
                     SizeCase{"length_one", 8, 1, EINVAL},
                     // 0 encodes 2^18: an 8-byte write claiming 2^18 dwords is malformed.

@@ -50,10 +50,9 @@ class DoeSimTest : public testing::Test {
   void TearDown() override {
     for (auto& d : backend_->devices()) {
       auto sim = backend_->find(d->info().bdf);
-      EXPECT_EQ(d->violations().value_or(0), 0u) << d->info().bdf.str() << ": "
-                                                 << (sim && !sim->violation_log().empty()
-                                                         ? sim->violation_log().back()
-                                                         : "");
+      EXPECT_EQ(d->violations().value_or(0), 0u)
+          << d->info().bdf.str() << ": "
+          << (sim && !sim->violation_log().empty() ? sim->violation_log().back() : "");
     }
   }
   std::shared_ptr<backend::sim::SimDevice> device(const char* bdf) {

@@ -34,11 +34,28 @@ TEST_F(MediatorTest, EndpointDirectoryListsItsFiles) {
   auto files = med_->files(view_, kEp0);
   ASSERT_TRUE(files.ok());
   auto n = names(*files);
-  for (const char* want : {"vendor", "device", "class", "subsystem_vendor", "subsystem_device",
-                           "revision", "irq", "numa_node", "resource", "config", "resource0",
-                           "resource2", "resource4", "rom", "doe", "doe_features/0001:00",
-                           "doe_features/1e98:02", "doe_features/1b36:01", "power_state",
-                           "reset", "remove", "owner"}) {
+  for (const char* want : {"vendor",
+                           "device",
+                           "class",
+                           "subsystem_vendor",
+                           "subsystem_device",
+                           "revision",
+                           "irq",
+                           "numa_node",
+                           "resource",
+                           "config",
+                           "resource0",
+                           "resource2",
+                           "resource4",
+                           "rom",
+                           "doe",
+                           "doe_features/0001:00",
+                           "doe_features/1e98:02",
+                           "doe_features/1b36:01",
+                           "power_state",
+                           "reset",
+                           "remove",
+                           "owner"}) {
     EXPECT_THAT(n, Contains(want));
   }
   EXPECT_EQ(std::count(n.begin(), n.end(), "resource1"), 0) << "upper half of a 64-bit BAR";
@@ -55,7 +72,9 @@ TEST_F(MediatorTest, SecondMailboxIsDocDot1AndHostBridgeHasNoBars) {
   EXPECT_THAT(n, Contains("doe"));
   EXPECT_THAT(n, Contains("doe.1"));
   auto hb = names(*med_->files(view_, kHostBridge));
-  EXPECT_EQ(std::count_if(hb.begin(), hb.end(), [](auto& s) { return s.rfind("resource", 0) == 0 && s != "resource"; }), 0);
+  EXPECT_EQ(std::count_if(hb.begin(), hb.end(),
+                          [](auto& s) { return s.rfind("resource", 0) == 0 && s != "resource"; }),
+            0);
   EXPECT_EQ(std::count(hb.begin(), hb.end(), "rom"), 0);
 }
 
@@ -231,7 +250,8 @@ TEST_F(MediatorViewTest, SelectionHidesOtherDevices) {
 
 TEST_F(MediatorViewTest, HeaderOnlyForUnprivileged) {
   ViewId v = add(R"({"uid": 1000, "config_read": "header"})");
-  auto other = read(must_open(kEp0, FileKind::kConfig, 0, false, Caller{5, 2000, 2000}, v), 0, 4096);
+  auto other =
+      read(must_open(kEp0, FileKind::kConfig, 0, false, Caller{5, 2000, 2000}, v), 0, 4096);
   EXPECT_EQ(other->size(), 64u);
   auto owner = read(must_open(kEp0, FileKind::kConfig, 0, false, kUser, v), 0, 4096);
   EXPECT_EQ(owner->size(), 4096u) << "the view's uid is privileged";

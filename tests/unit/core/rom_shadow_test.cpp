@@ -183,7 +183,8 @@ TEST(RomCapture, InvalidRomIsRememberedWithReason) {
 
 TEST(RomCapture, DeviceErrorIsNotRememberedAndDecodeGoesOff) {
   Rig rig("0000:01:00.0");
-  rig.fault->set_fault(OpClass::kRom, backend::fault::Fault::next(1));  // ROM decode cannot be enabled
+  rig.fault->set_fault(OpClass::kRom,
+                       backend::fault::Fault::next(1));  // ROM decode cannot be enabled
   EXPECT_FALSE(rig.control->rom().ok());
   EXPECT_FALSE(rig.sim->rom_decode_enabled());
   EXPECT_EQ(rig.control->rom_error(), "");

@@ -55,12 +55,12 @@ TEST(ViewPolicyTest, GidDefaultsToUid) { EXPECT_EQ(parse_ok(R"({"uid": 5})").gid
 TEST(ViewPolicyTest, SelectorsMatch) {
   auto v = parse_ok(R"({"devices": ["0000:01:00.0", "8086:1572", "class:0108", "class:0c0330"]})");
   Bdf a = *Bdf::parse("0000:01:00.0"), b = *Bdf::parse("0000:02:00.0");
-  EXPECT_TRUE(v.selects(a, 0x1b36, 0x1, 0x050210));       // by BDF
-  EXPECT_TRUE(v.selects(b, 0x8086, 0x1572, 0x020000));    // by ids
-  EXPECT_TRUE(v.selects(b, 0x144d, 0xa808, 0x010802));    // class base+sub
-  EXPECT_TRUE(v.selects(b, 0x8086, 0x1, 0x0c0330));       // class with prog-if
-  EXPECT_FALSE(v.selects(b, 0x8086, 0x1, 0x0c0320));      // prog-if differs
-  EXPECT_FALSE(v.selects(b, 0x8086, 0x1573, 0x020000));   // nothing
+  EXPECT_TRUE(v.selects(a, 0x1b36, 0x1, 0x050210));      // by BDF
+  EXPECT_TRUE(v.selects(b, 0x8086, 0x1572, 0x020000));   // by ids
+  EXPECT_TRUE(v.selects(b, 0x144d, 0xa808, 0x010802));   // class base+sub
+  EXPECT_TRUE(v.selects(b, 0x8086, 0x1, 0x0c0330));      // class with prog-if
+  EXPECT_FALSE(v.selects(b, 0x8086, 0x1, 0x0c0320));     // prog-if differs
+  EXPECT_FALSE(v.selects(b, 0x8086, 0x1573, 0x020000));  // nothing
 }
 
 TEST(ViewPolicyTest, EmptyDeviceListSelectsNothing) {
@@ -93,13 +93,16 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"devices": ["class:01"]})", "devices[0]: expected"},
         BadCase{R"({"uid": -1})", "uid: expected a numeric id"},
         BadCase{R"({"uid": "1000"})", "uid: expected a numeric id"},
-        BadCase{R"({"config_read": "partial"})", "config_read: expected \"full\", \"header\" or \"none\""},
+        BadCase{R"({"config_read": "partial"})",
+                "config_read: expected \"full\", \"header\" or \"none\""},
         BadCase{R"({"config_write": 1})", "config_write: expected true or false"},
         BadCase{R"({"hide": ["serial"]})", "hide[0]: expected \"dsn\" or \"vpd\""},
         BadCase{R"({"doe_protocols": ["1:0"]})", "doe_protocols[0]: expected \"VVVV:TT\""},
-        BadCase{R"({"low_power_access": "sleep"})", "low_power_access: expected \"deny\" or \"wake\""},
+        BadCase{R"({"low_power_access": "sleep"})",
+                "low_power_access: expected \"deny\" or \"wake\""},
         BadCase{R"({"mountpoint": "relative/path"})", "mountpoint: expected an absolute path"},
-        BadCase{R"({"uid": 1, "config_reed": "full"})", "config_reed: expected one of the fields"}));
+        BadCase{R"({"uid": 1, "config_reed": "full"})",
+                "config_reed: expected one of the fields"}));
 
 TEST(ViewPolicyTest, DefaultViewRules) {
   ViewPolicy v = default_view();

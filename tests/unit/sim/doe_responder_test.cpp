@@ -86,7 +86,8 @@ TEST_P(DoeDiscoveryTest, WalkListsExactlyTheConfiguredProtocols) {
     EXPECT_EQ((*rsp)[0], doe_header0(kDoeVendorPciSig, kDoeTypeDiscovery));
     EXPECT_EQ((*rsp)[1], 3u);
     uint32_t dw2 = (*rsp)[2];
-    seen.push_back(dw2 & (PCI_DOE_DATA_OBJECT_DISC_RSP_3_VID | PCI_DOE_DATA_OBJECT_DISC_RSP_3_PROTOCOL));
+    seen.push_back(dw2 &
+                   (PCI_DOE_DATA_OBJECT_DISC_RSP_3_VID | PCI_DOE_DATA_OBJECT_DISC_RSP_3_PROTOCOL));
     index = (dw2 & PCI_DOE_DATA_OBJECT_DISC_RSP_3_NEXT_INDEX) >> 24;
     ASSERT_LT(seen.size(), 10u) << "discovery does not terminate";
   } while (index != 0);
@@ -105,12 +106,12 @@ TEST_P(DoeDiscoveryTest, IndexPastTheLastIsAnError) {
   EXPECT_TRUE(log_.empty()) << "asking is not misuse";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Configs, DoeDiscoveryTest,
-    ::testing::Values(DiscoveryCase{false, false, {0x00000001}},
-                      DiscoveryCase{true, false, {0x00000001, 0x00021e98}},
-                      DiscoveryCase{false, true, {0x00000001, 0x00011b36}},
-                      DiscoveryCase{true, true, {0x00000001, 0x00021e98, 0x00011b36}}));
+INSTANTIATE_TEST_SUITE_P(Configs, DoeDiscoveryTest,
+                         ::testing::Values(DiscoveryCase{false, false, {0x00000001}},
+                                           DiscoveryCase{true, false, {0x00000001, 0x00021e98}},
+                                           DiscoveryCase{false, true, {0x00000001, 0x00011b36}},
+                                           DiscoveryCase{
+                                               true, true, {0x00000001, 0x00021e98, 0x00011b36}}));
 
 TEST_F(DoeTest, DiscoveryRequestOfWrongLengthIsAnError) {
   Dwords req{doe_header0(kDoeVendorPciSig, kDoeTypeDiscovery), 4, 0, 0};
@@ -420,8 +421,7 @@ struct ViolationCase {
   const char* reason;  // substring of the single violation reported
 };
 
-class DoeViolationCaseTest : public DoeTest,
-                             public ::testing::WithParamInterface<ViolationCase> {};
+class DoeViolationCaseTest : public DoeTest, public ::testing::WithParamInterface<ViolationCase> {};
 
 TEST_P(DoeViolationCaseTest, IsReportedOnce) {
   make({.vendor_id = kVid, .mailbox_dwords = GetParam().capacity, .fault = GetParam().fault});
@@ -444,61 +444,105 @@ Dwords ok_req() { return DoeTest::echo(4); }
 
 INSTANTIATE_TEST_SUITE_P(
     Kinds, DoeViolationCaseTest,
-    ::testing::Values(
-        ViolationCase{"WriteWhileBusy", DoeFault::kNoResponse, 64,
-                      [](DoeTest& d) { ops::obj(d, ops::ok_req()); ops::go(d); ops::obj(d, {1}); },
-                      "PCI_DOE_WRITE while Busy"},
-        ViolationCase{"WriteWhileStuck", DoeFault::kStuckBusy, 64,
-                      [](DoeTest& d) {
-                        ops::obj(d, ops::ok_req()); ops::go(d);
-                        d.abort_mailbox(); ops::obj(d, {1});
-                      },
-                      "PCI_DOE_WRITE while Busy"},
-        ViolationCase{"WriteWhileResponsePending", DoeFault::kNone, 64,
-                      [](DoeTest& d) { ops::obj(d, ops::ok_req()); ops::go(d); ops::obj(d, {1}); },
-                      "while a response is pending"},
-        ViolationCase{"WriteWhileError", DoeFault::kError, 64,
-                      [](DoeTest& d) { ops::obj(d, ops::ok_req()); ops::go(d); ops::obj(d, {1}); },
-                      "PCI_DOE_WRITE while Error"},
-        ViolationCase{"GoWhileBusy", DoeFault::kNoResponse, 64,
-                      [](DoeTest& d) { ops::obj(d, ops::ok_req()); ops::go(d); ops::go(d); },
-                      "GO while Busy"},
-        ViolationCase{"GoWhileResponsePending", DoeFault::kNone, 64,
-                      [](DoeTest& d) { ops::obj(d, ops::ok_req()); ops::go(d); ops::go(d); },
-                      "GO while a response is pending"},
-        ViolationCase{"GoWhileError", DoeFault::kError, 64,
-                      [](DoeTest& d) { ops::obj(d, ops::ok_req()); ops::go(d); ops::go(d); },
-                      "GO while Error"},
-        ViolationCase{"GoEmpty", DoeFault::kNone, 64, [](DoeTest& d) { ops::go(d); },
-                      "empty data object"},
-        ViolationCase{"GoHalfHeader", DoeFault::kNone, 64,
-                      [](DoeTest& d) { ops::obj(d, {doe_header0(kVid, 1)}); ops::go(d); },
-                      "incomplete data object header"},
-        ViolationCase{"GoIncomplete", DoeFault::kNone, 64,
-                      [](DoeTest& d) { ops::obj(d, {doe_header0(kVid, 1), 5, 0}); ops::go(d); },
-                      "(incomplete object)"},
-        ViolationCase{"GoLongerThanLength", DoeFault::kNone, 64,
-                      [](DoeTest& d) { ops::obj(d, {doe_header0(kVid, 1), 2, 0}); ops::go(d); },
-                      "length field 2 but 3 dwords"},
-        ViolationCase{"GoOverCapacity", DoeFault::kNone, 16,
-                      [](DoeTest& d) { ops::obj(d, {doe_header0(kVid, 1), 17}); ops::go(d); },
-                      "over the mailbox capacity"},
-        ViolationCase{"GoLengthZeroOverCapacity", DoeFault::kNone, 16,
-                      [](DoeTest& d) { ops::obj(d, {doe_header0(kVid, 1), 0}); ops::go(d); },
-                      "length 262144 over"},
-        ViolationCase{"Overrun", DoeFault::kNone, 8,
-                      [](DoeTest& d) {
-                        Dwords o = DoeTest::echo(12);
-                        ops::obj(d, o);  // reported once, not per dropped dword
-                      },
-                      "overruns the mailbox of 8 dwords"},
-        ViolationCase{"AdvanceWithNothingReady", DoeFault::kNone, 64,
-                      [](DoeTest& d) { ops::adv(d); }, "advanced with no data object ready"},
-        ViolationCase{"AdvancePastEnd", DoeFault::kNone, 64,
-                      [](DoeTest& d) {
-                        ops::obj(d, ops::ok_req()); ops::go(d); ops::drain(d); ops::adv(d);
-                      },
-                      "advanced past the end"}),
+    ::testing::Values(ViolationCase{"WriteWhileBusy", DoeFault::kNoResponse, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, ops::ok_req());
+                                      ops::go(d);
+                                      ops::obj(d, {1});
+                                    },
+                                    "PCI_DOE_WRITE while Busy"},
+                      ViolationCase{"WriteWhileStuck", DoeFault::kStuckBusy, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, ops::ok_req());
+                                      ops::go(d);
+                                      d.abort_mailbox();
+                                      ops::obj(d, {1});
+                                    },
+                                    "PCI_DOE_WRITE while Busy"},
+                      ViolationCase{"WriteWhileResponsePending", DoeFault::kNone, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, ops::ok_req());
+                                      ops::go(d);
+                                      ops::obj(d, {1});
+                                    },
+                                    "while a response is pending"},
+                      ViolationCase{"WriteWhileError", DoeFault::kError, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, ops::ok_req());
+                                      ops::go(d);
+                                      ops::obj(d, {1});
+                                    },
+                                    "PCI_DOE_WRITE while Error"},
+                      ViolationCase{"GoWhileBusy", DoeFault::kNoResponse, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, ops::ok_req());
+                                      ops::go(d);
+                                      ops::go(d);
+                                    },
+                                    "GO while Busy"},
+                      ViolationCase{"GoWhileResponsePending", DoeFault::kNone, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, ops::ok_req());
+                                      ops::go(d);
+                                      ops::go(d);
+                                    },
+                                    "GO while a response is pending"},
+                      ViolationCase{"GoWhileError", DoeFault::kError, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, ops::ok_req());
+                                      ops::go(d);
+                                      ops::go(d);
+                                    },
+                                    "GO while Error"},
+                      ViolationCase{"GoEmpty", DoeFault::kNone, 64, [](DoeTest& d) { ops::go(d); },
+                                    "empty data object"},
+                      ViolationCase{"GoHalfHeader", DoeFault::kNone, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, {doe_header0(kVid, 1)});
+                                      ops::go(d);
+                                    },
+                                    "incomplete data object header"},
+                      ViolationCase{"GoIncomplete", DoeFault::kNone, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, {doe_header0(kVid, 1), 5, 0});
+                                      ops::go(d);
+                                    },
+                                    "(incomplete object)"},
+                      ViolationCase{"GoLongerThanLength", DoeFault::kNone, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, {doe_header0(kVid, 1), 2, 0});
+                                      ops::go(d);
+                                    },
+                                    "length field 2 but 3 dwords"},
+                      ViolationCase{"GoOverCapacity", DoeFault::kNone, 16,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, {doe_header0(kVid, 1), 17});
+                                      ops::go(d);
+                                    },
+                                    "over the mailbox capacity"},
+                      ViolationCase{"GoLengthZeroOverCapacity", DoeFault::kNone, 16,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, {doe_header0(kVid, 1), 0});
+                                      ops::go(d);
+                                    },
+                                    "length 262144 over"},
+                      ViolationCase{"Overrun", DoeFault::kNone, 8,
+                                    [](DoeTest& d) {
+                                      Dwords o = DoeTest::echo(12);
+                                      ops::obj(d, o);  // reported once, not per dropped dword
+                                    },
+                                    "overruns the mailbox of 8 dwords"},
+                      ViolationCase{"AdvanceWithNothingReady", DoeFault::kNone, 64,
+                                    [](DoeTest& d) { ops::adv(d); },
+                                    "advanced with no data object ready"},
+                      ViolationCase{"AdvancePastEnd", DoeFault::kNone, 64,
+                                    [](DoeTest& d) {
+                                      ops::obj(d, ops::ok_req());
+                                      ops::go(d);
+                                      ops::drain(d);
+                                      ops::adv(d);
+                                    },
+                                    "advanced past the end"}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST_F(DoeTest, MisusedGoLeavesErrorAndAbortRecovers) {

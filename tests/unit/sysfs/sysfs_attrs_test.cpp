@@ -18,13 +18,14 @@ class HexAttrTest : public ::testing::TestWithParam<HexCase> {};
 
 TEST_P(HexAttrTest, Parses) { EXPECT_EQ(parse_hex_attr(GetParam().text), GetParam().want); }
 
-INSTANTIATE_TEST_SUITE_P(
-    Sysfs, HexAttrTest,
-    ::testing::Values(HexCase{"0x8086\n", 0x8086}, HexCase{"0x060400\n", 0x060400},
-                      HexCase{"0x00", 0}, HexCase{"1af4", 0x1af4},
-                      HexCase{"0xffffffffffffffff\n", ~uint64_t{0}}, HexCase{"", std::nullopt},
-                      HexCase{"0x", std::nullopt}, HexCase{"0x12g4\n", std::nullopt},
-                      HexCase{"0x1 2", std::nullopt}));
+INSTANTIATE_TEST_SUITE_P(Sysfs, HexAttrTest,
+                         ::testing::Values(HexCase{"0x8086\n", 0x8086},
+                                           HexCase{"0x060400\n", 0x060400}, HexCase{"0x00", 0},
+                                           HexCase{"1af4", 0x1af4},
+                                           HexCase{"0xffffffffffffffff\n", ~uint64_t{0}},
+                                           HexCase{"", std::nullopt}, HexCase{"0x", std::nullopt},
+                                           HexCase{"0x12g4\n", std::nullopt},
+                                           HexCase{"0x1 2", std::nullopt}));
 
 TEST(DecAttr, ParsesNegativeAndRejectsJunk) {
   EXPECT_EQ(parse_dec_attr("-1\n"), -1);

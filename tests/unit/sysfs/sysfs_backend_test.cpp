@@ -197,11 +197,11 @@ TEST_P(BatchTest, EachItemGetsItsOwnError) {
   gone->mark_gone();
   std::vector<uint8_t> a(4), b(4), c(8), d(0);
   std::vector<ConfigReadItem> items = {
-      {devs[0].get(), 0, a, Errno(EIO)},      // fine
-      {devs[1].get(), 0, b, Errno(EIO)},      // vanished
-      {devs[2].get(), 252, c, Errno(EIO)},    // past the end of a 256-byte config
-      {devs[3].get(), 16, d, Errno(EIO)},     // empty: nothing to do
-      {nullptr, 0, a, Errno(EIO)},            // no device at all
+      {devs[0].get(), 0, a, Errno(EIO)},    // fine
+      {devs[1].get(), 0, b, Errno(EIO)},    // vanished
+      {devs[2].get(), 252, c, Errno(EIO)},  // past the end of a 256-byte config
+      {devs[3].get(), 16, d, Errno(EIO)},   // empty: nothing to do
+      {nullptr, 0, a, Errno(EIO)},          // no device at all
   };
   backend_->config_read_batch(items);
   EXPECT_TRUE(items[0].result);

@@ -53,7 +53,9 @@ class SysfsDeviceTest : public ::testing::Test {
     ASSERT_TRUE(d) << d.error().name();
     dev_ = *d;
   }
-  std::vector<uint8_t> file(const std::string& name) { return SysfsTree::read_file(dir_ + "/" + name); }
+  std::vector<uint8_t> file(const std::string& name) {
+    return SysfsTree::read_file(dir_ + "/" + name);
+  }
   // Bytes of a file written behind the device's back (as the hardware would change).
   void poke(const std::string& name, off_t off, std::vector<uint8_t> bytes) {
     int fd = ::open((dir_ + "/" + name).c_str(), O_WRONLY);
@@ -237,12 +239,12 @@ TEST_F(SysfsDeviceTest, MemBarReachesTheLastBytesOfTheBar) {
 }
 
 TEST_F(SysfsDeviceTest, BarAccessErrors) {
-  EXPECT_EQ(dev_->bar_read(0, 2, 4).error(), Errno(EINVAL));   // misaligned
-  EXPECT_EQ(dev_->bar_read(0, 0, 3).error(), Errno(EINVAL));   // odd width
-  EXPECT_EQ(dev_->bar_read(6, 0, 4).error(), Errno(EINVAL));   // no such BAR index
+  EXPECT_EQ(dev_->bar_read(0, 2, 4).error(), Errno(EINVAL));  // misaligned
+  EXPECT_EQ(dev_->bar_read(0, 0, 3).error(), Errno(EINVAL));  // odd width
+  EXPECT_EQ(dev_->bar_read(6, 0, 4).error(), Errno(EINVAL));  // no such BAR index
   EXPECT_EQ(dev_->bar_read(0, kBar0Size, 1).error(), Errno(ENXIO));
-  EXPECT_EQ(dev_->bar_read(1, 0, 4).error(), Errno(ENXIO));    // unimplemented BAR
-  EXPECT_EQ(dev_->bar_read(2, 0, 4).error(), Errno(ENXIO));    // no resource2 file
+  EXPECT_EQ(dev_->bar_read(1, 0, 4).error(), Errno(ENXIO));  // unimplemented BAR
+  EXPECT_EQ(dev_->bar_read(2, 0, 4).error(), Errno(ENXIO));  // no resource2 file
   EXPECT_EQ(dev_->bar_write(0, kBar0Size - 4, 8, 0).error(), Errno(EINVAL));
 }
 
