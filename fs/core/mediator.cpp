@@ -184,6 +184,11 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   const ViewPolicy& v = impl_->policy(view);
   if (auto r = impl_->check_open(v, caller, *d, ref, flags); !r) {
     d->counters.denials++;
+    if (r.error() == Errno(EBUSY) && d->bound()) {  // S15
+      spdlog::warn("{}: EBUSY for pid={} uid={}: bound to driver {}", d->bdf.str(), caller.pid,
+                   caller.uid, *d->info.driver);
+      return r.error();
+    }
     spdlog::info("{}: open of {} denied ({}) for pid={} uid={} view={}", d->bdf.str(),
                  static_cast<int>(ref.kind), r.error().name(), caller.pid, caller.uid, v.name);
     return r.error();

@@ -100,9 +100,10 @@ Result<size_t> Mediator::Impl::read_config(Handle& h, uint64_t off, std::span<ui
 
 Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<const uint8_t> in) {
   DeviceState& d = *h.dev;
-  if (off >= d.config->size()) return in.empty() ? Result<size_t>(size_t{0}) : Errno(ENOSPC);
+  if (off >= d.config->size()) return size_t{0};  // as the kernel's config write: short
   PCIFS_TRY(claim(h));
-  PCIFS_TRY(wake_if_allowed(h));
+  // S9: config writes pass in D3hot; only D3cold refuses them (EIO, or a wake).
+  if (d.control->power_state() == PowerState::kD3cold) PCIFS_TRY(wake_if_allowed(h));
   d.counters.config_writes++;
   MutexLock lock(d.write_mu);
   auto raw_reg = [&d](uint32_t o, unsigned w) { return d.control->config_read(o, w); };
@@ -190,7 +191,8 @@ Result<size_t> Mediator::Impl::write_control(Handle& h, std::span<const uint8_t>
   std::string_view text = control_text(in);
   Result<void> r = Ok();
   if (h.ref.kind == FileKind::kPowerState) {
-    auto target = parse_power_state(text);
+    // parse_power_state strips the one newline itself: "D0\n\n" is EINVAL.
+    auto target = parse_power_state({reinterpret_cast<const char*>(in.data()), in.size()});
     if (!target) return Errno(EINVAL);
     PCIFS_TRY(claim(h));
     spdlog::info("{}: power_state {} -> {} by pid={}", d.bdf.str(),

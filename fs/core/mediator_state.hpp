@@ -104,7 +104,7 @@ class SinkRelay final : public RevocationSink {
   void invalidate_mappings(const Bdf& bdf) override {
     if (auto* s = sink_.load()) s->invalidate_mappings(bdf);
   }
-  void device_gone(const Bdf& bdf) {
+  void device_gone(const Bdf& bdf) override {
     if (auto* s = sink_.load()) s->device_gone(bdf);
   }
 

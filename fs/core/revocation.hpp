@@ -16,16 +16,11 @@
 // different devices.
 #pragma once
 
-#include "pcifs/types.hpp"
+#include "pcifs/mediator.hpp"
 
 namespace pcifs::core {
 
-class RevocationSink {
- public:
-  virtual ~RevocationSink() = default;
-  // Invalidate every page-cache mapping of the device's BAR files. Returns once
-  // pages are written back (dirty) and unmapped.
-  virtual void invalidate_mappings(const Bdf& bdf) = 0;
-};
+// One interface for the core and the FUSE layer: the public one.
+using RevocationSink = pcifs::RevocationSink;
 
 }  // namespace pcifs::core

@@ -21,6 +21,12 @@ std::vector<std::string> names(const std::vector<FileEntry>& files) {
   return out;
 }
 
+uint32_t le32(const std::vector<uint8_t>& b) {
+  uint32_t v = 0;
+  for (size_t i = 0; i < 4; ++i) v |= uint32_t{b[i]} << (8 * i);
+  return v;
+}
+
 class MediatorTest : public MediatorFixture {};
 
 TEST_F(MediatorTest, DefaultViewShowsEveryDevice) {
@@ -131,10 +137,10 @@ TEST_F(MediatorTest, BarSizingThroughConfigNeverReachesDevice) {
   auto before = read(h, PCI_BASE_ADDRESS_2, 4);
   ASSERT_TRUE(write(h, PCI_BASE_ADDRESS_2, {0xff, 0xff, 0xff, 0xff}).ok());
   auto mask = read(h, PCI_BASE_ADDRESS_2, 4);
-  uint32_t m = (*mask)[0] | (*mask)[1] << 8 | (*mask)[2] << 16 | uint32_t((*mask)[3]) << 24;
+  uint32_t m = le32(*mask);
   EXPECT_EQ(m & ~0xfu, ~uint32_t{0xffff}) << "64 KiB BAR size mask";
   auto dev = sim(kEp0).config_read(PCI_BASE_ADDRESS_2, 4);
-  uint32_t b = (*before)[0] | (*before)[1] << 8 | (*before)[2] << 16 | uint32_t((*before)[3]) << 24;
+  uint32_t b = le32(*before);
   EXPECT_EQ(*dev, b) << "the device's BAR register is untouched";
   ASSERT_TRUE(write(h, PCI_BASE_ADDRESS_2, *before).ok());
   EXPECT_EQ(*read(h, PCI_BASE_ADDRESS_2, 4), *before);
@@ -276,7 +282,7 @@ TEST_F(MediatorViewTest, MaskAddressesHidesPhysicalAddresses) {
   ViewId v = add(R"({"mask_addresses": true})");
   auto cfg = read(must_open(kEp0, FileKind::kConfig, 0, false, kUser, v), PCI_BASE_ADDRESS_0, 8);
   uint64_t bar = 0;
-  for (int i = 0; i < 8; ++i) bar |= uint64_t{(*cfg)[i]} << (8 * i);
+  for (size_t i = 0; i < 8; ++i) bar |= uint64_t{(*cfg)[i]} << (8 * i);
   EXPECT_EQ(bar & ~uint64_t{0xf}, 0u);
   EXPECT_EQ(bar & 0xf, 0xcu) << "64-bit prefetchable flags stay";
   std::string res = text(must_open(kEp0, FileKind::kResource, 0, false, kUser, v));

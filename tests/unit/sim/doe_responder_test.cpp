@@ -435,7 +435,6 @@ namespace ops {
 void obj(DoeTest& t, const Dwords& o) { t.write_object(o); }
 void go(DoeTest& t) { t.go(); }
 void adv(DoeTest& t) { t.wr(PCI_DOE_READ, 0); }
-void rdm(DoeTest& t) { (void)t.rd(PCI_DOE_READ); }
 void drain(DoeTest& t) {
   while (t.status() & PCI_DOE_STATUS_DATA_OBJECT_READY) adv(t);
 }
