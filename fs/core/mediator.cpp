@@ -41,7 +41,9 @@ void Mediator::Impl::attach(std::shared_ptr<backend::Device> dev) {
   if (!d->bound()) {
     for (uint16_t off : d->config->doe_offsets()) {
       core::DoeMailboxOptions mo;
-      mo.response_timeout = options.doe_timeout;
+      mo.response_timeout = options.doe_timeout;  // PCIe 6.0 §6.30.2: 1 s for each
+      mo.busy_timeout = options.doe_timeout;
+      mo.abort_timeout = options.doe_timeout;
       d->mailboxes.push_back(core::DoeMailbox::create(
           executor, std::make_unique<core::GatedDoeRegs>(*d->control, dev, off), mo));
     }

@@ -99,6 +99,10 @@ void Mediator::Impl::doe_complete(const std::weak_ptr<Handle>& wh, uint64_t,
                                   Result<std::vector<uint32_t>> r) {
   auto h = wh.lock();
   if (!h) return;  // released meanwhile: nobody to tell
+  // Removal revokes register access before it closes the mailboxes, so a
+  // running exchange may fail on the revoked gate first (EIO): the caller
+  // learns what happened, ENODEV [S10].
+  if (!r && (h->dev->gone.load() || h->dev->control->revoked())) r = Errno(ENODEV);
   Mediator::ReadDone pending;
   std::function<void()> wake;
   std::optional<Result<std::vector<uint8_t>>> part;
