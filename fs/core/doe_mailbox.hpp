@@ -41,6 +41,10 @@ class DoeRegs {
   virtual ~DoeRegs() = default;
   virtual Result<uint32_t> read(uint32_t reg) = 0;
   virtual Result<void> write(uint32_t reg, uint32_t value) = 0;
+  // An exchange starts: a register path that can tell the device lost its
+  // state (reset, power cycle) from here on fails the exchange's accesses with
+  // EIO instead of letting it poll an idle mailbox until the timeout.
+  virtual void begin_exchange() {}
 };
 
 // Dword config accesses at `cap_offset + reg` of a backend device.

@@ -115,6 +115,7 @@ std::optional<DoeMailbox::TimePoint> DoeMailbox::phase_idle() {
     finish(valid.error());
     return std::nullopt;
   }
+  regs_->begin_exchange();
   enter(Phase::kAwaitNotBusy, options_.busy_timeout);
   return std::nullopt;
 }

@@ -77,11 +77,20 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
   d->gone.store(true);
   d->control->revoke();
   for (auto& mb : d->mailboxes) mb->close(Errno(ENODEV));
-  if (auto holder = claims.revoke(d->group)) {
-    spdlog::info("{}: removed; claim of {} ended", bdf.str(), core::to_string(*holder));
-  } else {
-    spdlog::info("{}: removed", bdf.str());
+  // The removed device's handles give up their share of the group's claim; the
+  // holder's handles on other functions of the group keep it [S11].
+  std::vector<std::shared_ptr<Handle>> mine;
+  {
+    MutexLock lock(handles_mu);
+    for (auto& [id, h] : handles) {
+      if (h->dev == d) mine.push_back(h);
+    }
   }
+  bool ended = false;
+  for (auto& h : mine) {
+    if (h->claiming.exchange(false)) ended |= claims.release(d->group, h->caller.pid);
+  }
+  spdlog::info("{}: removed{}", bdf.str(), ended ? "; its claim ended" : "");
   sink.invalidate_mappings(bdf);
   sink.device_gone(bdf);
 }

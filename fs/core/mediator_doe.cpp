@@ -16,12 +16,14 @@ using core::Handle;
 Result<uint32_t> core::GatedDoeRegs::read(uint32_t reg) {
   auto token = control_.enter_doe();
   if (!token) return token.error();
+  PCIFS_TRY(admit_same_context());
   return dev_->config_read(cap_ + reg, 4);
 }
 
 Result<void> core::GatedDoeRegs::write(uint32_t reg, uint32_t value) {
   auto token = control_.enter_doe();
   if (!token) return token.error();
+  PCIFS_TRY(admit_same_context());
   return dev_->config_write(cap_ + reg, 4, value);
 }
 

@@ -90,11 +90,23 @@ class GatedDoeRegs final : public DoeRegs {
       : control_(control), dev_(std::move(dev)), cap_(cap) {}
   Result<uint32_t> read(uint32_t reg) override;
   Result<void> write(uint32_t reg, uint32_t value) override;
+  void begin_exchange() override { begun_ = context(); }
 
  private:
+  // Changes whenever the device may have lost its DOE state.
+  uint64_t context() const {
+    auto c = control_.counters();
+    return c.resets + c.transitions;
+  }
+  Result<void> admit_same_context() const {
+    if (context() != begun_) return Errno(EIO);  // reset or power cycle mid-exchange
+    return Ok();
+  }
+
   DeviceControl& control_;
   std::shared_ptr<backend::Device> dev_;
   uint16_t cap_;
+  uint64_t begun_ = 0;  // only the mailbox's one executor step at a time touches it
 };
 
 // Forwards the core's revocation calls to whatever sink the FUSE layer set.
