@@ -2,6 +2,7 @@
 // in mediator_io.cpp, DOE in mediator_doe.cpp, the tree in mediator_files.cpp.
 #include <spdlog/spdlog.h>
 
+#include "core/log_limit.hpp"
 #include "core/mediator_state.hpp"
 
 namespace pcifs {
@@ -163,8 +164,8 @@ Result<void> Mediator::Impl::claim(Handle& h) {
   auto r = claims.acquire(d.group, h.caller, policy(h.view).name, &holder);
   if (!r) {
     d.counters.busy++;
-    spdlog::warn("{}: EBUSY for pid={} uid={}: claimed by {}", d.bdf.str(), h.caller.pid,
-                 h.caller.uid, core::to_string(holder));
+    PCIFS_LOG_LIMITED(warn, "busy:" + d.bdf.str(), "{}: EBUSY for pid={} uid={}: claimed by {}",
+                      d.bdf.str(), h.caller.pid, h.caller.uid, core::to_string(holder));
     return r.error();
   }
   if (h.claiming.exchange(true)) {
@@ -196,12 +197,14 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   if (auto r = impl_->check_open(v, caller, *d, ref, flags); !r) {
     d->counters.denials++;
     if (r.error() == Errno(EBUSY) && d->bound()) {  // S15
-      spdlog::warn("{}: EBUSY for pid={} uid={}: bound to driver {}", d->bdf.str(), caller.pid,
-                   caller.uid, *d->info.driver);
+      PCIFS_LOG_LIMITED(warn, "bound:" + d->bdf.str(),
+                        "{}: EBUSY for pid={} uid={}: bound to driver {}", d->bdf.str(), caller.pid,
+                        caller.uid, *d->info.driver);
       return r.error();
     }
-    spdlog::info("{}: open of {} denied ({}) for pid={} uid={} view={}", d->bdf.str(),
-                 static_cast<int>(ref.kind), r.error().name(), caller.pid, caller.uid, v.name);
+    PCIFS_LOG_LIMITED(info, "deny:" + d->bdf.str(),
+                      "{}: open of {} denied ({}) for pid={} uid={} view={}", d->bdf.str(),
+                      static_cast<int>(ref.kind), r.error().name(), caller.pid, caller.uid, v.name);
     return r.error();
   }
   auto h = std::make_shared<Handle>();

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/doe_object.hpp"
+#include "core/log_limit.hpp"
 #include "core/mediator_state.hpp"
 
 namespace pcifs {
@@ -70,9 +71,10 @@ Result<size_t> Mediator::Impl::doe_write(Handle& h, std::span<const uint8_t> in)
   if (!req) return req.error();
   if (!policy(h.view).doe_allowed(h.caller, {req->protocol.vendor, req->protocol.type})) {
     d.counters.denials++;
-    spdlog::info("{}: DOE protocol {} denied for pid={} uid={} view={}", d.bdf.str(),
-                 core::format_doe_protocol(req->protocol), h.caller.pid, h.caller.uid,
-                 policy(h.view).name);
+    PCIFS_LOG_LIMITED(info, "doedeny:" + d.bdf.str(),
+                      "{}: DOE protocol {} denied for pid={} uid={} view={}", d.bdf.str(),
+                      core::format_doe_protocol(req->protocol), h.caller.pid, h.caller.uid,
+                      policy(h.view).name);
     return Errno(EPERM);
   }
   if (h.ref.index >= d.mailboxes.size()) return Errno(EIO);
@@ -118,8 +120,9 @@ void Mediator::Impl::doe_complete(const std::weak_ptr<Handle>& wh, uint64_t,
     else
       h->doe.response = r.error();
     if (!r && r.error() != Errno(ECANCELED)) {
-      spdlog::warn("{}: DOE exchange for pid={} failed: {}", h->dev->bdf.str(), h->caller.pid,
-                   r.error().name());
+      PCIFS_LOG_LIMITED(warn, "doefail:" + h->dev->bdf.str(),
+                        "{}: DOE exchange for pid={} failed: {}", h->dev->bdf.str(), h->caller.pid,
+                        r.error().name());
     }
     if (h->doe.pending) {
       pending = std::move(h->doe.pending);

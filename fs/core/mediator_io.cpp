@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/bar_access.hpp"
+#include "core/log_limit.hpp"
 #include "core/mediator_state.hpp"
 
 namespace pcifs {
@@ -173,12 +174,14 @@ Result<size_t> Mediator::Impl::write_bar(Handle& h, uint64_t off, std::span<cons
 Result<size_t> Mediator::Impl::read_rom(Handle& h, uint64_t off, std::span<uint8_t> out) {
   DeviceState& d = *h.dev;
   if (d.bound()) {
-    spdlog::warn("{}: ROM capture refused: bound to driver {}", d.bdf.str(), *d.info.driver);
+    PCIFS_LOG_LIMITED(warn, "rom:" + d.bdf.str(), "{}: ROM capture refused: bound to driver {}",
+                      d.bdf.str(), *d.info.driver);
     return Errno(EBUSY);
   }
   auto rom = d.control->rom();
   if (!rom) {
-    spdlog::warn("{}: rom: {} ({})", d.bdf.str(), rom.error().name(), d.control->rom_error());
+    PCIFS_LOG_LIMITED(warn, "rom:" + d.bdf.str(), "{}: rom: {} ({})", d.bdf.str(),
+                      rom.error().name(), d.control->rom_error());
     return rom.error();
   }
   return serve((*rom)->bytes, off, out);
