@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@ Timing measure(const std::string& root, bool force_pread, unsigned rounds) {
   auto devs = backend.devices();
   std::vector<std::vector<uint8_t>> bufs;
   std::vector<ConfigReadItem> items;
+  bufs.reserve(devs.size());
   for (auto& d : devs) bufs.emplace_back(d->info().config_size);
   for (size_t i = 0; i < devs.size(); ++i) {
     items.push_back({devs[i].get(), 0, bufs[i], pcifs::Errno(EIO)});
@@ -61,7 +63,7 @@ void print(const char* name, const Timing& t, bool wanted_uring) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   CLI::App app{"Config-read benchmark of the sysfs backend: io_uring batch vs pread (read-only)"};
   std::string root = "/sys/bus/pci";
   unsigned rounds = 200;
@@ -89,4 +91,13 @@ int main(int argc, char** argv) {
     std::printf("ratio     pread / io_uring = %.2f\n", plain.us_per_run / uring.us_per_run);
   }
   return uring.errors + plain.errors == 0 ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // allocation failure and the like: say so, exit 1
+    std::fprintf(stderr, "pcifs-sysfs-bench: %s\n", e.what());
+    return 1;
+  }
 }

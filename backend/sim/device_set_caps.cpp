@@ -29,8 +29,9 @@ void parse_msix(const JsonObject& c, const DeviceSpec& spec, CapsSpec& caps) {
   caps.msix_table_offset = static_cast<uint32_t>(m.uint("table_offset", 0, 0xfffffff8, 0x2000));
   caps.msix_pba_offset = static_cast<uint32_t>(m.uint("pba_offset", 0, 0xfffffff8, 0x3000));
   // PCIe 6.0 §7.7.2: QWORD-aligned offsets; the structures lie inside the BAR.
-  uint64_t table_end = uint64_t{caps.msix_table_offset} + 16u * caps.msix_vectors;
-  uint64_t pba_end = uint64_t{caps.msix_pba_offset} + 8u * ((caps.msix_vectors + 63u) / 64u);
+  uint64_t table_end = uint64_t{caps.msix_table_offset} + uint64_t{16} * caps.msix_vectors;
+  uint64_t pba_end =
+      uint64_t{caps.msix_pba_offset} + uint64_t{8} * ((caps.msix_vectors + 63u) / 64u);
   if (caps.msix_table_offset % 8 != 0 || table_end > bar.size) {
     json_fail(m.path("table_offset"), "expected a multiple of 8 with the table inside the BAR");
   }

@@ -59,7 +59,10 @@ SysfsBackend::Scan SysfsBackend::scan(
       s.found.emplace(*bdf, old->second);
       continue;
     }
-    auto dev = SysfsDevice::open(devdir + "/" + name, *bdf, options_.d3hot_delay);
+    std::string path = devdir;
+    path += '/';
+    path += name;
+    auto dev = SysfsDevice::open(path, *bdf, options_.d3hot_delay);
     if (!dev) {
       s.skipped.push_back(name + ": " + std::string(dev.error().name()));
       continue;

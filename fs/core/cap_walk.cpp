@@ -37,6 +37,7 @@ uint16_t known_length(uint16_t id, bool extended, std::span<const uint8_t> cfg, 
 void fill_lengths(std::vector<CapInfo>& caps, std::span<const uint8_t> cfg, bool extended,
                   uint32_t end) {
   std::vector<uint16_t> starts;
+  starts.reserve(caps.size());
   for (const auto& c : caps) starts.push_back(c.offset);
   std::sort(starts.begin(), starts.end());
   for (auto& c : caps) {

@@ -79,7 +79,7 @@ void ControlSlot::set_phase(Phase phase) NO_THREAD_SAFETY_ANALYSIS {
 
 // -------------------------------------------------------------- construction
 
-DeviceControl::DeviceControl(std::shared_ptr<backend::Device> dev, RevocationSink* sink)
+DeviceControl::DeviceControl(const std::shared_ptr<backend::Device>& dev, RevocationSink* sink)
     : DeviceControl(dev, sink, probe(*dev)) {}
 
 DeviceControl::DeviceControl(std::shared_ptr<backend::Device> dev, RevocationSink* sink,

@@ -95,7 +95,7 @@ struct ControlCounters {
 class DeviceControl {
  public:
   // Reads Command and PMCSR once to learn the initial decode and power state.
-  DeviceControl(std::shared_ptr<backend::Device> dev, RevocationSink* sink);
+  DeviceControl(const std::shared_ptr<backend::Device>& dev, RevocationSink* sink);
   DeviceControl(const DeviceControl&) = delete;
   DeviceControl& operator=(const DeviceControl&) = delete;
 

@@ -75,15 +75,20 @@ DoeMailbox::~DoeMailbox() = default;
 uint64_t DoeMailbox::submit(std::vector<uint32_t> request, Completion done) {
   uint64_t ticket = 0;
   bool shut = false;
+  Completion rejected;  // completes outside the lock when the executor is gone
   {
     MutexLock lock(mu_);
     ticket = next_ticket_++;
     ++stats_.exchanges;
     shut = shut_down_;
-    if (!shut) queue_.push_back(Pending{ticket, std::move(request), std::move(done)});
+    if (shut) {
+      rejected = std::move(done);
+    } else {
+      queue_.push_back(Pending{ticket, std::move(request), std::move(done)});
+    }
   }
   if (shut) {
-    if (done) done(Errno(ESHUTDOWN));
+    if (rejected) rejected(Errno(ESHUTDOWN));
     return ticket;
   }
   if (!executor_.wake(shared_from_this())) shutdown();
@@ -186,11 +191,12 @@ void DoeMailbox::shutdown() {
 // --- Discovery (PCIe 6.0 §6.30.1.1): request DW2 bits 7:0 = index; response
 // DW2 = vendor (15:0), type (23:16), next index (31:24), 0 after the last.
 
-void DoeMailbox::discover(DiscoveryDone done) {
-  discover_from(0, std::make_shared<Features>(), std::move(done));
+void DoeMailbox::discover(const DiscoveryDone& done) {
+  discover_from(0, std::make_shared<Features>(), done);
 }
 
-void DoeMailbox::discover_from(uint8_t index, std::shared_ptr<Features> found, DiscoveryDone done) {
+void DoeMailbox::discover_from(uint8_t index, const std::shared_ptr<Features>& found,
+                               const DiscoveryDone& done) {
   auto [dw0, dw1] = doe_header({kDoeVendorPciSig, kDoeTypeDiscovery}, 3);
   auto self = shared_from_this();
   submit({dw0, dw1, index}, [self, found, done](Response r) {

@@ -101,7 +101,7 @@ class DoeMailbox final : public DoeExecutor::Task, public std::enable_shared_fro
   // with ECANCELED. Unknown or finished tickets: nothing.
   void cancel(uint64_t ticket) EXCLUDES(mu_);
   // Runs Discovery (PCIe 6.0 §6.30.1.1) index 0, 1, ... through the queue.
-  void discover(DiscoveryDone done) EXCLUDES(mu_);
+  void discover(const DiscoveryDone& done) EXCLUDES(mu_);
   // The device is gone: everything pending and later completes with `why`.
   void close(Errno why) EXCLUDES(mu_);
 
@@ -164,7 +164,8 @@ class DoeMailbox final : public DoeExecutor::Task, public std::enable_shared_fro
   // --- queue side (doe_mailbox.cpp)
   void deliver_all() EXCLUDES(mu_);
   void record(const Response& result) REQUIRES(mu_);
-  void discover_from(uint8_t index, std::shared_ptr<Features> found, DiscoveryDone done);
+  void discover_from(uint8_t index, const std::shared_ptr<Features>& found,
+                     const DiscoveryDone& done);
 
   DoeExecutor& executor_;
   const std::unique_ptr<DoeRegs> regs_;

@@ -52,7 +52,7 @@ std::pair<uint32_t, uint32_t> doe_header(backend::DoeFeature protocol, uint32_t 
 }
 
 Result<DoeRequest> parse_doe_request(std::span<const uint8_t> bytes, uint32_t max_dwords) {
-  if (bytes.size() % 4 != 0 || bytes.size() < kDoeHeaderDwords * 4) return Errno(EINVAL);
+  if (bytes.size() % 4 != 0 || bytes.size() < size_t{kDoeHeaderDwords} * 4) return Errno(EINVAL);
   size_t dwords = bytes.size() / 4;
   PCIFS_TRY(check_sizes(dwords, le32_at(bytes, 1), max_dwords));
   DoeRequest req;

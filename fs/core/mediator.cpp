@@ -23,7 +23,7 @@ Mediator::~Mediator() {
   impl_->executor.shutdown();  // pending DOE exchanges complete (ESHUTDOWN) now
 }
 
-void Mediator::Impl::attach(std::shared_ptr<backend::Device> dev) {
+void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
   auto d = std::make_shared<DeviceState>();
   d->dev = dev;
   d->info = dev->info();

@@ -147,7 +147,7 @@ struct Mediator::Impl {
   HandleId next_handle GUARDED_BY(handles_mu) = 1;
 
   // --- mediator.cpp
-  void attach(std::shared_ptr<backend::Device> dev);
+  void attach(const std::shared_ptr<backend::Device>& dev);
   void on_hotplug(const Bdf& bdf, bool added);
   void device_removed(const Bdf& bdf);
   std::shared_ptr<core::DeviceState> find(const Bdf& bdf) const;
