@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build/release -j "$(nproc)"
+cmake --build build/release -j "$(nproc)" --target pcifs-dump
 dump=$(mktemp); trap 'rm -f "$dump"' EXIT
 build/release/pcifs-dump --backend="${1:-sim}" >"$dump"
 echo "=== the devices pcifs serves (${1:-sim}), decoded by lspci -F:"
