@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/doe_object.hpp"
+
 namespace pcifs::core {
 namespace {
 
@@ -36,11 +38,11 @@ std::optional<uint32_t> parse_hex(std::string_view t, size_t digits) {
   return v;
 }
 
+// The same "VVVV:TT" grammar as the doe file's checks (core/doe_object.hpp).
 std::optional<DoeProtocol> parse_protocol(std::string_view t) {
-  if (t.size() != 7 || t[4] != ':') return std::nullopt;
-  auto v = parse_hex(t.substr(0, 4), 4), ty = parse_hex(t.substr(5), 2);
-  if (!v || !ty) return std::nullopt;
-  return DoeProtocol{static_cast<uint16_t>(*v), static_cast<uint8_t>(*ty)};
+  auto f = parse_doe_protocol(t);
+  if (!f) return std::nullopt;
+  return DoeProtocol{f->vendor, f->type};
 }
 
 bool get_bool(const json& j, const char* key, bool* out, Checker& c) {
