@@ -10,9 +10,9 @@ constexpr size_t kMaxIoWidth = 4;
 
 bool is_single_width(size_t len) { return len == 1 || len == 2 || len == 4 || len == 8; }
 
-// Validates width and alignment, then clips to the BAR. Returns the number of
-// bytes to access (0: nothing).
-Result<size_t> checked_length(uint64_t offset, size_t len, uint64_t bar_size, bool is_write) {
+}  // namespace
+
+Result<size_t> check_bar_access(uint64_t offset, size_t len, uint64_t bar_size, bool is_write) {
   if (len == 0) return size_t{0};
   if (len < kMaxWidth && !is_single_width(len)) return Errno(EINVAL);
   if (is_single_width(len) && offset % len != 0) return Errno(EINVAL);
@@ -21,6 +21,8 @@ Result<size_t> checked_length(uint64_t offset, size_t len, uint64_t bar_size, bo
   if (len > room) return is_write ? Result<size_t>(Errno(ENXIO)) : static_cast<size_t>(room);
   return len;
 }
+
+namespace {
 
 // The widest naturally aligned width at `off` that fits in `left` bytes.
 unsigned piece_width(uint64_t off, size_t left, size_t max_width) {
@@ -34,7 +36,7 @@ unsigned piece_width(uint64_t off, size_t left, size_t max_width) {
 template <typename Fn>
 Result<void> for_each_piece(uint64_t offset, size_t len, uint64_t bar_size, bool is_write,
                             bool is_io, Fn&& fn) {
-  auto n = checked_length(offset, len, bar_size, is_write);
+  auto n = check_bar_access(offset, len, bar_size, is_write);
   if (!n) return n.error();
   size_t max_width = is_io ? kMaxIoWidth : kMaxWidth;
   for (size_t pos = 0; pos < *n;) {

@@ -37,6 +37,12 @@ struct BarAccess {
   friend bool operator==(const BarAccess&, const BarAccess&) = default;
 };
 
+// Validates a caller's access of `len` bytes at `offset` of a BAR of
+// `bar_size` bytes without touching anything: EINVAL for a bad width or
+// alignment, ENXIO for a write that does not fit; else the number of bytes to
+// access (0: nothing to do, e.g. a read at or after the end; short: clipped).
+Result<size_t> check_bar_access(uint64_t offset, size_t len, uint64_t bar_size, bool is_write);
+
 // The accesses for a caller's access of `len` bytes at `offset` of a BAR of
 // `bar_size` bytes. An empty vector: nothing to do (len 0, or a read at/after
 // the end).

@@ -19,6 +19,10 @@ using Phase = ControlSlot::Phase;
 DeviceControl::Probe DeviceControl::probe(backend::Device& dev) {
   ConfigImage image(256, 0);
   if (!dev.config_read_block(0, std::span<uint8_t>(image))) return Probe{};
+  return probe_image(image);
+}
+
+DeviceControl::Probe DeviceControl::probe_image(const ConfigImage& image) {
   uint32_t cmd = cfg_read(image, PCI_COMMAND, 2);
   auto state = pmcsr_state(image);
   return Probe{state && *state == 3 ? PowerState::kD3hot : PowerState::kD0,
@@ -81,6 +85,10 @@ void ControlSlot::set_phase(Phase phase) NO_THREAD_SAFETY_ANALYSIS {
 
 DeviceControl::DeviceControl(const std::shared_ptr<backend::Device>& dev, RevocationSink* sink)
     : DeviceControl(dev, sink, probe(*dev)) {}
+
+DeviceControl::DeviceControl(const std::shared_ptr<backend::Device>& dev, RevocationSink* sink,
+                             const ConfigImage& image)
+    : DeviceControl(dev, sink, probe_image(image)) {}
 
 DeviceControl::DeviceControl(std::shared_ptr<backend::Device> dev, RevocationSink* sink,
                              Probe initial)

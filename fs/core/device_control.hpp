@@ -96,6 +96,9 @@ class DeviceControl {
  public:
   // Reads Command and PMCSR once to learn the initial decode and power state.
   DeviceControl(const std::shared_ptr<backend::Device>& dev, RevocationSink* sink);
+  // The same from a config image the caller has just read (no second read).
+  DeviceControl(const std::shared_ptr<backend::Device>& dev, RevocationSink* sink,
+                const ConfigImage& image);
   DeviceControl(const DeviceControl&) = delete;
   DeviceControl& operator=(const DeviceControl&) = delete;
 
@@ -143,6 +146,7 @@ class DeviceControl {
     bool io = false;
   };
   static Probe probe(backend::Device& dev);
+  static Probe probe_image(const ConfigImage& image);
   DeviceControl(std::shared_ptr<backend::Device> dev, RevocationSink* sink, Probe initial);
   void invalidate();
   void quiesce() REQUIRES(slot_);

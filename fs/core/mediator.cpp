@@ -37,7 +37,7 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
                  d->bdf.str(), r.error().name());
   }
   d->config = std::make_unique<core::ConfigSpace>(d->info, image);
-  d->control = std::make_unique<core::DeviceControl>(dev, &sink);
+  d->control = std::make_unique<core::DeviceControl>(dev, &sink, image);
   d->doe_caps = d->config->doe_offsets().size();
   if (!d->bound()) {
     for (uint16_t off : d->config->doe_offsets()) {

@@ -131,42 +131,25 @@ Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<c
 Result<size_t> Mediator::Impl::read_bar(Handle& h, uint64_t off, std::span<uint8_t> out) {
   DeviceState& d = *h.dev;
   const auto& res = d.info.resources[h.ref.index];
-  auto pieces = core::split_bar_access(off, out.size(), res.size(), false, res.is_io());
-  if (!pieces) return pieces.error();
-  if (pieces->empty()) return size_t{0};
+  auto n = core::check_bar_access(off, out.size(), res.size(), false);  // EINVAL before EIO
+  if (!n || *n == 0) return n;
   PCIFS_TRY(wake_if_allowed(h));
   auto token = d.control->enter_bar(h.ref.index);  // one admission for the whole request
   if (!token) return token.error();
   d.counters.bar_reads++;
-  size_t done = 0;
-  for (const auto& p : *pieces) {
-    auto v = d.dev->bar_read(h.ref.index, p.offset, p.width);
-    if (!v) return done ? Result<size_t>(done) : v.error();
-    for (unsigned k = 0; k < p.width; ++k) out[p.buf_pos + k] = static_cast<uint8_t>(*v >> (8 * k));
-    done = p.buf_pos + p.width;
-  }
-  return done;
+  return core::read_bar(*d.dev, h.ref.index, off, out, res.size(), res.is_io());
 }
 
 Result<size_t> Mediator::Impl::write_bar(Handle& h, uint64_t off, std::span<const uint8_t> in) {
   DeviceState& d = *h.dev;
   const auto& res = d.info.resources[h.ref.index];
-  auto pieces = core::split_bar_access(off, in.size(), res.size(), true, res.is_io());
-  if (!pieces) return pieces.error();
-  if (pieces->empty()) return size_t{0};
+  auto n = core::check_bar_access(off, in.size(), res.size(), true);
+  if (!n || *n == 0) return n;
   PCIFS_TRY(wake_if_allowed(h));
   auto token = d.control->enter_bar(h.ref.index);
   if (!token) return token.error();
   d.counters.bar_writes++;
-  size_t done = 0;
-  for (const auto& p : *pieces) {
-    uint64_t v = 0;
-    for (unsigned k = 0; k < p.width; ++k) v |= uint64_t{in[p.buf_pos + k]} << (8 * k);
-    auto r = d.dev->bar_write(h.ref.index, p.offset, p.width, v);
-    if (!r) return done ? Result<size_t>(done) : r.error();
-    done = p.buf_pos + p.width;
-  }
-  return done;
+  return core::write_bar(*d.dev, h.ref.index, off, in, res.size(), res.is_io());
 }
 
 // --- rom [S7]
