@@ -118,3 +118,9 @@ inline std::string_view Errno::name() const {
     auto pcifs_try_r_ = (expr);                          \
     if (!pcifs_try_r_.ok()) return pcifs_try_r_.error(); \
   } while (0)
+
+// Declares `var` from a Result-returning expression, or returns its error.
+#define PCIFS_TRY_ASSIGN(var, expr)                    \
+  auto var##_try_r_ = (expr);                          \
+  if (!var##_try_r_.ok()) return var##_try_r_.error(); \
+  auto var = std::move(var##_try_r_).value()

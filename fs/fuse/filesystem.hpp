@@ -1,0 +1,57 @@
+// One view's filesystem: the lowlevel ops table and the per-view state its
+// handlers reach through fuse_req_userdata(). Handlers are thin (STYLE.md):
+// decode, resolve the caller, one Mediator or Tree call, reply.
+//
+// Ownership: a Filesystem borrows the Mediator and the DriverNames; it must
+// outlive its Session. Thread safety: handlers run on many loop threads at once;
+// everything they touch is thread-safe.
+#pragma once
+
+#include <ctime>
+
+#include "fuse/deferred.hpp"
+#include "fuse/session.hpp"
+#include "fuse/tree.hpp"
+
+namespace pcifs::fuse {
+
+class Filesystem {
+ public:
+  Filesystem(Mediator& m, ViewId view, DriverNames& drivers);
+  static const fuse_lowlevel_ops& ops();
+
+  const Tree& tree() const { return tree_; }
+  Mediator& mediator() const { return tree_.mediator(); }
+  ViewId view() const { return tree_.view(); }
+  const std::string& name() const { return name_; }
+  // Fills a struct stat from the tree; false when the node is gone.
+  Result<struct stat> stat_of(const NodeId& id) const;
+  Deferred& deferred() { return deferred_; }
+
+ private:
+  Tree tree_;
+  std::string name_;
+  timespec started_{};
+  Deferred deferred_;
+};
+
+// Handlers, one per op (ops_tree.cpp: the namespace; ops_file.cpp: I/O).
+Filesystem& fs_of(fuse_req_t req);
+void op_init(void* userdata, fuse_conn_info* conn) noexcept;
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept;
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                fuse_file_info* fi) noexcept;
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept;
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+              fuse_file_info* fi) noexcept;
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_poll(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, fuse_pollhandle* ph) noexcept;
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                fuse_file_info* fi) noexcept;
+
+}  // namespace pcifs::fuse

@@ -1,0 +1,184 @@
+// The I/O handlers: open, read, write, release, poll. Device files go to the
+// Mediator by handle; `status` is a snapshot taken at open; DOE reads are
+// answered later, from the thread that completes the exchange.
+#include <fcntl.h>
+#include <poll.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "fuse/caller.hpp"
+#include "fuse/filesystem.hpp"
+#include "fuse/reply.hpp"
+
+namespace pcifs::fuse {
+namespace {
+
+bool is_doe(const NodeId& id) {
+  return id.node == Node::kDeviceFile && id.file_ref().kind == FileKind::kDoe;
+}
+
+void open_status(Reply& r, Filesystem& fs, fuse_file_info* fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY) return r.error(Errno(EACCES));
+  auto text = std::make_unique<std::string>(fs.mediator().status_json(fs.view()));
+  fi->fh = reinterpret_cast<uint64_t>(text.get());
+  fi->direct_io = 1;
+  if (fuse_reply_open(r.take(), fi) == 0) text.release();
+}
+
+void read_status(Reply& r, const fuse_file_info* fi, size_t size, off_t off) {
+  const auto* text = reinterpret_cast<const std::string*>(fi->fh);
+  const size_t start = std::min(text->size(), static_cast<size_t>(off));
+  const size_t n = std::min(size, text->size() - start);
+  fuse_reply_buf(r.take(), text->data() + start, n);
+}
+
+// Interrupt callbacks run under the request's lock: queue the EINTR reply.
+// If the response completed meanwhile there is nothing pending to interrupt.
+void on_doe_interrupt(fuse_req_t req, void* data) {
+  const auto h = static_cast<HandleId>(reinterpret_cast<uintptr_t>(data));
+  Filesystem& fs = fs_of(req);
+  Mediator* m = &fs.mediator();
+  fs.deferred().post([m, h] { m->doe_interrupt(h); });
+}
+
+void read_doe(Reply& r, Filesystem& fs, fuse_file_info* fi, size_t size) {
+  fuse_req_t req = r.take();
+  fuse_req_interrupt_func(req, on_doe_interrupt, reinterpret_cast<void*>(uintptr_t{fi->fh}));
+  if (fuse_req_interrupted(req)) {
+    fuse_reply_err(req, EINTR);
+    return;
+  }
+  fs.mediator().doe_read(fi->fh, size, [req](Result<std::vector<uint8_t>> res) {
+    if (res) {
+      fuse_reply_buf(req, reinterpret_cast<const char*>(res->data()), res->size());
+    } else {
+      const int e = res.error().value();
+      fuse_reply_err(req, e == ECANCELED ? EINTR : e);
+    }
+  });
+}
+
+}  // namespace
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Reply r(req);
+  guarded("open", [&] {
+    auto id = decode(ino);
+    if (!id) return r.error(Errno(ENOENT));
+    Filesystem& fs = fs_of(req);
+    if (id->node == Node::kStatus) return open_status(r, fs, fi);
+    if (id->node != Node::kDeviceFile && id->node != Node::kDoeFeature) {
+      return r.error(Errno(EISDIR));
+    }
+    const FileRef ref = id->file_ref();
+    auto entry = fs.mediator().stat(fs.view(), ref);
+    if (!entry) return r.error(entry.error());
+    const int acc = fi->flags & O_ACCMODE;
+    OpenFlags flags;
+    flags.read = acc != O_WRONLY;
+    flags.write = acc != O_RDONLY;
+    flags.nonblock = (fi->flags & O_NONBLOCK) != 0;
+    auto h = fs.mediator().open(fs.view(), claiming_caller_of(req), ref, flags);
+    if (!h) return r.error(h.error());
+    fi->fh = *h;
+    fi->direct_io = entry->direct_io ? 1 : 0;
+    fi->keep_cache = entry->direct_io ? 0 : 1;
+    fi->nonseekable = entry->nonseekable ? 1 : 0;
+    // An open the kernel gave up on (interrupted) gets no release: end it here.
+    if (fuse_reply_open(r.take(), fi) != 0) fs.mediator().release(*h);
+  });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  Reply r(req);
+  guarded("read", [&] {
+    auto id = decode(ino);
+    if (!id) return r.error(Errno(ENOENT));
+    Filesystem& fs = fs_of(req);
+    if (id->node == Node::kStatus) return read_status(r, fi, size, off);
+    if (is_doe(*id)) return read_doe(r, fs, fi, size);
+    thread_local std::vector<uint8_t> buf;
+    if (buf.size() < size) buf.resize(size);
+    auto n = fs.mediator().read(fi->fh, static_cast<uint64_t>(off), std::span(buf.data(), size));
+    if (!n) return r.error(n.error());
+    fuse_reply_buf(r.take(), reinterpret_cast<const char*>(buf.data()), *n);
+  });
+}
+
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+              fuse_file_info* fi) noexcept {
+  Reply r(req);
+  guarded("write", [&] {
+    auto id = decode(ino);
+    if (!id || id->node == Node::kStatus) return r.error(Errno(EACCES));
+    // Writeback of a mapped BAR carries no caller (pid 0): the handle is the
+    // writer, whichever process's mapping dirtied the page.
+    auto n = fs_of(req).mediator().write(fi->fh, static_cast<uint64_t>(off),
+                                         std::span(reinterpret_cast<const uint8_t*>(buf), size));
+    if (!n) return r.error(n.error());
+    fuse_reply_write(r.take(), *n);
+  });
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Reply r(req);
+  guarded("release", [&] {
+    auto id = decode(ino);
+    if (id && id->node == Node::kStatus) {
+      delete reinterpret_cast<std::string*>(fi->fh);
+    } else {
+      fs_of(req).mediator().release(fi->fh);
+    }
+    r.ok();
+  });
+}
+
+void op_poll(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, fuse_pollhandle* ph) noexcept {
+  // Owns the poll handle from here on: destroyed when the Mediator drops the
+  // wake-up (answered, replaced by a newer poll, or the handle released).
+  std::shared_ptr<fuse_pollhandle> handle(ph, [](fuse_pollhandle* p) {
+    if (p) fuse_pollhandle_destroy(p);
+  });
+  Reply r(req);
+  guarded("poll", [&] {
+    auto id = decode(ino);
+    if (!id || !is_doe(*id)) {
+      return void(fuse_reply_poll(r.take(), POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM));
+    }
+    std::function<void()> wake;
+    if (handle) wake = [handle] { fuse_lowlevel_notify_poll(handle.get()); };
+    const unsigned bits = fs_of(req).mediator().doe_poll(fi->fh, std::move(wake));
+    unsigned events = 0;
+    if (bits & 1) events |= POLLIN | POLLRDNORM;
+    if (bits & 2) events |= POLLOUT | POLLWRNORM;
+    fuse_reply_poll(r.take(), events);
+  });
+}
+
+const fuse_lowlevel_ops& Filesystem::ops() {
+  static const fuse_lowlevel_ops kOps = [] {
+    fuse_lowlevel_ops o{};
+    o.init = op_init;
+    o.lookup = op_lookup;
+    o.getattr = op_getattr;
+    o.setattr = op_setattr;
+    o.readlink = op_readlink;
+    o.opendir = op_opendir;
+    o.readdir = op_readdir;
+    o.releasedir = op_releasedir;
+    o.open = op_open;
+    o.read = op_read;
+    o.write = op_write;
+    o.release = op_release;
+    o.poll = op_poll;
+    return o;
+  }();
+  return kOps;
+}
+
+}  // namespace pcifs::fuse

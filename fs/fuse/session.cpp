@@ -1,0 +1,217 @@
+#include "fuse/session.hpp"
+
+#include <linux/fuse.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace pcifs::fuse {
+namespace {
+
+// Linux 6.6 include/uapi/linux/fuse.h: FUSE_DIRECT_IO_ALLOW_MMAP is INIT flag
+// bit 36, i.e. bit 4 of flags2. Debian's kernel headers predate it.
+constexpr uint32_t kFlags2DirectIoAllowMmap = 1u << 4;
+
+// INIT state per /dev/fuse fd. Touched twice per mount, read on every reply
+// only while an INIT is outstanding.
+struct InitState {
+  uint64_t unique = 0;
+  bool offered = false;     // the kernel's INIT carried the flag
+  bool pending = false;     // our reply is not yet sent
+  bool negotiated = false;  // we set it in the reply
+  bool wanted = true;
+  bool replied = false;  // INIT answered: negotiation is over
+};
+std::mutex g_init_mu;
+std::map<int, InitState> g_init;
+std::atomic<int> g_init_pending{0};
+
+void note_init_request(int fd, const void* buf, size_t len) {
+  if (len < sizeof(fuse_in_header)) return;
+  fuse_in_header in;
+  std::memcpy(&in, buf, sizeof in);
+  if (in.opcode != FUSE_INIT) return;
+  fuse_init_in init{};
+  std::memcpy(&init, static_cast<const char*>(buf) + sizeof in,
+              std::min(sizeof init, len - sizeof in));
+  const bool ext = (init.flags & FUSE_INIT_EXT) != 0 &&
+                   len >= sizeof in + offsetof(fuse_init_in, flags2) + sizeof(uint32_t);
+  std::lock_guard lock(g_init_mu);
+  InitState& s = g_init[fd];
+  s.unique = in.unique;
+  s.offered = ext && (init.flags2 & kFlags2DirectIoAllowMmap) != 0;
+  s.pending = true;
+  g_init_pending.fetch_add(1);
+}
+
+// Not noexcept: libfuse cancels workers blocked in this read at shutdown.
+ssize_t channel_read(int fd, void* buf, size_t len, void*) {
+  ssize_t n = ::read(fd, buf, len);
+  if (n > 0 && g_init_pending.load() == 0) note_init_request(fd, buf, static_cast<size_t>(n));
+  return n;
+}
+
+// Returns true and fills `out` when this reply is the INIT reply to patch.
+bool patch_init_reply(int fd, const iovec* iov, int count, std::vector<char>* out) {
+  if (count < 1 || iov[0].iov_len < sizeof(fuse_out_header)) return false;
+  fuse_out_header oh;
+  std::memcpy(&oh, iov[0].iov_base, sizeof oh);
+  std::lock_guard lock(g_init_mu);
+  auto it = g_init.find(fd);
+  if (it == g_init.end() || !it->second.pending || it->second.unique != oh.unique) return false;
+  InitState& s = it->second;
+  s.pending = false;
+  s.replied = true;
+  g_init_pending.fetch_sub(1);
+  if (!s.offered || !s.wanted || oh.error != 0) return false;
+  for (int i = 0; i < count; ++i) {
+    const char* p = static_cast<const char*>(iov[i].iov_base);
+    out->insert(out->end(), p, p + iov[i].iov_len);
+  }
+  constexpr size_t kFlags2 = sizeof(fuse_out_header) + offsetof(fuse_init_out, flags2);
+  constexpr size_t kFlags = sizeof(fuse_out_header) + offsetof(fuse_init_out, flags);
+  if (out->size() < kFlags2 + sizeof(uint32_t)) return false;
+  uint32_t flags = 0, flags2 = 0;
+  std::memcpy(&flags, out->data() + kFlags, sizeof flags);
+  std::memcpy(&flags2, out->data() + kFlags2, sizeof flags2);
+  flags |= FUSE_INIT_EXT;
+  flags2 |= kFlags2DirectIoAllowMmap;
+  std::memcpy(out->data() + kFlags, &flags, sizeof flags);
+  std::memcpy(out->data() + kFlags2, &flags2, sizeof flags2);
+  s.negotiated = true;
+  return true;
+}
+
+ssize_t channel_writev(int fd, iovec* iov, int count, void*) {
+  if (g_init_pending.load() != 0) {
+    std::vector<char> patched;
+    if (patch_init_reply(fd, iov, count, &patched)) {
+      return ::write(fd, patched.data(), patched.size());
+    }
+  }
+  return ::writev(fd, iov, count);
+}
+
+void on_wake_signal(int) {}
+
+void install_wake_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = on_wake_signal;  // no SA_RESTART: interrupts the loop's sem_wait
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR2, &sa, nullptr);
+  });
+}
+
+}  // namespace
+
+std::unique_ptr<Session> Session::mount(const fuse_lowlevel_ops& ops, void* userdata,
+                                        const std::string& mountpoint,
+                                        const SessionOptions& options, std::string* error) {
+  std::vector<std::string> argv_s = {options.fsname, "-o",
+                                     "fsname=" + options.fsname + ",subtype=" + options.fsname};
+  for (const auto& o : options.mount_options) {
+    argv_s.push_back("-o");
+    argv_s.push_back(o);
+  }
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, userdata);
+  if (!se) {
+    *error = "bad FUSE options";
+    return nullptr;
+  }
+  if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
+    fuse_session_destroy(se);
+    *error = "cannot mount " + mountpoint;
+    return nullptr;
+  }
+  const int fd = fuse_session_fd(se);
+  {
+    std::lock_guard lock(g_init_mu);
+    g_init[fd].wanted = options.allow_direct_io_mmap;
+  }
+  static const fuse_custom_io kIo = {channel_writev, channel_read, nullptr, nullptr};
+  if (fuse_session_custom_io(se, &kIo, fd) != 0) {
+    fuse_session_unmount(se);
+    fuse_session_destroy(se);
+    *error = "cannot install the FUSE channel";
+    return nullptr;
+  }
+  install_wake_handler();
+  auto s = std::unique_ptr<Session>(new Session(se, mountpoint));
+  s->max_threads_ = options.max_threads;
+  return s;
+}
+
+Session::~Session() {
+  const int fd = fuse_session_fd(se_);
+  fuse_session_unmount(se_);
+  fuse_session_destroy(se_);
+  std::lock_guard lock(g_init_mu);
+  auto it = g_init.find(fd);
+  if (it != g_init.end()) {
+    if (it->second.pending) g_init_pending.fetch_sub(1);
+    g_init.erase(it);
+  }
+}
+
+int Session::run() {
+  loop_thread_.store(pthread_self());
+  running_.store(true);
+  started_.store(true);
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, max_threads_);
+  fuse_loop_cfg_set_idle_threads(cfg, 4);
+  fuse_loop_cfg_set_clone_fd(cfg, 0);
+  const int rc = fuse_session_loop_mt(se_, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  running_.store(false);
+  return rc;
+}
+
+void Session::exit() {
+  fuse_session_exit(se_);
+  // The loop's main thread waits in sem_wait for a worker to see the exit; a
+  // signal interrupts that wait, it sees the flag and cancels the workers.
+  if (running_.load()) pthread_kill(loop_thread_.load(), SIGUSR2);
+}
+
+bool Session::wait_for_init(std::chrono::milliseconds timeout) const {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  const int fd = fuse_session_fd(se_);
+  while (std::chrono::steady_clock::now() < end) {
+    {
+      std::lock_guard lock(g_init_mu);
+      auto it = g_init.find(fd);
+      if (it != g_init.end() && it->second.replied) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return false;
+}
+
+bool Session::direct_io_mmap_negotiated(fuse_session* se) {
+  std::lock_guard lock(g_init_mu);
+  auto it = g_init.find(fuse_session_fd(se));
+  return it != g_init.end() && it->second.negotiated;
+}
+
+void configure_connection(fuse_conn_info* conn) {
+  conn->max_readahead = 0;
+  conn->want &=
+      ~static_cast<unsigned>(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  conn->max_write = 1u << 20;
+}
+
+}  // namespace pcifs::fuse

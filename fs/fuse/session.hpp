@@ -1,0 +1,75 @@
+// One FUSE mount: the session, its /dev/fuse channel and its multi-threaded
+// loop. Used by the pcifs daemon and by the benchmark's floor filesystem, so
+// both run the same loop with the same options.
+//
+// Why the custom I/O: SPEC S5 needs exact-width pread/pwrite on resourceN
+// (direct_io) AND mmap(MAP_SHARED) of the same file. The kernel allows shared
+// mmap of a direct_io file only when FUSE_DIRECT_IO_ALLOW_MMAP was negotiated
+// (Linux 6.6+), and libfuse 3.14, the only one Debian ships, cannot ask for it
+// (its conn->want is 32 bits). Session installs a fuse_custom_io that passes
+// every message through unchanged except the INIT reply, in which it sets that
+// one flag when the kernel offered it. README "Decisions" has the details.
+//
+// Ownership: a Session owns its fuse_session. Thread safety: run() on one
+// thread; exit() and raw() from any thread.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pcifs::fuse {
+
+struct SessionOptions {
+  std::vector<std::string> mount_options;  // "-o" values: allow_other, ...
+  std::string fsname = "pcifs";
+  unsigned max_threads = 16;  // FUSE workers; DOE replies never park one
+  bool allow_direct_io_mmap = true;
+};
+
+class Session {
+ public:
+  // Creates the session and mounts it. On failure returns nullptr and sets
+  // *error. `ops`/`userdata` must outlive the Session.
+  static std::unique_ptr<Session> mount(const fuse_lowlevel_ops& ops, void* userdata,
+                                        const std::string& mountpoint,
+                                        const SessionOptions& options, std::string* error);
+  ~Session();  // unmounts
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // The multi-threaded loop. Returns 0 once the mount is gone or exit() ran.
+  int run();
+  // Ends the loop from any thread. Call until running() is false: a wake-up
+  // sent just before the loop starts waiting is lost.
+  void exit();
+  bool running() const { return running_.load(); }
+  bool started() const { return started_.load(); }
+  fuse_session* raw() const { return se_; }
+  const std::string& mountpoint() const { return mountpoint_; }
+  // Waits until the kernel's INIT has been answered (the loop must run).
+  bool wait_for_init(std::chrono::milliseconds timeout) const;
+  // Whether the kernel agreed to shared mmap of direct_io files.
+  static bool direct_io_mmap_negotiated(fuse_session* se);
+
+ private:
+  Session(fuse_session* se, std::string mountpoint) : se_(se), mountpoint_(std::move(mountpoint)) {}
+  fuse_session* se_;
+  std::string mountpoint_;
+  unsigned max_threads_ = 16;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> started_{false};
+  std::atomic<pthread_t> loop_thread_{};
+};
+
+// The connection settings every pcifs session uses; call from the init op.
+// max_readahead 0: a fault on a mapped BAR reads exactly the faulting page.
+void configure_connection(fuse_conn_info* conn);
+
+}  // namespace pcifs::fuse

@@ -1,0 +1,73 @@
+// The S3 tree of one view, computed from the Mediator on demand: names,
+// attributes, listings and link targets. No FUSE calls here, so the tree is
+// unit-tested without a mount; the handlers turn its answers into replies.
+//
+// Thread safety: every method is safe from any thread (the Mediator is; the
+// driver-name table has its own lock).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "fuse/inode.hpp"
+#include "pcifs/mediator.hpp"
+#include "pcifs/result.hpp"
+#include "pcifs/sync.hpp"
+
+namespace pcifs::fuse {
+
+// Driver names get small numbers for their inodes; shared by all views.
+class DriverNames {
+ public:
+  uint32_t id(const std::string& name);
+  std::optional<std::string> name(uint32_t id) const;
+
+ private:
+  mutable Mutex mu_;
+  std::vector<std::string> names_ GUARDED_BY(mu_);
+};
+
+struct Attr {
+  mode_t mode = 0;  // type and permission bits
+  uint64_t size = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  uint32_t nlink = 1;
+};
+
+struct DirEntry {
+  std::string name;
+  NodeId id;
+  mode_t type = 0;  // S_IFDIR | S_IFREG | S_IFLNK
+};
+
+class Tree {
+ public:
+  Tree(Mediator& m, ViewId view, DriverNames& drivers);
+
+  Result<NodeId> lookup(const NodeId& parent, const std::string& name) const;
+  Result<Attr> attr(const NodeId& id) const;
+  // Without "." and "..".
+  Result<std::vector<DirEntry>> children(const NodeId& dir) const;
+  Result<std::string> link_target(const NodeId& link) const;
+
+  Mediator& mediator() const { return m_; }
+  ViewId view() const { return view_; }
+
+ private:
+  bool has_device(const Bdf& bdf) const;
+  Result<std::vector<DirEntry>> device_children(const Bdf& bdf) const;
+  std::vector<DirEntry> group_children() const;
+  std::vector<DirEntry> driver_children() const;
+  Attr dir_attr() const;
+
+  Mediator& m_;
+  ViewId view_;
+  DriverNames& drivers_;
+  uid_t uid_;
+  gid_t gid_;
+};
+
+}  // namespace pcifs::fuse

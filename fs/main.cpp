@@ -1,0 +1,198 @@
+// pcifs: the command line of SPEC S2, logging, daemonizing; then
+// pcifs::fuse::serve mounts the views and runs the loops.
+#include <fcntl.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/view_policy.hpp"
+#include "fuse/daemon.hpp"
+#include "select/open_backend.hpp"
+
+namespace {
+
+constexpr int kUsageError = 2;  // SPEC S2
+
+struct Args {
+  std::string backend{pcifs::backend::kDefaultBackendSpec};
+  std::vector<std::string> views;
+  std::vector<std::string> options;
+  std::string mountpoint;
+  std::string log_level = "info";
+  bool foreground = false;
+};
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::fprintf(stderr, "pcifs: %s\n", msg.c_str());
+  std::exit(kUsageError);
+}
+
+std::vector<std::string> split_options(const std::vector<std::string>& raw) {
+  std::vector<std::string> out;
+  for (const auto& r : raw) {
+    size_t start = 0;
+    while (start <= r.size()) {
+      const size_t comma = std::min(r.find(',', start), r.size());
+      if (comma > start) out.push_back(r.substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
+  return out;
+}
+
+bool is_dir(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// The views of this run, each with a mountpoint that is a directory.
+std::vector<pcifs::ViewPolicy> build_views(const Args& a) {
+  std::vector<pcifs::ViewPolicy> views;
+  if (a.views.empty()) {
+    if (a.mountpoint.empty()) usage_error("MOUNTPOINT: expected a directory (or --view files)");
+    views.push_back(pcifs::core::default_view());
+    views.back().mountpoint = a.mountpoint;
+  }
+  for (const auto& file : a.views) {
+    std::string error;
+    auto v = pcifs::core::load_view_file(file, &error);
+    if (!v) usage_error(error);
+    if (!a.mountpoint.empty() && a.views.size() == 1) v->mountpoint = a.mountpoint;
+    if (v->mountpoint.empty()) {
+      usage_error(file + ": mountpoint: expected a directory (or MOUNTPOINT on the command line)");
+    }
+    views.push_back(std::move(*v));
+  }
+  if (!a.mountpoint.empty() && a.views.size() > 1) {
+    usage_error("MOUNTPOINT: expected none: with several --view files, each names its own");
+  }
+  std::set<std::string> seen;
+  for (const auto& v : views) {
+    const std::string where = v.source.empty() ? "MOUNTPOINT" : v.source + ": mountpoint";
+    if (!is_dir(v.mountpoint)) usage_error(where + ": expected a directory, got " + v.mountpoint);
+    if (!seen.insert(v.mountpoint).second) {
+      usage_error(where + ": expected a mountpoint no other view uses, got " + v.mountpoint);
+    }
+  }
+  return views;
+}
+
+void setup_logging(const std::string& level, bool foreground) {
+  std::shared_ptr<spdlog::logger> logger;
+  if (foreground) {
+    logger = spdlog::stderr_color_mt("pcifs");
+  } else {
+    logger = spdlog::syslog_logger_mt("pcifs", "pcifs", LOG_PID, LOG_DAEMON);
+  }
+  logger->set_level(spdlog::level::from_str(level));
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+// Without -f: the parent waits until the child has mounted every view (exit
+// 0) or failed (its status), so `pcifs MNT && ls MNT` works. Forked before
+// any thread exists.
+int daemonize(int* ready_fd) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+  const pid_t child = fork();
+  if (child < 0) return -1;
+  if (child == 0) {
+    close(fds[0]);
+    *ready_fd = fds[1];
+    setsid();
+    return 0;
+  }
+  close(fds[1]);
+  char ok = 0;
+  if (read(fds[0], &ok, 1) == 1) _exit(0);
+  int status = 0;
+  waitpid(child, &status, 0);
+  _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+}
+
+void detach_stdio(int ready_fd) {
+  const int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) {
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    close(null);
+  }
+  if (chdir("/") != 0) { /* mountpoints are absolute or already resolved */
+  }
+  const char ok = 1;
+  if (write(ready_fd, &ok, 1) != 1) { /* the parent is gone; serve anyway */
+  }
+  close(ready_fd);
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"pcifs: PCI devices as files, every access mediated (SPEC S2)", "pcifs"};
+  app.set_version_flag("--version", std::string("pcifs ") + PCIFS_VERSION);
+  Args a;
+  app.add_option("--backend", a.backend,
+                 "sim (the embedded default set), sim:FILE.json (simulated devices from a "
+                 "file), sysfs (this machine, /sys/bus/pci), sysfs:DIR (a sysfs-shaped tree "
+                 "DIR/devices/<BDF>/...)")
+      ->capture_default_str();
+  app.add_option("--view", a.views,
+                 "FILE.json: the policy of one mount (default: every device, config readable "
+                 "by all, writes/BARs/power/reset for root). Repeat for several views; each "
+                 "then names its own mountpoint")
+      ->check(CLI::ExistingFile);
+  app.add_flag("-f", a.foreground, "stay in the foreground and log to stderr (else syslog)");
+  app.add_option("-o", a.options,
+                 "FUSE mount options, comma-separated (allow_other, default_permissions, ...). "
+                 "As root, pcifs adds allow_other: the default view is for every user");
+  app.add_option("--log-level", a.log_level, "trace|debug|info|warn|error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  app.add_option("MOUNTPOINT", a.mountpoint, "where to mount (optional with --view files)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : kUsageError;
+  }
+  pcifs::fuse::DaemonOptions o;
+  o.views = build_views(a);
+  o.mount_options = split_options(a.options);
+  if (geteuid() == 0) o.mount_options.insert(o.mount_options.begin(), "allow_other");
+  o.backend_name = a.backend;
+  std::string error;
+  auto backend = pcifs::backend::open_backend(a.backend, &error);
+  if (!backend) usage_error(error);
+
+  int ready_fd = -1;
+  if (!a.foreground && daemonize(&ready_fd) != 0) usage_error("cannot fork into the background");
+  setup_logging(a.log_level, a.foreground);
+  pcifs::fuse::block_stop_signals();
+  return pcifs::fuse::serve(std::move(*backend), o, [&](bool ok, const std::string& err) {
+    if (!ok) {
+      std::fprintf(stderr, "pcifs: %s\n", err.c_str());
+    } else if (ready_fd >= 0) {
+      detach_stdio(ready_fd);
+    }
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pcifs: internal error: %s\n", e.what());
+    return 1;
+  }
+}
