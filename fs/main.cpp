@@ -149,11 +149,13 @@ int run(int argc, char** argv) {
                  "FILE.json: the policy of one mount (default: every device, config readable "
                  "by all, writes/BARs/power/reset for root). Repeat for several views; each "
                  "then names its own mountpoint")
+      ->allow_extra_args(false)  // one file per --view: MOUNTPOINT may follow
       ->check(CLI::ExistingFile);
   app.add_flag("-f", a.foreground, "stay in the foreground and log to stderr (else syslog)");
   app.add_option("-o", a.options,
                  "FUSE mount options, comma-separated (allow_other, default_permissions, ...). "
-                 "As root, pcifs adds allow_other: the default view is for every user");
+                 "As root, pcifs adds allow_other: the default view is for every user")
+      ->allow_extra_args(false);
   app.add_option("--log-level", a.log_level, "trace|debug|info|warn|error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();

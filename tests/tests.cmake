@@ -22,3 +22,19 @@ pcifs_layer_probe(core_cannot_include_sim pcifs_core core_includes_sim.cpp TRUE)
 pcifs_layer_probe(sim_cannot_include_core pcifs_sim backend_includes_core.cpp TRUE)
 pcifs_layer_probe(sysfs_cannot_include_core pcifs_sysfs backend_includes_core.cpp TRUE)
 pcifs_layer_probe(core_sees_its_own_and_public pcifs_core core_sees_public.cpp FALSE)
+
+# Mount tests: every tests/mount/*_test.cpp is a gtest binary `mount_<name>`
+# that starts the real daemon ($PCIFS_BUILD_DIR/pcifs) on temp mountpoints.
+# They may also link the core and the simulator, for differential checks.
+file(GLOB mount_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/mount/*_test.cpp)
+foreach(t ${mount_tests})
+  get_filename_component(n ${t} NAME_WE)
+  add_executable(mount_${n} ${t})
+  target_include_directories(mount_${n} PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+  target_link_libraries(mount_${n} PRIVATE pcifs_core pcifs_sim GTest::gtest GTest::gtest_main)
+  add_dependencies(mount_${n} pcifs)
+  add_test(NAME mount.${n} COMMAND mount_${n} --gtest_brief=1)
+  set_tests_properties(mount.${n} PROPERTIES LABELS "mount" TIMEOUT 600
+    ENVIRONMENT "PCIFS_BUILD_DIR=${CMAKE_BINARY_DIR};PCIFS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+endforeach()
+pcifs_layer_probe(core_cannot_include_fuse pcifs_core core_includes_fuse.cpp TRUE)

@@ -26,6 +26,7 @@ Result<void> ClaimTable::acquire(const std::string& group, const Caller& caller,
     return Errno(EBUSY);
   }
   ++h.handles;
+  if (holder != nullptr) *holder = h;
   return Ok();
 }
 

@@ -47,7 +47,8 @@ class ClaimTable {
   static std::string group_key(const backend::DeviceInfo& info);
 
   // Takes one more claiming handle for caller.pid. EBUSY if another process
-  // holds the group; then *holder (if given) receives that holder.
+  // holds the group; then *holder (if given) receives that holder. On success
+  // *holder receives the claim as it now stands (handles == 1: a new claim).
   Result<void> acquire(const std::string& group, const Caller& caller, std::string_view view,
                        ClaimHolder* holder = nullptr) EXCLUDES(mu_);
   // Drops one handle of `pid`; true when that ended the claim. Releasing a

@@ -164,15 +164,17 @@ Result<void> Mediator::Impl::claim(Handle& h) {
   auto r = claims.acquire(d.group, h.caller, policy(h.view).name, &holder);
   if (!r) {
     d.counters.busy++;
-    PCIFS_LOG_LIMITED(warn, "busy:" + d.bdf.str(), "{}: EBUSY for pid={} uid={}: claimed by {}",
-                      d.bdf.str(), h.caller.pid, h.caller.uid, core::to_string(holder));
+    PCIFS_LOG_LIMITED(warn, "busy:" + d.bdf.str(),
+                      "{}: {} EBUSY for pid={} uid={} view={}: claimed by {}", d.bdf.str(),
+                      core::file_name(h.ref), h.caller.pid, h.caller.uid, policy(h.view).name,
+                      core::to_string(holder));
     return r.error();
   }
   if (h.claiming.exchange(true)) {
     claims.release(d.group, h.caller.pid);  // a racing write on this handle claimed first
-  } else {
-    spdlog::info("{}: claimed by pid={} uid={} view={}", d.bdf.str(), h.caller.pid, h.caller.uid,
-                 policy(h.view).name);
+  } else if (holder.handles == 1) {         // the first claiming handle of this process
+    spdlog::info("{}: claimed by pid={} uid={} view={} ({})", d.bdf.str(), h.caller.pid,
+                 h.caller.uid, policy(h.view).name, core::file_name(h.ref));
   }
   return Ok();
 }
@@ -204,7 +206,7 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
     }
     PCIFS_LOG_LIMITED(info, "deny:" + d->bdf.str(),
                       "{}: open of {} denied ({}) for pid={} uid={} view={}", d->bdf.str(),
-                      static_cast<int>(ref.kind), r.error().name(), caller.pid, caller.uid, v.name);
+                      core::file_name(ref), r.error().name(), caller.pid, caller.uid, v.name);
     return r.error();
   }
   auto h = std::make_shared<Handle>();

@@ -94,6 +94,22 @@ std::string Mediator::Impl::text_of(const DeviceState& d, const ViewPolicy& v,
   }
 }
 
+std::string core::file_name(const FileRef& ref) {
+  for (const auto& a : kAttrs) {
+    if (a.kind == ref.kind) return a.name;
+  }
+  switch (ref.kind) {
+    case FileKind::kConfig: return "config";
+    case FileKind::kBar: return "resource" + std::to_string(ref.index);
+    case FileKind::kRom: return "rom";
+    case FileKind::kDoe: return ref.index == 0 ? "doe" : "doe." + std::to_string(ref.index);
+    case FileKind::kDoeFeature: return "doe_features/" + core::format_doe_protocol(ref.feature);
+    case FileKind::kReset: return "reset";
+    case FileKind::kRemove: return "remove";
+    default: return "?";
+  }
+}
+
 std::vector<FileEntry> Mediator::Impl::list_files(const ViewPolicy& v, const DeviceState& d) const {
   std::vector<FileEntry> out;
   auto add = [&](std::string name, FileKind kind, uint32_t mode, uint64_t size,

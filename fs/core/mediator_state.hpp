@@ -124,6 +124,9 @@ class SinkRelay final : public RevocationSink {
   std::atomic<pcifs::RevocationSink*> sink_{nullptr};
 };
 
+// The file's name in its device directory, for logs: "resource2", "doe.1".
+std::string file_name(const FileRef& ref);
+
 }  // namespace pcifs::core
 
 namespace pcifs {

@@ -34,6 +34,16 @@ TEST(ClaimTable, OtherProcessGetsEbusyAndLearnsTheHolder) {
   EXPECT_TRUE(t.acquire("group:3", kBob, "c2").ok());  // other groups are free
 }
 
+TEST(ClaimTable, SuccessReportsWhetherTheClaimIsNew) {
+  ClaimTable t;
+  ClaimHolder h;
+  ASSERT_TRUE(t.acquire("group:2", kAlice, "c1", &h).ok());
+  EXPECT_EQ(h.handles, 1u);  // new: the Mediator logs "claimed by"
+  ASSERT_TRUE(t.acquire("group:2", kAlice, "c1", &h).ok());
+  EXPECT_EQ(h.handles, 2u);  // one more handle of the same claim: no log line
+  EXPECT_EQ(h.pid, kAlice.pid);
+}
+
 TEST(ClaimTable, SameProcessRefcountsAndLastReleaseEndsClaim) {
   ClaimTable t;
   ASSERT_TRUE(t.acquire("group:2", kAlice, "c1").ok());
