@@ -1,6 +1,8 @@
 #include "sim/bar_memory.hpp"
 
+#include <algorithm>
 #include <bit>
+#include <cstring>
 
 namespace pcifs::backend::sim {
 namespace {
@@ -65,6 +67,54 @@ void BarMemory::write(uint64_t offset, unsigned width, uint64_t value) {
   uint64_t mask = width_mask(width) << shift;
   uint64_t merged = (peek_slot(slot) & ~mask) | ((value << shift) & mask);
   write_slot(slot, merged, slot * 8 == kRegDoorbell);
+}
+
+void BarMemory::read_run(uint64_t offset, unsigned width, size_t count, uint8_t* out) {
+  size_t i = 0;
+  for (; i < count && in_registers(offset + i * width); ++i) {
+    const uint64_t v = read(offset + i * width, width);
+    for (unsigned k = 0; k < width; ++k) out[i * width + k] = static_cast<uint8_t>(v >> (8 * k));
+  }
+  if (i == count) return;
+  access_counts_[static_cast<size_t>(std::countr_zero(width))] += count - i;
+  uint64_t off = offset + i * width;
+  uint8_t* dst = out + i * width;
+  size_t left = (count - i) * width;
+  while (left > 0) {
+    const size_t n = std::min<size_t>(left, kPage - off % kPage);
+    auto it = pages_.find(off / kPage);
+    if (it == pages_.end()) {
+      std::memset(dst, 0, n);
+    } else {
+      std::memcpy(dst, it->second->data() + off % kPage, n);
+    }
+    off += n;
+    dst += n;
+    left -= n;
+  }
+}
+
+void BarMemory::write_run(uint64_t offset, unsigned width, size_t count, const uint8_t* in) {
+  size_t i = 0;
+  for (; i < count && in_registers(offset + i * width); ++i) {
+    uint64_t v = 0;
+    for (unsigned k = 0; k < width; ++k) v |= uint64_t{in[i * width + k]} << (8 * k);
+    write(offset + i * width, width, v);
+  }
+  if (i == count) return;
+  access_counts_[static_cast<size_t>(std::countr_zero(width))] += count - i;
+  uint64_t off = offset + i * width;
+  const uint8_t* src = in + i * width;
+  size_t left = (count - i) * width;
+  while (left > 0) {
+    const size_t n = std::min<size_t>(left, kPage - off % kPage);
+    auto& page = pages_[off / kPage];
+    if (!page) page = std::make_unique<std::array<uint8_t, kPage>>();  // zero-filled
+    std::memcpy(page->data() + off % kPage, src, n);
+    off += n;
+    src += n;
+    left -= n;
+  }
 }
 
 uint64_t BarMemory::ram_read(uint64_t offset, unsigned width) const {

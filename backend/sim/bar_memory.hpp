@@ -50,6 +50,11 @@ class BarMemory {
 
   uint64_t read(uint64_t offset, unsigned width);
   void write(uint64_t offset, unsigned width, uint64_t value);
+  // `count` accesses of `width` at offset, offset + width, ...: the same
+  // effects as that many read()/write() calls (registers one by one, in order;
+  // RAM, which has no side effects, copied in bulk). Little-endian bytes.
+  void read_run(uint64_t offset, unsigned width, size_t count, uint8_t* out);
+  void write_run(uint64_t offset, unsigned width, size_t count, const uint8_t* in);
 
   void reset_registers();  // function reset: counters and scratch back to 0
   void power_loss();       // registers and RAM lost

@@ -71,6 +71,10 @@ class SimDevice final : public Device {
   Result<void> config_write(uint32_t offset, unsigned width, uint32_t value) override;
   Result<uint64_t> bar_read(unsigned bar, uint64_t offset, unsigned width) override;
   Result<void> bar_write(unsigned bar, uint64_t offset, unsigned width, uint64_t value) override;
+  Result<size_t> bar_read_run(unsigned bar, uint64_t offset, unsigned width,
+                              std::span<uint8_t> out) override;
+  Result<size_t> bar_write_run(unsigned bar, uint64_t offset, unsigned width,
+                               std::span<const uint8_t> in) override;
   Result<void> rom_enable(bool on) override;
   Result<size_t> rom_read(uint64_t offset, std::span<uint8_t> out) override;
   Result<void> set_power_state(PowerState target) override;
@@ -97,6 +101,7 @@ class SimDevice final : public Device {
 
   void violation(std::string reason) const;
   Result<void> check_config(uint32_t offset, unsigned width, const char* op) const REQUIRES(mu_);
+  bool run_passes(unsigned bar, uint64_t offset, unsigned width, size_t count) const REQUIRES(mu_);
   Result<Gate> gate_bar(unsigned bar, uint64_t offset, unsigned width, const char* op) const
       REQUIRES(mu_);
   const char* bar_block_reason(const BarSpec& bar) const REQUIRES(mu_);

@@ -60,43 +60,49 @@ Result<std::vector<BarAccess>> split_bar_access(uint64_t offset, size_t len, uin
   return out;
 }
 
+namespace {
+
+// Consecutive pieces of the widest width form one run: one backend call that
+// performs exactly those accesses (Device::bar_read_run), so a bulk read does
+// not pay a call and a lock per 8 bytes. fn(offset, width, buf_pos, bytes)
+// returns the bytes done; the walk stops at the first short or failed run.
+template <typename Fn>
+Result<size_t> for_each_run(uint64_t offset, size_t len, uint64_t bar_size, bool is_write,
+                            bool is_io, Fn&& fn) {
+  auto n = check_bar_access(offset, len, bar_size, is_write);
+  if (!n) return n.error();
+  const size_t max_width = is_io ? kMaxIoWidth : kMaxWidth;
+  size_t done = 0;
+  for (size_t pos = 0; pos < *n;) {
+    const unsigned w = piece_width(offset + pos, *n - pos, max_width);
+    // Once aligned to the widest width, every following piece is that wide
+    // until the tail; narrower pieces (head and tail) go one by one.
+    const size_t bytes = w == max_width ? (*n - pos) / w * w : w;
+    auto r = fn(offset + pos, w, pos, bytes);
+    if (!r) return done ? Result<size_t>(done) : r.error();
+    done += *r;
+    if (*r < bytes) break;
+    pos += bytes;
+  }
+  return done;
+}
+
+}  // namespace
+
 Result<size_t> read_bar(backend::Device& dev, unsigned bar, uint64_t offset, std::span<uint8_t> out,
                         uint64_t bar_size, bool is_io) {
-  size_t done = 0;
-  std::optional<Errno> err;
-  auto r = for_each_piece(offset, out.size(), bar_size, false, is_io, [&](const BarAccess& a) {
-    auto v = dev.bar_read(bar, a.offset, a.width);
-    if (!v) {
-      err = v.error();
-      return false;
-    }
-    for (unsigned k = 0; k < a.width; ++k) out[a.buf_pos + k] = static_cast<uint8_t>(*v >> (8 * k));
-    done += a.width;
-    return true;
-  });
-  if (!r) return r.error();
-  if (err && done == 0) return *err;
-  return done;
+  return for_each_run(offset, out.size(), bar_size, false, is_io,
+                      [&](uint64_t off, unsigned w, size_t pos, size_t bytes) {
+                        return dev.bar_read_run(bar, off, w, out.subspan(pos, bytes));
+                      });
 }
 
 Result<size_t> write_bar(backend::Device& dev, unsigned bar, uint64_t offset,
                          std::span<const uint8_t> in, uint64_t bar_size, bool is_io) {
-  size_t done = 0;
-  std::optional<Errno> err;
-  auto r = for_each_piece(offset, in.size(), bar_size, true, is_io, [&](const BarAccess& a) {
-    uint64_t v = 0;
-    for (unsigned k = 0; k < a.width; ++k) v |= uint64_t{in[a.buf_pos + k]} << (8 * k);
-    auto w = dev.bar_write(bar, a.offset, a.width, v);
-    if (!w) {
-      err = w.error();
-      return false;
-    }
-    done += a.width;
-    return true;
-  });
-  if (!r) return r.error();
-  if (err && done == 0) return *err;
-  return done;
+  return for_each_run(offset, in.size(), bar_size, true, is_io,
+                      [&](uint64_t off, unsigned w, size_t pos, size_t bytes) {
+                        return dev.bar_write_run(bar, off, w, in.subspan(pos, bytes));
+                      });
 }
 
 }  // namespace pcifs::core

@@ -65,7 +65,56 @@ Result<std::vector<uint8_t>> take(DoeSlot& s, size_t max) {
 
 }  // namespace
 
-Result<size_t> Mediator::Impl::doe_write(Handle& h, std::span<const uint8_t> in) {
+namespace {
+
+// The kernel hands the daemon at most one FUSE request's worth of a write
+// (max_write 1 MiB, and 256 pinned pages: an unaligned 1 MiB buffer spans 257),
+// so a write() of an object near the 2^18-dword maximum can arrive as several
+// writes in a row. A first piece is at least this long and shorter than the
+// length its own header claims.
+constexpr size_t kSplitPieceMin = (size_t{1} << 20) - 4095;
+
+size_t claimed_bytes(std::span<const uint8_t> in) {
+  if (in.size() < 8) return 0;
+  uint32_t dw1 = 0;
+  std::memcpy(&dw1, in.data() + 4, sizeof dw1);
+  return size_t{core::doe_object_length(dw1)} * 4;
+}
+
+}  // namespace
+
+// Collects the pieces of a split write (S8: one whole object per write()).
+// Returns the whole object once complete, nullopt while pieces are missing.
+Result<std::optional<std::vector<uint8_t>>> Mediator::Impl::doe_assemble(
+    Handle& h, std::span<const uint8_t> in) {
+  MutexLock lock(h.mu);
+  auto& part = h.doe.partial;
+  if (part.empty()) {
+    const size_t want = claimed_bytes(in);
+    // A piece this long that is longer than its header says is the start of
+    // a write over the maximum (the 18-bit field cannot say more): E2BIG.
+    if (in.size() >= kSplitPieceMin && in.size() > want) return Errno(E2BIG);
+    if (in.size() < kSplitPieceMin || in.size() == want) {
+      return std::optional<std::vector<uint8_t>>{std::vector<uint8_t>(in.begin(), in.end())};
+    }
+  }
+  if (part.size() + in.size() > size_t{core::kDoeMaxDwords} * 4) {
+    part.clear();
+    return Errno(E2BIG);
+  }
+  part.insert(part.end(), in.begin(), in.end());
+  if (part.size() < claimed_bytes(part)) return std::optional<std::vector<uint8_t>>{};
+  return std::optional<std::vector<uint8_t>>{std::exchange(part, {})};
+}
+
+Result<size_t> Mediator::Impl::doe_write(Handle& h, std::span<const uint8_t> piece) {
+  PCIFS_TRY_ASSIGN(whole, doe_assemble(h, piece));
+  if (!whole) return piece.size();  // more pieces to come
+  PCIFS_TRY(doe_submit(h, *whole));
+  return piece.size();
+}
+
+Result<void> Mediator::Impl::doe_submit(Handle& h, std::span<const uint8_t> in) {
   DeviceState& d = *h.dev;
   auto req = core::parse_doe_request(in);
   if (!req) return req.error();
@@ -96,7 +145,7 @@ Result<size_t> Mediator::Impl::doe_write(Handle& h, std::span<const uint8_t> in)
     MutexLock lock(h.mu);
     if (h.doe.state == DoeSlot::State::kInFlight) h.doe.ticket = ticket;
   }
-  return in.size();
+  return Ok();
 }
 
 void Mediator::Impl::doe_complete(const std::weak_ptr<Handle>& wh, uint64_t,

@@ -119,7 +119,7 @@ std::vector<FileEntry> Mediator::Impl::list_files(const ViewPolicy& v, const Dev
     e.ref = FileRef{d.bdf, kind, index, {}};
     e.mode = mode;
     e.size = size;
-    e.direct_io = kind != FileKind::kRom;
+    e.keep_cache = kind == FileKind::kRom;
     e.nonseekable = kind == FileKind::kDoe;
     out.push_back(std::move(e));
   };

@@ -67,7 +67,8 @@ struct DoeSlot {
   size_t pos = 0;
   Mediator::ReadDone pending;  // a blocked read waiting for the response
   size_t pending_max = 0;
-  std::function<void()> wake;  // poll notification, fired once
+  std::function<void()> wake;    // poll notification, fired once
+  std::vector<uint8_t> partial;  // the first pieces of a write the kernel split
 };
 
 struct Handle {
@@ -172,7 +173,10 @@ struct Mediator::Impl {
   Result<size_t> write_control(core::Handle& h, std::span<const uint8_t> in);
 
   // --- mediator_doe.cpp
-  Result<size_t> doe_write(core::Handle& h, std::span<const uint8_t> in);
+  Result<size_t> doe_write(core::Handle& h, std::span<const uint8_t> piece);
+  Result<std::optional<std::vector<uint8_t>>> doe_assemble(core::Handle& h,
+                                                           std::span<const uint8_t> in);
+  Result<void> doe_submit(core::Handle& h, std::span<const uint8_t> in);
   void doe_read(const std::shared_ptr<core::Handle>& h, size_t max, bool nonblock, ReadDone done);
   void doe_complete(const std::weak_ptr<core::Handle>& wh, uint64_t ticket,
                     Result<std::vector<uint32_t>> r);

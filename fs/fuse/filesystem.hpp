@@ -53,5 +53,17 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
 void op_poll(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, fuse_pollhandle* ph) noexcept;
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 fuse_file_info* fi) noexcept;
+// The tree cannot be changed: these only refuse (EACCES / EPERM, as sysfs).
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              dev_t rdev) noexcept;
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) noexcept;
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept;
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept;
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+               const char* newname, unsigned flags) noexcept;
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept;
 
 }  // namespace pcifs::fuse

@@ -87,7 +87,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     if (!h) return r.error(h.error());
     fi->fh = *h;
     fi->direct_io = entry->direct_io ? 1 : 0;
-    fi->keep_cache = entry->direct_io ? 0 : 1;
+    fi->keep_cache = entry->keep_cache ? 1 : 0;
     fi->nonseekable = entry->nonseekable ? 1 : 0;
     // An open the kernel gave up on (interrupted) gets no release: end it here.
     if (fuse_reply_open(r.take(), fi) != 0) fs.mediator().release(*h);
@@ -176,6 +176,14 @@ const fuse_lowlevel_ops& Filesystem::ops() {
     o.write = op_write;
     o.release = op_release;
     o.poll = op_poll;
+    o.mknod = op_mknod;
+    o.create = op_create;
+    o.mkdir = op_mkdir;
+    o.unlink = op_unlink;
+    o.rmdir = op_rmdir;
+    o.symlink = op_symlink;
+    o.rename = op_rename;
+    o.link = op_link;
     return o;
   }();
   return kOps;

@@ -146,3 +146,32 @@ void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
 }
 
 }  // namespace pcifs::fuse
+
+namespace pcifs::fuse {
+
+// The tree is the device set's, not the user's: nothing can be created,
+// removed or renamed in it. The errnos are sysfs's (EACCES to create a file,
+// EPERM for the rest), not ENOSYS.
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) noexcept {
+  fuse_reply_err(req, EACCES);
+}
+void op_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) noexcept {
+  fuse_reply_err(req, EACCES);
+}
+void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) noexcept {
+  fuse_reply_err(req, EPERM);
+}
+void op_unlink(fuse_req_t req, fuse_ino_t, const char*) noexcept { fuse_reply_err(req, EPERM); }
+void op_rmdir(fuse_req_t req, fuse_ino_t, const char*) noexcept { fuse_reply_err(req, EPERM); }
+void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) noexcept {
+  fuse_reply_err(req, EPERM);
+}
+void op_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*,
+               unsigned) noexcept {
+  fuse_reply_err(req, EPERM);
+}
+void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) noexcept {
+  fuse_reply_err(req, EPERM);
+}
+
+}  // namespace pcifs::fuse

@@ -97,6 +97,15 @@ class Device {
   // aligned offset inside BAR `bar` (0..5). Bounds are checked by the caller.
   virtual Result<uint64_t> bar_read(unsigned bar, uint64_t offset, unsigned width) = 0;
   virtual Result<void> bar_write(unsigned bar, uint64_t offset, unsigned width, uint64_t value) = 0;
+  // A run of accesses of one width at consecutive offsets (offset, offset +
+  // width, ...) covering the buffer, whose size is a multiple of width: the
+  // same device accesses as that many bar_read/bar_write calls, in one call, so
+  // a backend can take its lock once. Returns the bytes done before the first
+  // error, or that error when nothing was done. Default: one call per access.
+  virtual Result<size_t> bar_read_run(unsigned bar, uint64_t offset, unsigned width,
+                                      std::span<uint8_t> out);
+  virtual Result<size_t> bar_write_run(unsigned bar, uint64_t offset, unsigned width,
+                                       std::span<const uint8_t> in);
 
   // --- Expansion ROM. rom_enable(true) turns ROM decode on (the ROM BAR enable
   // bit; sysfs: `echo 1 > rom`); rom_read then reads the ROM window. While ROM
@@ -141,6 +150,29 @@ class Backend {
   // Reads many config ranges at once (sysfs: io_uring). Default: one by one.
   virtual void config_read_batch(std::span<ConfigReadItem> items);
 };
+
+inline Result<size_t> Device::bar_read_run(unsigned bar, uint64_t offset, unsigned width,
+                                           std::span<uint8_t> out) {
+  size_t done = 0;
+  for (; done + width <= out.size(); done += width) {
+    auto v = bar_read(bar, offset + done, width);
+    if (!v) return done ? Result<size_t>(done) : v.error();
+    for (unsigned k = 0; k < width; ++k) out[done + k] = static_cast<uint8_t>(*v >> (8 * k));
+  }
+  return done;
+}
+
+inline Result<size_t> Device::bar_write_run(unsigned bar, uint64_t offset, unsigned width,
+                                            std::span<const uint8_t> in) {
+  size_t done = 0;
+  for (; done + width <= in.size(); done += width) {
+    uint64_t v = 0;
+    for (unsigned k = 0; k < width; ++k) v |= uint64_t{in[done + k]} << (8 * k);
+    auto w = bar_write(bar, offset + done, width, v);
+    if (!w) return done ? Result<size_t>(done) : w.error();
+  }
+  return done;
+}
 
 inline Result<void> Device::config_read_block(uint32_t offset, std::span<uint8_t> out) {
   // Widest naturally aligned accesses, like the kernel's pci_read_config loop.

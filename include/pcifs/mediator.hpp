@@ -62,9 +62,13 @@ struct FileRef {
 struct FileEntry {
   std::string name;  // relative to the device directory: "config", "doe_features/0001:00"
   FileRef ref;
-  uint32_t mode = 0;         // permission bits, e.g. 0644
-  uint64_t size = 0;         // st_size
-  bool direct_io = true;     // every read fresh (all but rom)
+  uint32_t mode = 0;  // permission bits, e.g. 0644
+  uint64_t size = 0;  // st_size
+  // Every file is direct_io: reads reach the daemon with the caller's offset
+  // and length (exact widths, S5), and a short read at the end of the ROM's
+  // last image does not shrink the kernel's idea of st_size.
+  bool direct_io = true;
+  bool keep_cache = false;   // rom: the shadow never changes, mapped pages may stay
   bool nonseekable = false;  // doe
 };
 

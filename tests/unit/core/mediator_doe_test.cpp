@@ -396,6 +396,53 @@ TEST_F(MediatorDoeTest, OverMailboxMaximumIsE2big) {
   EXPECT_TRUE(exchange(root, echo_object(1)).ok());
 }
 
+// The kernel splits a write of a near-maximum object into several FUSE writes
+// (1 MiB and 256 pinned pages per request). The core reassembles them.
+TEST_F(MediatorDoeTest, MaximumObjectSplitByTheKernelIsOneExchange) {
+  const Dwords req = echo_object(5, core::kDoeMaxDwords - 2);
+  const Bytes bytes = to_bytes(req);
+  const size_t first = (size_t{1} << 20) - 100;  // an unaligned buffer's first piece
+  HandleId h = must_open_doe(kEp0);
+  auto a = med_->write(h, 0, std::span(bytes).first(first));
+  ASSERT_TRUE(a.ok()) << a.error().name();
+  EXPECT_EQ(*a, first);
+  EXPECT_EQ(med_->doe_poll(h, nullptr), 2u) << "nothing queued before the last piece";
+  auto b = med_->write(h, first, std::span(bytes).subspan(first));
+  ASSERT_TRUE(b.ok()) << b.error().name();
+  auto r = await_read(h);
+  ASSERT_TRUE(r.ok()) << r.error().name();
+  EXPECT_EQ(to_dwords(*r), req);
+}
+
+TEST_F(MediatorDoeTest, SplitWriteOverTheMaximumIsE2big) {
+  Bytes bytes = to_bytes(echo_object(5, core::kDoeMaxDwords - 2));  // claims 2^18 dwords
+  bytes.resize(bytes.size() + 64, 0);                               // but carries more
+  const size_t first = (size_t{1} << 20) - 100;
+  HandleId h = must_open_doe(kEp0);
+  ASSERT_TRUE(med_->write(h, 0, std::span(bytes).first(first)).ok());
+  EXPECT_EQ(med_->write(h, first, std::span(bytes).subspan(first)).error(), Errno(E2BIG));
+  EXPECT_TRUE(exchange(h, echo_object(1)).ok()) << "the handle is usable again";
+}
+
+// Through FUSE the first piece of a write over the maximum arrives alone; a
+// piece that long and longer than its header says can only be that.
+TEST_F(MediatorDoeTest, FirstPieceLongerThanItsHeaderIsE2big) {
+  Bytes bytes = to_bytes(echo_object(5, 1));
+  bytes.resize(size_t{1} << 20, 0);
+  HandleId h = must_open_doe(kEp0);
+  EXPECT_EQ(med_->write(h, 0, bytes).error(), Errno(E2BIG));
+  bytes.resize(4096);  // control: short and malformed is EINVAL
+  EXPECT_EQ(med_->write(h, 0, bytes).error(), Errno(EINVAL));
+}
+
+// Negative control: a short object that disagrees with its length field is
+// not mistaken for a first piece.
+TEST_F(MediatorDoeTest, ShortWriteBelowAPieceIsStillEinval) {
+  const Bytes bytes = to_bytes(echo_object(5, 1000));
+  HandleId h = must_open_doe(kEp0);
+  EXPECT_EQ(med_->write(h, 0, std::span(bytes).first(400)).error(), Errno(EINVAL));
+}
+
 // --- one exchange per handle; reading the response
 
 TEST_F(MediatorDoeTest, SecondWriteBeforeResponseIsReadIsEbusy) {

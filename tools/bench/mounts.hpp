@@ -1,0 +1,58 @@
+// The two mounts pcifs-bench measures, as RAII objects: the pcifs daemon (an
+// exec'd child, `pcifs -f --backend=sim MNT`) and the floor filesystem (a
+// forked child running run_floor). Each lives in a fresh temp directory
+// ($TMPDIR or /tmp, pcifs-bench.XXXXXX); the destructor stops the child with
+// SIGTERM, makes sure the mount is gone (fusermount3 -u, then -u -z) and
+// removes the directory. Children get
+// PR_SET_PDEATHSIG, so even a bench killed by SIGKILL leaves no mount behind.
+//
+// Both start functions fork: call them before the bench creates any thread.
+// Children run in their own process group, so a Ctrl-C reaches only the bench,
+// which then ends them in order. Not thread-safe; owned by main.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+namespace pcifs::bench {
+
+class BenchMount {
+ public:
+  // Starts `pcifs_exe -f --backend=sim MNT`, its output going to a log file.
+  static std::unique_ptr<BenchMount> start_pcifs(const std::string& pcifs_exe, std::string* error);
+  // Forks a child that serves the floor filesystem (floor_fs.hpp).
+  static std::unique_ptr<BenchMount> start_floor(bool with_poll, std::string* error);
+  ~BenchMount();
+  BenchMount(const BenchMount&) = delete;
+  BenchMount& operator=(const BenchMount&) = delete;
+
+  // Waits until MNT is a FUSE mount that shows the benchmarked device; false
+  // (and *error, with the daemon's log) when the child died or time ran out.
+  bool wait_ready(int timeout_ms, std::string* error);
+  const std::string& mountpoint() const { return mnt_; }
+  std::string device_dir() const { return mnt_ + "/devices/0000:01:00.0/"; }
+  pid_t pid() const { return pid_; }
+  // Stops the child and removes the mount; idempotent.
+  void stop();
+
+ private:
+  BenchMount() = default;
+  bool make_dirs(const char* what, std::string* error);
+  std::string log_tail() const;
+  std::string name_;
+  std::string dir_;  // the temp directory: mnt_ and log_ inside
+  std::string mnt_;
+  std::string log_;
+  pid_t pid_ = -1;
+};
+
+// Whether `path` is a mount point in this mount namespace.
+bool is_mounted(const std::string& path);
+
+// SIGINT/SIGTERM/SIGHUP set a flag the measurements poll between operations.
+void install_stop_handlers();
+bool stop_requested();
+
+}  // namespace pcifs::bench
