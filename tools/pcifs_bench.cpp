@@ -206,7 +206,7 @@ int bench(const Args& a) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"pcifs-bench: pcifs against a bare libfuse3 floor, as ratios (needs root)",
                "pcifs-bench"};
   Args a;
@@ -244,5 +244,14 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\npcifs-bench: %s\n", e.what());
     return stop_requested() ? 130 : 1;
+  }
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pcifs-bench: %s\n", e.what());
+    return 1;
   }
 }

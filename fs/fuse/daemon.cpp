@@ -54,7 +54,7 @@ void wait_for_end(std::vector<Mount>& mounts) {
         if (mt.session->running()) mt.session->exit();
       }
     }
-    const timespec tick{0, 100 * 1000 * 1000};
+    const timespec tick{0, 100L * 1000 * 1000};
     siginfo_t info;
     const int sig = sigtimedwait(&set, &info, &tick);
     if (sig > 0 && !stopping) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fuse/caller.hpp"
+#include "fuse/fh.hpp"
 #include "fuse/filesystem.hpp"
 #include "fuse/reply.hpp"
 
@@ -24,14 +25,12 @@ bool is_doe(const NodeId& id) {
 
 void open_status(Reply& r, Filesystem& fs, fuse_file_info* fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY) return r.error(Errno(EACCES));
-  auto text = std::make_unique<std::string>(fs.mediator().status_json(fs.view()));
-  fi->fh = reinterpret_cast<uint64_t>(text.get());
   fi->direct_io = 1;
-  if (fuse_reply_open(r.take(), fi) == 0) text.release();
+  fh_reply_open(r.take(), fi, std::make_unique<std::string>(fs.mediator().status_json(fs.view())));
 }
 
 void read_status(Reply& r, const fuse_file_info* fi, size_t size, off_t off) {
-  const auto* text = reinterpret_cast<const std::string*>(fi->fh);
+  const auto* text = fh_object<const std::string>(fi);
   const size_t start = std::min(text->size(), static_cast<size_t>(off));
   const size_t n = std::min(size, text->size() - start);
   fuse_reply_buf(r.take(), text->data() + start, n);
@@ -48,7 +47,9 @@ void on_doe_interrupt(fuse_req_t req, void* data) {
 
 void read_doe(Reply& r, Filesystem& fs, fuse_file_info* fi, size_t size) {
   fuse_req_t req = r.take();
-  fuse_req_interrupt_func(req, on_doe_interrupt, reinterpret_cast<void*>(uintptr_t{fi->fh}));
+  // The handle id itself is the callback's data: nothing to keep alive.
+  void* data = reinterpret_cast<void*>(uintptr_t{fi->fh});  // NOLINT(performance-no-int-to-ptr)
+  fuse_req_interrupt_func(req, on_doe_interrupt, data);
   if (fuse_req_interrupted(req)) {
     fuse_reply_err(req, EINTR);
     return;
@@ -130,7 +131,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   guarded("release", [&] {
     auto id = decode(ino);
     if (id && id->node == Node::kStatus) {
-      delete reinterpret_cast<std::string*>(fi->fh);
+      fh_delete<std::string>(fi);
     } else {
       fs_of(req).mediator().release(fi->fh);
     }

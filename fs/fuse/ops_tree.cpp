@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "fuse/fh.hpp"
 #include "fuse/filesystem.hpp"
 #include "fuse/reply.hpp"
 
@@ -112,15 +113,14 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     snap->entries.push_back({".", *id, S_IFDIR});
     snap->entries.push_back({"..", *id, S_IFDIR});
     for (auto& e : *list) snap->entries.push_back(std::move(e));
-    fi->fh = reinterpret_cast<uint64_t>(snap.get());
-    if (fuse_reply_open(r.take(), fi) == 0) snap.release();
+    fh_reply_open(r.take(), fi, std::move(snap));
   });
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
   Reply r(req);
   guarded("readdir", [&] {
-    const auto* snap = reinterpret_cast<const DirSnapshot*>(fi->fh);
+    const auto* snap = fh_object<const DirSnapshot>(fi);
     std::vector<char> buf(size);
     size_t used = 0;
     for (size_t i = static_cast<size_t>(off); i < snap->entries.size(); ++i) {
@@ -140,7 +140,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_in
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
   Reply r(req);
   guarded("releasedir", [&] {
-    delete reinterpret_cast<DirSnapshot*>(fi->fh);
+    fh_delete<DirSnapshot>(fi);
     r.ok();
   });
 }

@@ -124,6 +124,7 @@ std::unique_ptr<Session> Session::mount(const fuse_lowlevel_ops& ops, void* user
     argv_s.push_back(o);
   }
   std::vector<char*> argv;
+  argv.reserve(argv_s.size());
   for (auto& a : argv_s) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, userdata);

@@ -60,6 +60,7 @@ std::vector<DirEntry> Tree::group_children() const {
     if (auto g = m_.iommu_group(view_, b)) groups.insert(*g);
   }
   std::vector<DirEntry> out;
+  out.reserve(groups.size());
   for (int g : groups) {
     out.push_back({std::to_string(g), {Node::kGroupDir, {}, static_cast<uint32_t>(g)}, S_IFDIR});
   }
@@ -72,6 +73,7 @@ std::vector<DirEntry> Tree::driver_children() const {
     if (auto d = m_.driver(view_, b)) names.insert(*d);
   }
   std::vector<DirEntry> out;
+  out.reserve(names.size());
   for (const auto& n : names) out.push_back({n, {Node::kDriverDir, {}, drivers_.id(n)}, S_IFDIR});
   return out;
 }

@@ -123,4 +123,4 @@ inline std::string_view Errno::name() const {
 #define PCIFS_TRY_ASSIGN(var, expr)                    \
   auto var##_try_r_ = (expr);                          \
   if (!var##_try_r_.ok()) return var##_try_r_.error(); \
-  auto var = std::move(var##_try_r_).value()
+  auto var = std::move(var##_try_r_).value() /* NOLINT(bugprone-macro-parentheses): a name */

@@ -80,6 +80,11 @@ struct DoeHandle {
   std::vector<char> object;
 };
 
+// fuse_file_info::fh carries the handle's address, as in pcifs.
+DoeHandle* handle_of(const fuse_file_info* fi) {
+  return reinterpret_cast<DoeHandle*>(fi->fh);  // NOLINT(performance-no-int-to-ptr)
+}
+
 Floor& floor_of(fuse_req_t req) { return *static_cast<Floor*>(fuse_req_userdata(req)); }
 
 struct stat stat_of(fuse_ino_t ino) {
@@ -132,7 +137,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   if (ino == kDoe) {
     auto h = std::make_unique<DoeHandle>();
     fi->fh = reinterpret_cast<uint64_t>(h.get());
-    if (fuse_reply_open(req, fi) == 0) h.release();
+    if (fuse_reply_open(req, fi) == 0) (void)h.release();  // the kernel owns it now
     return;
   }
   fuse_reply_open(req, fi);
@@ -144,7 +149,7 @@ void reply_slice(fuse_req_t req, const char* data, size_t len, size_t size, off_
 }
 
 void read_doe(fuse_req_t req, fuse_file_info* fi, size_t size) {
-  auto* h = reinterpret_cast<DoeHandle*>(fi->fh);
+  auto* h = handle_of(fi);
   std::vector<char> out;
   {
     std::lock_guard lock(h->mu);
@@ -220,7 +225,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
     return void(fuse_reply_write(req, n));
   }
   if (ino == kDoe) {
-    auto* h = reinterpret_cast<DoeHandle*>(fi->fh);
+    auto* h = handle_of(fi);
     std::lock_guard lock(h->mu);
     h->object.assign(buf, buf + size);
     return void(fuse_reply_write(req, size));
@@ -233,7 +238,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  if (ino == kDoe) delete reinterpret_cast<DoeHandle*>(fi->fh);
+  if (ino == kDoe) delete handle_of(fi);
   fuse_reply_err(req, 0);
 }
 
@@ -246,7 +251,7 @@ void op_poll(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, fuse_pollhandle
   if (ino != kDoe) {
     events |= POLLIN | POLLRDNORM;
   } else {
-    auto* h = reinterpret_cast<DoeHandle*>(fi->fh);
+    auto* h = handle_of(fi);
     std::lock_guard lock(h->mu);
     if (!h->object.empty()) events |= POLLIN | POLLRDNORM;
   }
@@ -287,7 +292,7 @@ void wait_for_end(pcifs::fuse::Session& s) {
   bool stopping = false;
   while (s.running()) {
     if (stopping) s.exit();
-    const timespec tick{0, 50 * 1000 * 1000};
+    const timespec tick{0, 50L * 1000 * 1000};
     if (sigtimedwait(&set, nullptr, &tick) > 0) stopping = true;
   }
 }

@@ -52,6 +52,7 @@ std::string describe_status(int status) {
 void run_fusermount(const std::string& mnt, bool lazy) {
   std::vector<std::string> args = {"fusermount3", lazy ? "-uz" : "-u", mnt};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   posix_spawn_file_actions_t fa;
@@ -113,6 +114,7 @@ std::unique_ptr<BenchMount> BenchMount::start_pcifs(const std::string& pcifs_exe
   if (!m->make_dirs("pcifs", error)) return nullptr;
   std::vector<std::string> args = {pcifs_exe, "-f", "--backend=sim", m->mnt_};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::fflush(nullptr);

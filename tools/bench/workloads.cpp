@@ -102,7 +102,8 @@ void doe_exchange(const Target& t, int fd, uint32_t client, uint32_t seq) {
   const ssize_t w = write(fd, req.data(), sizeof req);
   if (w != static_cast<ssize_t>(sizeof req)) fail(t, "doe write", w, errno);
   const ssize_t r = read(fd, rsp.data(), sizeof rsp);
-  if (r != static_cast<ssize_t>(sizeof req) || std::memcmp(rsp.data(), req.data(), sizeof req)) {
+  if (r != static_cast<ssize_t>(sizeof req) ||
+      std::memcmp(rsp.data(), req.data(), sizeof req) != 0) {
     fail(t, "doe read (want the 16-byte echo)", r, errno);
   }
 }
