@@ -29,6 +29,7 @@ CmdResult run_pcifs(const std::vector<std::string>& args, const std::string& mnt
     std::vector<std::string> all = {build_dir() + "/pcifs"};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
+    argv.reserve(all.size() + 1);
     for (auto& a : all) argv.push_back(a.data());
     argv.push_back(nullptr);
     execv(argv[0], argv.data());

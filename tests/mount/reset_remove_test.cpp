@@ -69,6 +69,7 @@ TEST_F(ResetTest, AccessesRacingResetsFinishOrFailCleanly) {
   std::atomic<bool> stop{false};
   std::atomic<long> good{0}, eio{0}, bad{0}, sigbus{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       while (!stop.load()) {

@@ -110,7 +110,7 @@ void hammer_thread(int fd, Shared* s, unsigned seed) {
     }
     auto* base = static_cast<volatile uint8_t*>(p);
     for (size_t i = 0; i < 24 && !s->stop.load(); ++i) {
-      const size_t page = i == 0 ? 0 : (seed * 37 + i * 11) % (kBar0 / kPage);
+      const size_t page = i == 0 ? 0 : (size_t{seed} * 37 + i * 11) % (kBar0 / kPage);
       if (page != 0 && !ram_page(page)) continue;
       const uint64_t off = page == 0 ? kRegId : page * kPage;
       auto v = safe_load32(reinterpret_cast<volatile uint32_t*>(base + off));

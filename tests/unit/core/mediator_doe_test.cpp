@@ -758,6 +758,7 @@ TEST_F(MediatorDoeTest, FeaturesListWhatDiscoveryReports) {
       }
     }
     std::vector<std::string> want;
+    want.reserve(found.size());
     for (auto f : found) want.push_back("doe_features/" + core::format_doe_protocol(f));
     std::sort(want.begin(), want.end());
     auto files = med_->files(view_, b);
