@@ -138,6 +138,15 @@ void run(Harness& h, bool with_ungated_accessor) {
   for (int i = 0; i < kControlSteps; ++i) {
     if (with_ungated_accessor && *h.sim->violations() > 0) break;  // caught: done
     h.control_step(rng);
+    if (!with_ungated_accessor && h.control->power_state() != PowerState::kD0) {
+      // Let the gated accessors meet the low-power state (an EIO) at least once,
+      // so the test never passes without exercising the refusal path.
+      uint64_t seen = h.eio.load();
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      while (h.eio.load() == seen && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();
+      }
+    }
     if (with_ungated_accessor && h.control->power_state() != PowerState::kD0) {
       // Let the ungated accessor run in low power at least once.
       uint64_t seen = h.raw_ops.load();
