@@ -1,6 +1,7 @@
 #include "core/device_control.hpp"
 
 #include <linux/pci_regs.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <utility>
@@ -164,6 +165,8 @@ void DeviceControl::quiesce() {
   gate_.drain(false);        // (3) BAR and DOE accesses in flight finish
   if (mapped) invalidate();  // (4) pages faulted in before (2)
   slot_.set_phase(Phase::kPhysical);
+  spdlog::info("{}: quiesced: in-flight accesses drained{}", dev_->info().bdf.str(),
+               mapped ? ", BAR mappings revoked" : "");
 }
 
 void DeviceControl::decode_from_command(const ConfigImage& image) {

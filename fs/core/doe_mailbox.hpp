@@ -26,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "core/doe_executor.hpp"
@@ -69,6 +70,7 @@ struct DoeMailboxOptions {
   std::chrono::milliseconds busy_timeout{1000};
   std::chrono::milliseconds abort_timeout{1000};
   uint32_t max_dwords = 1u << 18;
+  std::string label = "doe";  // for the log: "0000:01:00.0 doe.1"
 };
 
 struct DoeStats {

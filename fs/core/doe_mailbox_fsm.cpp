@@ -11,11 +11,13 @@
 // Runs only inside step() (the executor never steps one task twice at once),
 // so the FSM fields need no lock; the queue and the cancel flags are under mu_.
 #include <linux/pci_regs.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
 #include "core/doe_mailbox.hpp"
 #include "core/doe_object.hpp"
+#include "core/log_limit.hpp"
 
 namespace pcifs::core {
 namespace {
@@ -240,6 +242,10 @@ std::optional<DoeMailbox::TimePoint> DoeMailbox::start_abort(Errno err, AfterAbo
     ++stats_.aborts;
   }
   abort_error_ = err;
+  if (err != Errno(ECANCELED)) {  // a cancel is the caller's own doing
+    PCIFS_LOG_LIMITED(warn, "doeabort:" + options_.label, "{}: DOE Abort ({})", options_.label,
+                      err.name());
+  }
   after_abort_ =
       (after == AfterAbort::kRetry && !retried_) ? AfterAbort::kRetry : AfterAbort::kFail;
   auto w = reg_write(PCI_DOE_CTRL, PCI_DOE_CTRL_ABORT);
@@ -279,6 +285,8 @@ std::optional<DoeMailbox::TimePoint> DoeMailbox::phase_abort_wait() {
     MutexLock lock(mu_);
     dead_ = true;
   }
+  spdlog::error("{}: DOE mailbox dead: Abort did not clear Busy; EIO for every exchange",
+                options_.label);
   finish(Errno(EIO));
   return std::nullopt;
 }

@@ -45,6 +45,8 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
       mo.response_timeout = options.doe_timeout;  // PCIe 6.0 §6.30.2: 1 s for each
       mo.busy_timeout = options.doe_timeout;
       mo.abort_timeout = options.doe_timeout;
+      mo.label = d->bdf.str() +
+                 (d->mailboxes.empty() ? " doe" : " doe." + std::to_string(d->mailboxes.size()));
       d->mailboxes.push_back(core::DoeMailbox::create(
           executor, std::make_unique<core::GatedDoeRegs>(*d->control, dev, off), mo));
     }
