@@ -55,7 +55,9 @@ void note_init_request(int fd, const void* buf, size_t len) {
 // Not noexcept: libfuse cancels workers blocked in this read at shutdown.
 ssize_t channel_read(int fd, void* buf, size_t len, void*) {
   ssize_t n = ::read(fd, buf, len);
-  if (n > 0 && g_init_pending.load() == 0) note_init_request(fd, buf, static_cast<size_t>(n));
+  // Every message's opcode is looked at (no lock unless it is INIT): with
+  // several views, several sessions' INITs may be outstanding at once.
+  if (n > 0) note_init_request(fd, buf, static_cast<size_t>(n));
   return n;
 }
 

@@ -140,6 +140,15 @@ class RemoveTest : public ::testing::Test {
   std::unique_ptr<Daemon> d_;
 };
 
+// Each view is its own FUSE session with its own INIT: shared mmap of BAR
+// files must be negotiated on every one of them, whichever INIT comes first.
+TEST_F(RemoveTest, EveryViewCanMapABar) {
+  for (const auto& m : {m1_, m2_}) {
+    BarMap map(m + "/devices/" + kBdf + "/resource0", 1 << 20);
+    EXPECT_TRUE(map.ok()) << m << ": " << strerror(errno);
+  }
+}
+
 TEST_F(RemoveTest, RemovedDeviceLeavesEveryViewAndItsHandlesDie) {
   const std::string a = m1_ + "/devices/" + kBdf;
   install_sigbus_handler();
