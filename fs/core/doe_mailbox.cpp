@@ -63,12 +63,12 @@ Result<std::vector<uint16_t>> find_doe_mailboxes(backend::Device& device) {
 
 std::shared_ptr<DoeMailbox> DoeMailbox::create(DoeExecutor& executor, std::unique_ptr<DoeRegs> regs,
                                                DoeMailboxOptions options) {
-  return std::make_shared<DoeMailbox>(Private{}, executor, std::move(regs), options);
+  return std::make_shared<DoeMailbox>(Private{}, executor, std::move(regs), std::move(options));
 }
 
 DoeMailbox::DoeMailbox(Private, DoeExecutor& executor, std::unique_ptr<DoeRegs> regs,
                        DoeMailboxOptions options)
-    : executor_(executor), regs_(std::move(regs)), options_(options) {}
+    : executor_(executor), regs_(std::move(regs)), options_(std::move(options)) {}
 
 DoeMailbox::~DoeMailbox() = default;
 
