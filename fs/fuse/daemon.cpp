@@ -13,15 +13,6 @@
 namespace pcifs::fuse {
 namespace {
 
-sigset_t stop_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  return set;
-}
-
 struct Mount {
   std::unique_ptr<Filesystem> fs;
   std::unique_ptr<Session> session;
@@ -65,6 +56,15 @@ void wait_for_end(std::vector<Mount>& mounts) {
 }
 
 }  // namespace
+
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
 
 void block_stop_signals() {
   const sigset_t set = stop_signals();

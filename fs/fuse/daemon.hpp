@@ -7,6 +7,8 @@
 // serve() (block_stop_signals), so serve() can wait for them with sigtimedwait.
 #pragma once
 
+#include <signal.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -26,6 +28,8 @@ struct DaemonOptions {
   std::string backend_name;  // for the start-up summary
 };
 
+// SIGINT, SIGTERM, SIGHUP: the signals that end a daemon (and the floor).
+sigset_t stop_signals();
 void block_stop_signals();
 
 // Mounts every view, calls `ready(ok, error)` once (after the mounts, or on the

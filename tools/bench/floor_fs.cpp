@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "fuse/daemon.hpp"
 #include "fuse/session.hpp"
 
 namespace pcifs::bench {
@@ -277,18 +278,9 @@ fuse_lowlevel_ops floor_ops(bool with_poll) {
   return o;
 }
 
-sigset_t stop_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  return set;
-}
-
 // Serves until a stop signal or an external unmount ends the loop.
 void wait_for_end(pcifs::fuse::Session& s) {
-  const sigset_t set = stop_signals();
+  const sigset_t set = pcifs::fuse::stop_signals();
   bool stopping = false;
   while (s.running()) {
     if (stopping) s.exit();
@@ -300,7 +292,7 @@ void wait_for_end(pcifs::fuse::Session& s) {
 }  // namespace
 
 int run_floor(const std::string& mountpoint, bool with_poll) {
-  const sigset_t set = stop_signals();
+  const sigset_t set = pcifs::fuse::stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread: all inherit it
   Floor floor;
   for (size_t i = 0; i < floor.config.size(); ++i) floor.config[i] = static_cast<uint8_t>(i);
