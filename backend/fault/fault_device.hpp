@@ -96,6 +96,7 @@ class FaultDevice final : public Device {
   Result<void> reset() override;
   Result<void> remove() override;
   std::optional<uint64_t> violations() const override { return inner_->violations(); }
+  std::vector<std::string> violation_log() const override { return inner_->violation_log(); }
 
  private:
   struct ClassState {

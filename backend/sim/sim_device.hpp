@@ -84,7 +84,7 @@ class SimDevice final : public Device {
 
   // The reasons of the last kViolationLogSize violations, oldest first,
   // e.g. "bar0 read of 4 bytes in D3hot".
-  std::vector<std::string> violation_log() const;
+  std::vector<std::string> violation_log() const override;
   PowerState physical_power_state() const;
   bool rom_decode_enabled() const;
   bool removed() const;

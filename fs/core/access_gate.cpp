@@ -104,6 +104,11 @@ uint64_t AccessGate::epoch() const {
   return epoch_;
 }
 
+uint64_t AccessGate::physical_ops() const {
+  MutexLock lock(mu_);
+  return physical_ops_;
+}
+
 bool AccessGate::memory_mappable() const {
   MutexLock lock(mu_);
   return bar_open(false);
@@ -169,6 +174,7 @@ void AccessGate::drain(bool config) {
 void AccessGate::begin_physical() {
   MutexLock lock(mu_);
   physical_ = true;
+  ++physical_ops_;
   changed();
   wait_idle(true);
 }

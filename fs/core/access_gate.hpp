@@ -91,6 +91,9 @@ class AccessGate {
   PowerState power() const EXCLUDES(mu_);
   bool revoked() const EXCLUDES(mu_);
   uint64_t epoch() const EXCLUDES(mu_);
+  // Physical operations begun so far (begin_physical calls): changes exactly
+  // when the device may lose state, and only while no BAR/DOE access can pass.
+  uint64_t physical_ops() const EXCLUDES(mu_);
   bool memory_mappable() const EXCLUDES(mu_);  // memory BAR accesses admitted now
   bool memory_decode() const EXCLUDES(mu_);
   bool io_decode() const EXCLUDES(mu_);
@@ -135,6 +138,7 @@ class AccessGate {
   bool rom_stuck_ GUARDED_BY(mu_) = false;
   bool revoked_ GUARDED_BY(mu_) = false;
   uint64_t epoch_ GUARDED_BY(mu_) = 1;
+  uint64_t physical_ops_ GUARDED_BY(mu_) = 0;
   uint32_t bar_inflight_ GUARDED_BY(mu_) = 0;
   uint32_t cfg_inflight_ GUARDED_BY(mu_) = 0;
   uint32_t doe_inflight_ GUARDED_BY(mu_) = 0;

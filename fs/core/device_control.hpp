@@ -137,6 +137,11 @@ class DeviceControl {
   // --- state for the Mediator and `status`
   bool revoked() const { return gate_.revoked(); }
   uint64_t epoch() const { return gate_.epoch(); }
+  // Changes whenever the device may have lost its state (a reset, a power
+  // transition), counted when the physical operation begins: BAR and DOE
+  // accesses are closed then, so an access admitted with the old value came
+  // before the loss and one admitted with the new value after it.
+  uint64_t state_generation() const { return gate_.physical_ops(); }
   ControlCounters counters() const;
 
  private:

@@ -94,11 +94,10 @@ class GatedDoeRegs final : public DoeRegs {
   void begin_exchange() override { begun_ = context(); }
 
  private:
-  // Changes whenever the device may have lost its DOE state.
-  uint64_t context() const {
-    auto c = control_.counters();
-    return c.resets + c.transitions;
-  }
+  // Changes whenever the device may have lost its DOE state. Not the status
+  // counters: they count an operation before its quiesce, so an exchange that
+  // began in between would have taken the new value and yet run before the loss.
+  uint64_t context() const { return control_.state_generation(); }
   Result<void> admit_same_context() const {
     if (context() != begun_) return Errno(EIO);  // reset or power cycle mid-exchange
     return Ok();

@@ -64,6 +64,7 @@ std::string Mediator::status_json(ViewId view) const {
       j["rom"] = why.empty() ? json{{"valid", true}} : json{{"valid", false}, {"error", why}};
     }
     if (auto viol = d->dev->violations()) j["violations"] = *viol;
+    if (auto why = d->dev->violation_log(); !why.empty()) j["violation_log"] = why;
     devs.push_back(std::move(j));
   }
   json out{{"view", v.name}, {"backend", impl_->backend->describe()}, {"devices", devs}};

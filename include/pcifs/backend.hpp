@@ -125,6 +125,8 @@ class Device {
   // Accesses that real hardware forbids, as counted by a model that can tell
   // (the simulator). nullopt for real devices.
   virtual std::optional<uint64_t> violations() const { return std::nullopt; }
+  // The reasons of the most recent of them, oldest first (empty for real devices).
+  virtual std::vector<std::string> violation_log() const { return {}; }
 };
 
 // Hot-plug notification: `added` true for an arrival, false for a departure.

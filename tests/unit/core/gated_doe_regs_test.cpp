@@ -53,5 +53,45 @@ TEST_F(GatedDoeRegsTest, PowerCycleMidExchangeFailsWithEio) {
   EXPECT_EQ(dev_->violations().value_or(1), 0u);
 }
 
+// An exchange that begins after reset() was called but before its quiesce
+// closed the gate (here: from the revocation sink, which quiesce() calls in
+// exactly that window) runs its first accesses before the reset, so its later
+// accesses must fail. Counting the reset when it is requested, rather than
+// when it begins on the device, let them through: the mailbox then advanced
+// an idle Read Data Mailbox (a simulator violation, seen in the mount stress).
+class BeginInSink final : public RevocationSink {
+ public:
+  explicit BeginInSink(GatedDoeRegs*& regs) : regs_(regs) {}
+  void invalidate_mappings(const Bdf&) override {
+    if (done_ || regs_ == nullptr) return;
+    done_ = true;
+    regs_->begin_exchange();
+    first_ = regs_->read(PCI_DOE_STATUS).ok();
+  }
+  void device_gone(const Bdf&) override {}
+  bool done_ = false;
+  bool first_ = false;
+
+ private:
+  GatedDoeRegs*& regs_;
+};
+
+TEST(GatedDoeRegsWindow, ExchangeBegunBeforeTheGateClosesFailsAfterTheReset) {
+  auto sim = backend::sim::make_default_backend();
+  auto dev = sim->find(*Bdf::parse("0000:01:00.0"));
+  GatedDoeRegs* regs = nullptr;
+  BeginInSink sink(regs);
+  DeviceControl control(dev, &sink);
+  GatedDoeRegs gated(control, dev, dev->caps().doe.at(0));
+  regs = &gated;
+  ASSERT_TRUE(control.reset().ok());
+  ASSERT_TRUE(sink.done_) << "quiesce did not call the sink: the window was not reached";
+  EXPECT_TRUE(sink.first_) << "the gate was already closed: the window was not reached";
+  auto later = gated.read(PCI_DOE_STATUS);
+  ASSERT_FALSE(later.ok()) << "an access of an exchange begun before the reset passed after it";
+  EXPECT_EQ(later.error(), Errno(EIO));
+  EXPECT_EQ(dev->violations().value_or(1), 0u);
+}
+
 }  // namespace
 }  // namespace pcifs::core
