@@ -6,6 +6,8 @@
 // rounds, printed beside the floor's with their ratio (tools/bench/report.hpp).
 //
 //   sudo pcifs-bench [--rounds N] [--quick] [--json] [--pcifs PATH]
+//   sudo pcifs-bench --lspci [ROOT]   lspci over a sysfs-backend mount vs over
+//                                     ROOT (default /sys/bus/pci); see bench/lspci.hpp
 //
 // Needs root: the default view gives BAR files and power_state to root only.
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/lspci.hpp"
 #include "bench/mounts.hpp"
 #include "bench/report.hpp"
 #include "bench/workloads.hpp"
@@ -157,6 +160,7 @@ struct Args {
   std::string pcifs;
   std::vector<std::string> only;
   bool floor_no_poll = false;
+  std::string lspci_root;  // --lspci: compare lspci over a sysfs-backend mount with sysfs
 };
 
 // --only keeps the named figures, e.g. to profile one workload with perf.
@@ -222,6 +226,11 @@ int run(int argc, char** argv) {
                "give the floor no poll handler (pcifs needs one for doe): shows what the "
                "FUSE_POLL the kernel then sends per io_uring read costs");
   app.add_option("--pcifs", a.pcifs, "the pcifs daemon to start")->capture_default_str();
+  app.add_option("--lspci", a.lspci_root,
+                 "instead: time `lspci -vvv -xxxx` over a sysfs-backend mount of ROOT against "
+                 "lspci over ROOT itself (read-only), e.g. --lspci /sys/bus/pci")
+      ->expected(0, 1)
+      ->default_str("/sys/bus/pci");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -238,6 +247,15 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "pcifs-bench: needs /dev/fuse and an executable pcifs (--pcifs %s)\n",
                  a.pcifs.c_str());
     return kUsageError;
+  }
+  if (app.count("--lspci") > 0) {
+    install_stop_handlers();
+    LspciBenchArgs la;
+    la.pcifs = a.pcifs;
+    if (!a.lspci_root.empty()) la.root = a.lspci_root;
+    la.rounds = a.quick ? 1 : a.rounds;
+    la.json = a.json;
+    return run_lspci_bench(la);
   }
   try {
     return bench(a);

@@ -30,7 +30,8 @@ unsigned aligned_width(uint32_t off, size_t left) {
 
 }  // namespace
 
-ConfigSpace::ConfigSpace(const backend::DeviceInfo& info, std::span<const uint8_t> image)
+ConfigSpace::ConfigSpace(const backend::DeviceInfo& info, std::span<const uint8_t> image,
+                         const RawRead& reread)
     : table_(0), header_type_(info.header_type) {
   uint32_t size = info.config_size >= 4096 ? 4096 : 256;
   std::vector<uint8_t> padded(size, 0);
@@ -45,6 +46,7 @@ ConfigSpace::ConfigSpace(const backend::DeviceInfo& info, std::span<const uint8_
     if (c.extended && c.id == PCI_EXT_CAP_ID_DOE) doe_.push_back(c.offset);
   }
   init_virtual(info, padded);
+  if (reread && image.size() >= size) shadow_ = ConfigShadow::build(info, padded, caps_, reread);
 }
 
 void ConfigSpace::init_virtual(const backend::DeviceInfo& info, std::span<const uint8_t> image) {
@@ -162,26 +164,48 @@ Result<size_t> ConfigSpace::read(uint32_t offset, std::span<uint8_t> out, const 
       p.scope == ConfigReadPolicy::Scope::kHeader ? std::min(kHeaderBytes, size()) : size();
   if (offset >= limit) return size_t{0};
   size_t n = std::min<size_t>(out.size(), limit - offset);
+  out = out.first(n);
+  PCIFS_TRY(read_runs(offset, out, p, raw, /*use_shadow=*/true));
+  return n;
+}
+
+Result<void> ConfigSpace::read_runs(uint32_t offset, std::span<uint8_t> out,
+                                    const ConfigReadPolicy& p, const RawRead& raw,
+                                    bool use_shadow) const {
   auto synthetic = [&](size_t i) {
     uint32_t off = offset + static_cast<uint32_t>(i);
     return is_virtual(off) || is_hidden(off, p);
   };
+  auto shadowed = [&](size_t i) {
+    return use_shadow && shadow_.covers(offset + static_cast<uint32_t>(i));
+  };
   // Device bytes first, without the lock: a device access may be slow.
-  for (size_t i = 0; i < n;) {
-    if (synthetic(i)) {
+  size_t from_device = 0, all_ones = 0;
+  for (size_t i = 0; i < out.size();) {
+    if (synthetic(i) || shadowed(i)) {
       ++i;
       continue;
     }
     size_t j = i;
-    while (j < n && !synthetic(j)) ++j;
-    PCIFS_TRY(read_device(offset + static_cast<uint32_t>(i), out.subspan(i, j - i), raw));
+    while (j < out.size() && !synthetic(j) && !shadowed(j)) ++j;
+    auto run = out.subspan(i, j - i);
+    PCIFS_TRY(read_device(offset + static_cast<uint32_t>(i), run, raw));
+    from_device += run.size();
+    all_ones += static_cast<size_t>(std::count(run.begin(), run.end(), uint8_t{0xff}));
     i = j;
   }
+  // Nothing but 0xff from the device: it may be gone (or float the bus), and
+  // then its old IDs must not show. Read it all from the device instead.
+  if (use_shadow && from_device >= 4 && all_ones == from_device)
+    return read_runs(offset, out, p, raw, /*use_shadow=*/false);
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!synthetic(i) && shadowed(i)) out[i] = shadow_.byte(offset + static_cast<uint32_t>(i));
+  }
   MutexLock l(mu_);
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < out.size(); ++i) {
     if (synthetic(i)) out[i] = hidden_or_virtual_byte(offset + static_cast<uint32_t>(i), p);
   }
-  return n;
+  return Ok();
 }
 
 Result<void> ConfigSpace::plan_register(uint32_t off, std::span<const uint8_t> bytes,

@@ -30,6 +30,7 @@
 
 #include "core/cap_walk.hpp"
 #include "core/config_regs.hpp"
+#include "core/config_shadow.hpp"
 #include "pcifs/backend.hpp"
 #include "pcifs/result.hpp"
 #include "pcifs/sync.hpp"
@@ -72,7 +73,10 @@ class ConfigSpace {
  public:
   // `image` is the config read at attach (config_size bytes; shorter images
   // are treated as zero-filled). Virtual BARs start at the assigned addresses.
-  ConfigSpace(const backend::DeviceInfo& info, std::span<const uint8_t> image);
+  // With `reread` (the device's config, read again), the registers that cannot
+  // change are verified and then served from the shadow (core/config_shadow.hpp).
+  ConfigSpace(const backend::DeviceInfo& info, std::span<const uint8_t> image,
+              const RawRead& reread = nullptr);
   ConfigSpace(const ConfigSpace&) = delete;
   ConfigSpace& operator=(const ConfigSpace&) = delete;
 
@@ -105,6 +109,7 @@ class ConfigSpace {
 
   // True for the bytes of the virtual BAR / ROM BAR registers.
   bool is_virtual(uint32_t offset) const;
+  const ConfigShadow& shadow() const { return shadow_; }
 
  private:
   // One virtual 32-bit BAR register (a 64-bit BAR is two of them).
@@ -125,6 +130,8 @@ class ConfigSpace {
   bool is_hidden(uint32_t off, const ConfigReadPolicy& p) const;
   bool touches_doe(uint32_t begin, uint32_t end) const;
   Result<void> read_device(uint32_t off, std::span<uint8_t> out, const RawRead& raw) const;
+  Result<void> read_runs(uint32_t offset, std::span<uint8_t> out, const ConfigReadPolicy& p,
+                         const RawRead& raw, bool use_shadow) const;
   Result<void> plan_register(uint32_t off, std::span<const uint8_t> bytes,
                              const RawReadReg& raw_reg, WritePlan& plan) const;
 
@@ -134,6 +141,7 @@ class ConfigSpace {
   std::vector<uint16_t> doe_;
   uint8_t header_type_ = 0;
   std::array<VirtualReg, 7> vregs_{};  // immutable after construction
+  ConfigShadow shadow_;                // immutable after construction
   mutable Mutex mu_;
   std::array<uint32_t, 7> vvalue_ GUARDED_BY(mu_){};  // current address (+ROM enable) bits
 };

@@ -36,7 +36,13 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
     spdlog::warn("{}: config unreadable at attach ({}); serving what the tables allow",
                  d->bdf.str(), r.error().name());
   }
-  d->config = std::make_unique<core::ConfigSpace>(d->info, image);
+  // The registers that cannot change are verified by a second read and then
+  // served from the shadow [S15].
+  auto reread = [&dev](uint32_t off, std::span<uint8_t> out) {
+    return dev->config_read_block(off, out);
+  };
+  d->config = std::make_unique<core::ConfigSpace>(d->info, image, reread);
+  spdlog::debug("{}: config shadow: {} bytes", d->bdf.str(), d->config->shadow().shadowed_bytes());
   d->control = std::make_unique<core::DeviceControl>(dev, &sink, image);
   d->doe_caps = d->config->doe_offsets().size();
   if (!d->bound()) {

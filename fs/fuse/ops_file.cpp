@@ -89,7 +89,12 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     flags.read = acc != O_WRONLY;
     flags.write = acc != O_RDONLY;
     flags.nonblock = (fi->flags & O_NONBLOCK) != 0;
-    auto h = fs.mediator().open(fs.view(), claiming_caller_of(req), ref, flags);
+    // Only a handle that can claim (a BAR, or anything opened for writing) needs
+    // the caller's process id, which costs a read of /proc; the others keep
+    // the thread id, which only their log lines show.
+    const bool may_claim = ref.kind == FileKind::kBar || flags.write;
+    auto h = fs.mediator().open(fs.view(), may_claim ? claiming_caller_of(req) : caller_of(req),
+                                ref, flags);
     if (!h) return r.error(h.error());
     fi->fh = *h;
     fi->direct_io = entry->direct_io ? 1 : 0;

@@ -109,10 +109,12 @@ bool BenchMount::make_dirs(const char* what, std::string* error) {
 }
 
 std::unique_ptr<BenchMount> BenchMount::start_pcifs(const std::string& pcifs_exe,
-                                                    std::string* error) {
+                                                    std::string* error, const std::string& backend,
+                                                    const std::string& probe) {
   std::unique_ptr<BenchMount> m(new BenchMount());
   if (!m->make_dirs("pcifs", error)) return nullptr;
-  std::vector<std::string> args = {pcifs_exe, "-f", "--backend=sim", m->mnt_};
+  m->probe_ = probe;
+  std::vector<std::string> args = {pcifs_exe, "-f", "--backend=" + backend, m->mnt_};
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
@@ -159,7 +161,7 @@ std::unique_ptr<BenchMount> BenchMount::start_floor(bool with_poll, std::string*
 
 bool BenchMount::wait_ready(int timeout_ms, std::string* error) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  const std::string probe = device_dir() + "config";
+  const std::string probe = mnt_ + "/" + probe_;
   while (std::chrono::steady_clock::now() < end && !stop_requested()) {
     int status = 0;
     if (child_exited(pid_, &status)) {

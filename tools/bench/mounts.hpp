@@ -20,8 +20,11 @@ namespace pcifs::bench {
 
 class BenchMount {
  public:
-  // Starts `pcifs_exe -f --backend=sim MNT`, its output going to a log file.
-  static std::unique_ptr<BenchMount> start_pcifs(const std::string& pcifs_exe, std::string* error);
+  // Starts `pcifs_exe -f --backend=BACKEND MNT`, its output going to a log
+  // file; wait_ready() then waits for MNT/`probe` to exist.
+  static std::unique_ptr<BenchMount> start_pcifs(
+      const std::string& pcifs_exe, std::string* error, const std::string& backend = "sim",
+      const std::string& probe = "devices/0000:01:00.0/config");
   // Forks a child that serves the floor filesystem (floor_fs.hpp).
   static std::unique_ptr<BenchMount> start_floor(bool with_poll, std::string* error);
   ~BenchMount();
@@ -45,6 +48,7 @@ class BenchMount {
   std::string dir_;  // the temp directory: mnt_ and log_ inside
   std::string mnt_;
   std::string log_;
+  std::string probe_ = "devices/0000:01:00.0/config";
   pid_t pid_ = -1;
 };
 
