@@ -1,5 +1,8 @@
 // pcifs: the command line of SPEC S2, logging, daemonizing; then
-// pcifs::fuse::serve mounts the views and runs the loops.
+// pcifs::fuse::serve mounts the views and runs the loops. Two subcommands only
+// read view files and print: `pcifs cdi` (a CDI spec for container engines)
+// and `pcifs mountpoint` (what a service manager needs to clean up after a
+// daemon that died).
 #include <fcntl.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
@@ -14,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cdi_spec.hpp"
 #include "core/view_policy.hpp"
 #include "fuse/daemon.hpp"
 #include "select/open_backend.hpp"
@@ -84,6 +88,60 @@ std::vector<pcifs::ViewPolicy> build_views(const Args& a) {
     }
   }
   return views;
+}
+
+// The options of the subcommands that read view files and print.
+struct ToolArgs {
+  std::vector<std::string> views;
+  std::string container_path{pcifs::core::kCdiContainerPath};
+};
+
+// View files for a container or a service: each must name its mountpoint,
+// since there is no MOUNTPOINT argument to fall back on.
+std::vector<pcifs::ViewPolicy> load_views(const std::vector<std::string>& files) {
+  std::vector<pcifs::ViewPolicy> views;
+  for (const auto& file : files) {
+    std::string error;
+    auto v = pcifs::core::load_view_file(file, &error);
+    if (!v) usage_error(error);
+    if (v->mountpoint.empty()) usage_error(file + ": mountpoint: expected an absolute path");
+    views.push_back(std::move(*v));
+  }
+  return views;
+}
+
+int run_cdi(const ToolArgs& t) {
+  pcifs::core::CdiOptions o;
+  o.container_path = t.container_path;
+  std::string error;
+  auto spec = pcifs::core::cdi_spec(load_views(t.views), o, &error);
+  if (!spec) usage_error(error);
+  std::printf("%s\n", spec->dump(2).c_str());
+  return 0;
+}
+
+int run_mountpoint(const ToolArgs& t) {
+  for (const auto& v : load_views(t.views)) std::printf("%s\n", v.mountpoint.c_str());
+  return 0;
+}
+
+void add_subcommands(CLI::App& app, ToolArgs& cdi_args, ToolArgs& mp_args) {
+  auto* cdi = app.add_subcommand(
+      "cdi",
+      "print a Container Device Interface spec (CDI 0.6.0) for the views and exit: one device "
+      "pcifs.io/view=NAME per view, a bind mount of its mountpoint (save as /etc/cdi/pcifs.json; "
+      "then e.g. podman run --device pcifs.io/view=NAME)");
+  cdi->add_option("--view", cdi_args.views, "FILE.json: a view that names its mountpoint; repeat")
+      ->required()
+      ->allow_extra_args(false);
+  cdi->add_option("--container-path", cdi_args.container_path,
+                  "where each view appears inside the container")
+      ->capture_default_str();
+  auto* mp = app.add_subcommand(
+      "mountpoint", "print each view's mountpoint, one per line, and exit (for service units)");
+  mp->add_option("--view", mp_args.views, "FILE.json: a view that names its mountpoint; repeat")
+      ->required()
+      ->allow_extra_args(false);
 }
 
 void setup_logging(const std::string& level, bool foreground) {
@@ -160,12 +218,17 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
   app.add_option("MOUNTPOINT", a.mountpoint, "where to mount (optional with --view files)");
+  ToolArgs cdi_args, mp_args;
+  add_subcommands(app, cdi_args, mp_args);
+  app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : kUsageError;
   }
+  if (app.got_subcommand("cdi")) return run_cdi(cdi_args);
+  if (app.got_subcommand("mountpoint")) return run_mountpoint(mp_args);
   pcifs::fuse::DaemonOptions o;
   o.views = build_views(a);
   o.mount_options = split_options(a.options);

@@ -1,9 +1,19 @@
+// serve(): the daemon's life (daemon.hpp), and its word to a service manager:
+// with $NOTIFY_SOCKET set (systemd Type=notify), READY=1 once every view is
+// mounted and answering, STOPPING=1 when it begins to unmount.
 #include "fuse/daemon.hpp"
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "fuse/filesystem.hpp"
@@ -32,8 +42,58 @@ void summary(const Mediator& m, const DaemonOptions& o, const std::vector<Mount>
   }
 }
 
+// systemd's readiness protocol (sd_notify(3)) without libsystemd: one
+// datagram of "KEY=VALUE" lines to the AF_UNIX socket named by $NOTIFY_SOCKET
+// ('@' = the abstract namespace). Read once, before any thread starts. A
+// failure is logged and never fatal: the mounts serve either way.
+class Notifier {
+ public:
+  Notifier() {
+    const char* s = std::getenv("NOTIFY_SOCKET");
+    if (s) socket_ = s;
+  }
+  void send(const std::string& state) const {
+    if (socket_.empty()) return;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const bool abstract = socket_[0] == '@';
+    if ((!abstract && socket_[0] != '/') || socket_.size() >= sizeof(addr.sun_path)) {
+      spdlog::warn("NOTIFY_SOCKET={}: not an absolute path or @name: not notified", socket_);
+      return;
+    }
+    std::memcpy(addr.sun_path, socket_.data(), socket_.size());
+    if (abstract) addr.sun_path[0] = '\0';
+    // A path's length counts its NUL; an abstract name is exactly its bytes.
+    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + socket_.size() +
+                                            (abstract ? 0 : 1));
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    const ssize_t n = fd < 0 ? -1
+                             : ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
+                                        reinterpret_cast<const sockaddr*>(&addr), len);
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    if (n != static_cast<ssize_t>(state.size())) {
+      spdlog::warn("NOTIFY_SOCKET={}: cannot notify: {}", socket_, std::strerror(err));
+    }
+  }
+
+ private:
+  std::string socket_;
+};
+
+// READY=1 with a STATUS= line a person reads in `systemctl status`.
+std::string ready_message(const std::vector<Mount>& mounts) {
+  std::string status = "STATUS=serving";
+  for (size_t i = 0; i < mounts.size(); ++i) {
+    status += (i ? ", " : " ") + mounts[i].session->mountpoint();
+  }
+  for (auto& c : status) c = c == '\n' ? ' ' : c;  // one line per key
+  return "READY=1\n" + status + "\n";
+}
+
 // Waits for a stop signal or for every loop to end; then ends the rest.
-void wait_for_end(std::vector<Mount>& mounts) {
+// `stop_notice` runs when a signal makes the daemon begin to unmount.
+void wait_for_end(std::vector<Mount>& mounts, const std::function<void()>& stop_notice) {
   const sigset_t set = stop_signals();
   bool stopping = false;
   for (;;) {
@@ -51,6 +111,7 @@ void wait_for_end(std::vector<Mount>& mounts) {
     if (sig > 0 && !stopping) {
       spdlog::info("signal {}: unmounting", sig);
       stopping = true;
+      stop_notice();
     }
   }
 }
@@ -73,6 +134,7 @@ void block_stop_signals() {
 
 int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& options,
           const std::function<void(bool, const std::string&)>& ready) {
+  const Notifier notifier;
   auto mediator = std::make_unique<Mediator>(std::move(backend), options.mediator);
   Revoker revoker;
   mediator->set_revocation_sink(&revoker);
@@ -111,7 +173,14 @@ int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& option
   for (auto& mt : mounts) mt.session->wait_for_init(std::chrono::seconds(5));
   summary(*mediator, options, mounts);
   ready(true, "");
-  wait_for_end(mounts);
+  notifier.send(ready_message(mounts));
+  bool stop_sent = false;
+  auto stop_notice = [&] {
+    if (!stop_sent) notifier.send("STOPPING=1\n");
+    stop_sent = true;
+  };
+  wait_for_end(mounts, stop_notice);
+  stop_notice();  // the mounts went away by themselves (fusermount3 -u)
   for (auto& mt : mounts) mt.loop.join();
   spdlog::info("all mounts gone: exiting");
   mediator->set_revocation_sink(nullptr);
