@@ -1,9 +1,17 @@
+// SysfsBackend: enumeration, rescans (whole tree or one slot) and the uevent
+// wiring that drives them; batched config reads.
 #include "sysfs/sysfs_backend.hpp"
 
 #include <dirent.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <utility>
+
+#include "sysfs/sysfs_attrs.hpp"
 
 namespace pcifs::backend::sysfs {
 namespace {
@@ -20,31 +28,101 @@ std::vector<std::string> list_dir(const std::string& path) {
   return names;
 }
 
-// A kept device is still the same function if it was not seen vanishing and
-// its directory is there. (A remove + re-add between two rescans is not
-// noticed; uevents will tell, in the hot-plug issue.)
+// Whether `path` is the file open on `fd`. The device keeps its `config` open,
+// so that inode cannot be reused: a re-created directory (remove + add, even
+// between two rescans) always has another.
+bool same_file(int fd, const std::string& path) {
+  struct stat open_st {};
+  struct stat path_st {};
+  return ::fstat(fd, &open_st) == 0 && ::stat(path.c_str(), &path_st) == 0 &&
+         open_st.st_dev == path_st.st_dev && open_st.st_ino == path_st.st_ino;
+}
+
+// A kept device is still the same function, with the same owner, if it was
+// not seen vanishing, its `config` is the one it opened, and its `driver` link
+// names the driver it was enumerated with (bind/unbind replace it).
 bool still_same(const SysfsDevice& dev) {
-  struct stat st {};
-  return !dev.gone() && ::stat((dev.dir() + "/config").c_str(), &st) == 0;
+  return !dev.gone() && same_file(dev.config_fd(), dev.dir() + "/config") &&
+         link_basename(dev.dir() + "/driver") == dev.info().driver;
+}
+
+std::string absolute(std::string root) {
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(root, ec);
+  return ec ? std::move(root) : abs.string();
+}
+
+bool on_sysfs(const std::string& path) {
+  struct statfs st {};
+  return ::statfs(path.c_str(), &st) == 0 && st.f_type == SYSFS_MAGIC;
 }
 
 }  // namespace
 
 SysfsBackend::SysfsBackend(std::string root, SysfsOptions options)
-    : root_(std::move(root)),
-      options_(options),
-      batch_(options.ring_entries, options.force_pread_batch) {
+    : root_(absolute(std::move(root))),
+      options_(std::move(options)),
+      batch_(options_.ring_entries, options_.force_pread_batch) {
+  open_uevents();  // before the scan: what arrives meanwhile is queued, not missed
   Scan s = scan({});
   MutexLock lock(mu_);
   devices_ = std::move(s.found);
   skipped_ = std::move(s.skipped);
 }
 
+SysfsBackend::~SysfsBackend() {
+  if (monitor_) monitor_->stop();  // its handlers use every member below
+}
+
+void SysfsBackend::warn(const std::string& message) const {
+  if (options_.warn) return options_.warn(message);
+  std::fprintf(stderr, "pcifs: %s\n", message.c_str());
+}
+
+// The real tree is on sysfs and its uevents come from the kernel; any other
+// tree is driven by whoever made it, through a socket inside it.
+void SysfsBackend::open_uevents() {
+  if (!options_.uevents) {
+    hotplug_source_ = "off: disabled";
+    return;
+  }
+  const bool kernel = on_sysfs(root_);
+  const std::string where = kernel ? "netlink uevents" : root_ + "/.pcifs-uevents";
+  auto src = kernel ? open_kernel_uevents() : open_local_uevents(where);
+  if (!src) {
+    hotplug_source_ = "off: " + where + ": " + errno_text(src.error());
+    warn("sysfs:" + root_ + ": hot-plug off: cannot listen on " + where + " (" +
+         errno_text(src.error()) + "); devices that come or go are not followed");
+    return;
+  }
+  hotplug_source_ = src->name;
+  monitor_ = std::make_unique<UeventMonitor>(std::move(*src));
+}
+
+// The thread starts with the first callback: there is nobody to tell before,
+// and a daemon forks into the background between construction and then (a
+// thread started earlier would not survive the fork).
+void SysfsBackend::start_uevents() {
+  if (!monitor_) return;
+  auto r = monitor_->start(
+      [this](const PciEvent& ev) { rescan_slot(ev.bdf); },
+      [this] {
+        warn("sysfs:" + root_ + ": uevents were lost; rescanning");
+        rescan();
+      },
+      [this](const std::string& why) { warn("sysfs:" + root_ + ": hot-plug stopped: " + why); });
+  if (!r) warn("sysfs:" + root_ + ": hot-plug off: " + errno_text(r.error()));
+}
+
+UeventMonitor::Stats SysfsBackend::uevent_stats() const {
+  return monitor_ ? monitor_->stats() : UeventMonitor::Stats{};
+}
+
 Result<std::unique_ptr<SysfsBackend>> SysfsBackend::open(std::string root, SysfsOptions options) {
   struct stat st {};
   if (::stat((root + "/devices").c_str(), &st) != 0) return Errno(errno > 0 ? errno : ENOENT);
   if (!S_ISDIR(st.st_mode)) return Errno(ENOTDIR);
-  return std::make_unique<SysfsBackend>(std::move(root), options);
+  return std::make_unique<SysfsBackend>(std::move(root), std::move(options));
 }
 
 SysfsBackend::Scan SysfsBackend::scan(
@@ -81,8 +159,13 @@ std::vector<std::shared_ptr<Device>> SysfsBackend::devices() {
 }
 
 void SysfsBackend::set_hotplug_callback(HotplugFn fn) {
-  MutexLock lock(mu_);
-  hotplug_ = std::move(fn);
+  const bool on = static_cast<bool>(fn);
+  {
+    MutexLock serial(rescan_mu_);  // a callback in progress ends first
+    MutexLock lock(mu_);
+    hotplug_ = std::move(fn);
+  }
+  if (on) start_uevents();
 }
 
 std::vector<std::string> SysfsBackend::skipped() const {
@@ -119,6 +202,45 @@ void SysfsBackend::rescan() {
   }
   if (!fn) return;
   for (auto& [bdf, added] : events) fn(bdf, added);
+}
+
+void SysfsBackend::rescan_slot(const Bdf& bdf) {
+  MutexLock serial(rescan_mu_);
+  std::shared_ptr<SysfsDevice> old;
+  {
+    MutexLock lock(mu_);
+    auto it = devices_.find(bdf);
+    if (it != devices_.end()) old = it->second;
+  }
+  // A repeated or synthetic uevent (`udevadm trigger --action=add`) changes
+  // nothing: the handles on an unchanged function stay good.
+  if (old && still_same(*old)) return;
+  const std::string name = bdf.str();
+  const std::string path = root_ + "/devices/" + name;
+  std::shared_ptr<SysfsDevice> fresh;
+  std::string skip;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    auto dev = SysfsDevice::open(path, bdf, options_.d3hot_delay);
+    if (dev) {
+      fresh = std::move(*dev);
+    } else {
+      skip = name + ": " + std::string(dev.error().name());
+    }
+  }
+  if (old) old->mark_gone();
+  HotplugFn fn;
+  {
+    MutexLock lock(mu_);
+    if (old) devices_.erase(bdf);
+    if (fresh) devices_[bdf] = fresh;
+    std::erase_if(skipped_, [&](const std::string& s) { return s.starts_with(name + ":"); });
+    if (!skip.empty()) skipped_.push_back(skip);
+    fn = hotplug_;
+  }
+  if (!fn) return;
+  if (old) fn(bdf, false);
+  if (fresh) fn(bdf, true);
 }
 
 void SysfsBackend::config_read_batch(std::span<ConfigReadItem> items) {

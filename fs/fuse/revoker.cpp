@@ -43,8 +43,13 @@ void Revoker::invalidate_mappings(const Bdf& bdf) {
 void Revoker::device_gone(const Bdf& bdf) {
   const std::string name = bdf.str();
   const auto devices = encode(NodeId{Node::kDevicesDir, {}, 0});
+  // The rom is the one file whose pages the kernel keeps (keep_cache): inode
+  // numbers come from the BDF, so a card that later arrives in the same slot
+  // must not be shown the departed one's ROM from the page cache.
+  const auto rom = encode(NodeId::device_file(bdf, FileKind::kRom, 0));
   MutexLock lock(mu_);
   for (fuse_session* se : sessions_) {
+    check(fuse_lowlevel_notify_inval_inode(se, rom, 0, 0), "invalidate rom", bdf);
     check(fuse_lowlevel_notify_inval_entry(se, devices, name.c_str(), name.size()),
           "invalidate entry", bdf);
   }

@@ -1,10 +1,17 @@
-// SysfsBackend over sysfs-shaped temp trees: enumeration, rescan/hot-plug and
-// batched config reads (io_uring and the pread fallback).
+// SysfsBackend over sysfs-shaped temp trees: enumeration, rescan/hot-plug
+// (rescan() and uevents sent to ROOT/.pcifs-uevents) and batched config reads
+// (io_uring and the pread fallback).
 #include "sysfs/sysfs_backend.hpp"
 
 #include <gtest/gtest.h>
 #include <liburing.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "fixtures/sysfs_tree.hpp"
@@ -128,6 +135,230 @@ TEST(SysfsBackend, RescanWithoutCallbackStillMarksDeparturesGone) {
   b.rescan();
   EXPECT_TRUE(b.devices().empty());
   EXPECT_EQ(dev->config_read(0, 4).error(), Errno(ENODEV));
+}
+
+// --- hot-plug [S15]: uevents sent to ROOT/.pcifs-uevents, as the kernel would.
+
+std::string pci_uevent(const std::string& action, const std::string& bdf,
+                       const std::string& subsystem = "pci") {
+  const std::string path = "/devices/pci0000:00/" + bdf;
+  std::string d = action + "@" + path + '\0';
+  for (const std::string& f : {"ACTION=" + action, "DEVPATH=" + path, "SUBSYSTEM=" + subsystem,
+                               "PCI_SLOT_NAME=" + bdf, std::string("SEQNUM=1")}) {
+    d += f + '\0';
+  }
+  return d;
+}
+
+void send_uevent(const SysfsTree& tree, const std::string& datagram) {
+  const std::string path = tree.root() + "/.pcifs-uevents";
+  UniqueFd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  ASSERT_LT(path.size(), sizeof a.sun_path);
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::sendto(s.get(), datagram.data(), datagram.size(), 0, reinterpret_cast<sockaddr*>(&a),
+                     sizeof a),
+            static_cast<ssize_t>(datagram.size()))
+      << path << ": " << strerror(errno);
+}
+
+// Callback events, from the uevent thread; waits are bounded so a broken
+// build fails instead of hanging.
+class Recorder {
+ public:
+  HotplugFn fn() {
+    return [this](const Bdf& bdf, bool added) {
+      std::lock_guard<std::mutex> l(mu_);
+      events_.push_back({bdf.str(), added});
+      cv_.notify_all();
+    };
+  }
+  std::vector<Event> wait_for(size_t n) {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::seconds(10), [&] { return events_.size() >= n; });
+    return events_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Event> events_;
+};
+
+TEST(SysfsHotplug, AddAndRemoveUeventsChangeTheDeviceSet) {
+  SysfsTree tree;
+  tree.add(function("0000:00:00.0", 0));
+  SysfsBackend b(tree.root(), fast());
+  EXPECT_EQ(b.hotplug_source(), tree.root() + "/.pcifs-uevents");
+  Recorder r;
+  b.set_hotplug_callback(r.fn());
+  tree.add(function("0000:01:00.0", 1));
+  send_uevent(tree, pci_uevent("add", "0000:01:00.0"));
+  EXPECT_EQ(r.wait_for(1), (std::vector<Event>{{"0000:01:00.0", true}}));
+  EXPECT_EQ(bdfs(b), (std::vector<std::string>{"0000:00:00.0", "0000:01:00.0"}));
+  auto dev = b.devices().at(1);
+  EXPECT_EQ(dev->info().device, 1);
+  tree.remove("0000:01:00.0");
+  send_uevent(tree, pci_uevent("remove", "0000:01:00.0"));
+  EXPECT_EQ(r.wait_for(2).back(), (Event{"0000:01:00.0", false}));
+  EXPECT_EQ(bdfs(b), (std::vector<std::string>{"0000:00:00.0"}));
+  EXPECT_EQ(dev->config_read(0, 4).error(), Errno(ENODEV));
+}
+
+// Each uevent looks at its own slot only: a directory nobody announced stays
+// unseen (negative control), until its own uevent comes (positive control).
+TEST(SysfsHotplug, OnlyTheAnnouncedSlotIsLookedAtAndNothingIsPolled) {
+  SysfsTree tree;
+  tree.add(function("0000:00:00.0", 0));
+  SysfsBackend b(tree.root(), fast());
+  Recorder r;
+  b.set_hotplug_callback(r.fn());
+  tree.add(function("0000:02:00.0", 2));
+  send_uevent(tree, "garbage");
+  send_uevent(tree, pci_uevent("add", "0000:02:00.0", "net"));
+  send_uevent(tree, pci_uevent("change", "0000:02:00.0"));
+  tree.add(function("0000:03:00.0", 3));
+  send_uevent(tree, pci_uevent("add", "0000:03:00.0"));
+  EXPECT_EQ(r.wait_for(1), (std::vector<Event>{{"0000:03:00.0", true}}));
+  EXPECT_EQ(bdfs(b), (std::vector<std::string>{"0000:00:00.0", "0000:03:00.0"}));
+  auto st = b.uevent_stats();
+  EXPECT_EQ(st.malformed, 1u);
+  EXPECT_EQ(st.ignored, 2u);
+  EXPECT_EQ(st.delivered, 1u);
+  send_uevent(tree, pci_uevent("add", "0000:02:00.0"));
+  EXPECT_EQ(r.wait_for(2).back(), (Event{"0000:02:00.0", true}));
+}
+
+// `udevadm trigger --action=add` and a remove for a function still there are
+// synthetic: the device and the handles on it stay.
+TEST(SysfsHotplug, SyntheticAddOrRemoveKeepsTheDevice) {
+  SysfsTree tree;
+  tree.add(function("0000:01:00.0", 1));
+  SysfsBackend b(tree.root(), fast());
+  Recorder r;
+  b.set_hotplug_callback(r.fn());
+  auto dev = b.devices().at(0);
+  send_uevent(tree, pci_uevent("add", "0000:01:00.0"));
+  send_uevent(tree, pci_uevent("remove", "0000:01:00.0"));
+  tree.add(function("0000:02:00.0", 2));
+  send_uevent(tree, pci_uevent("add", "0000:02:00.0"));  // the sync point
+  EXPECT_EQ(r.wait_for(1), (std::vector<Event>{{"0000:02:00.0", true}}));
+  EXPECT_EQ(b.devices().at(0), dev);
+  EXPECT_TRUE(dev->config_read(0, 4));
+}
+
+// A driver change is a departure and an arrival: the new Device carries the
+// new owner, the old one is dead. A repeated bind changes nothing.
+TEST(SysfsHotplug, BindAndUnbindReplaceTheDeviceWithItsNewOwner) {
+  SysfsTree tree;
+  const std::string fn_dir = tree.add(function("0000:01:00.0", 1));
+  SysfsBackend b(tree.root(), fast());
+  Recorder r;
+  b.set_hotplug_callback(r.fn());
+  auto unbound = b.devices().at(0);
+  ASSERT_FALSE(unbound->info().driver);
+  std::filesystem::create_directories(tree.root() + "/drivers/nvme");
+  std::filesystem::create_directory_symlink("../../../bus/pci/drivers/nvme", fn_dir + "/driver");
+  send_uevent(tree, pci_uevent("bind", "0000:01:00.0"));
+  EXPECT_EQ(r.wait_for(2), (std::vector<Event>{{"0000:01:00.0", false}, {"0000:01:00.0", true}}));
+  auto bound = b.devices().at(0);
+  EXPECT_EQ(bound->info().driver, "nvme");
+  EXPECT_EQ(unbound->config_read(0, 4).error(), Errno(ENODEV));
+  send_uevent(tree, pci_uevent("bind", "0000:01:00.0"));  // nothing changed
+  tree.add(function("0000:02:00.0", 2));
+  send_uevent(tree, pci_uevent("add", "0000:02:00.0"));
+  EXPECT_EQ(r.wait_for(3).size(), 3u);
+  EXPECT_EQ(b.devices().at(0), bound);
+  std::filesystem::remove(fn_dir + "/driver");
+  send_uevent(tree, pci_uevent("unbind", "0000:01:00.0"));
+  auto ev = r.wait_for(5);
+  ASSERT_EQ(ev.size(), 5u);
+  EXPECT_EQ(ev[3], (Event{"0000:01:00.0", false}));
+  EXPECT_EQ(ev[4], (Event{"0000:01:00.0", true}));
+  EXPECT_FALSE(b.devices().at(0)->info().driver);
+  EXPECT_EQ(bound->config_read(0, 4).error(), Errno(ENODEV));
+}
+
+// Without uevents, rescan() still tells a re-created directory (the old config
+// stays open, so its inode cannot be reused) and a driver change.
+TEST(SysfsHotplug, RescanNoticesARecreatedDirectoryAndADriverChange) {
+  SysfsTree tree;
+  tree.add(function("0000:01:00.0", 1));
+  SysfsOptions o = fast();
+  o.uevents = false;
+  SysfsBackend b(tree.root(), o);
+  EXPECT_EQ(b.hotplug_source(), "off: disabled");
+  EXPECT_FALSE(std::filesystem::exists(tree.root() + "/.pcifs-uevents"));
+  std::vector<Event> events;
+  b.set_hotplug_callback([&](const Bdf& bdf, bool added) { events.push_back({bdf.str(), added}); });
+  auto old = b.devices().at(0);
+  tree.remove("0000:01:00.0");
+  tree.add(function("0000:01:00.0", 9));  // another function, same slot, same (no) driver
+  b.rescan();
+  EXPECT_EQ(events, (std::vector<Event>{{"0000:01:00.0", false}, {"0000:01:00.0", true}}));
+  EXPECT_EQ(old->config_read(0, 4).error(), Errno(ENODEV));
+  EXPECT_EQ(b.devices().at(0)->info().device, 9);
+  b.rescan();  // control: nothing changed, nothing reported
+  EXPECT_EQ(events.size(), 2u);
+  std::filesystem::create_directories(tree.root() + "/drivers/e1000e");
+  std::filesystem::create_directory_symlink("../../../bus/pci/drivers/e1000e",
+                                            tree.dir("0000:01:00.0") + "/driver");
+  b.rescan();
+  EXPECT_EQ(events.size(), 4u);
+  EXPECT_EQ(b.devices().at(0)->info().driver, "e1000e");
+  std::filesystem::remove(tree.dir("0000:01:00.0") + "/driver");
+  b.rescan();
+  EXPECT_EQ(events.size(), 6u);
+  EXPECT_FALSE(b.devices().at(0)->info().driver);
+}
+
+TEST(SysfsHotplug, ASecondBackendOnOneTreeRunsWithoutHotplugAndSaysSo) {
+  SysfsTree tree;
+  SysfsBackend first(tree.root(), fast());
+  std::vector<std::string> warnings;
+  SysfsOptions o = fast();
+  o.warn = [&](const std::string& m) { warnings.push_back(m); };
+  SysfsBackend second(tree.root(), o);
+  EXPECT_EQ(second.hotplug_source(), "off: " + tree.root() + "/.pcifs-uevents: EADDRINUSE");
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("hot-plug off"), std::string::npos) << warnings[0];
+  Recorder r;
+  first.set_hotplug_callback(r.fn());  // the first one still follows the tree
+  tree.add(function("0000:01:00.0", 1));
+  send_uevent(tree, pci_uevent("add", "0000:01:00.0"));
+  EXPECT_EQ(r.wait_for(1).size(), 1u);
+}
+
+TEST(SysfsHotplug, DestructionStopsTheReaderAndRemovesTheSocket) {
+  SysfsTree tree;
+  const std::string sock = tree.root() + "/.pcifs-uevents";
+  {
+    SysfsBackend b(tree.root(), fast());
+    EXPECT_TRUE(std::filesystem::is_socket(sock));
+    b.set_hotplug_callback([](const Bdf&, bool) {});
+    EXPECT_TRUE(b.uevent_stats().running);
+  }
+  EXPECT_FALSE(std::filesystem::exists(sock));
+  { SysfsBackend never_started(tree.root(), fast()); }
+  EXPECT_FALSE(std::filesystem::exists(sock));
+}
+
+// A daemon changes directory after opening the backend: rescans must still
+// find a tree given by a relative path.
+TEST(SysfsBackend, ARelativeRootIsMadeAbsolute) {
+  SysfsTree tree;
+  tree.add(function("0000:01:00.0", 1));
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(std::filesystem::path(tree.root()).parent_path());
+  SysfsOptions o = fast();
+  o.uevents = false;
+  SysfsBackend b("pci", o);
+  std::filesystem::current_path("/");
+  b.rescan();
+  std::filesystem::current_path(cwd);
+  EXPECT_EQ(b.describe(), "sysfs:" + tree.root());
+  EXPECT_EQ(bdfs(b), (std::vector<std::string>{"0000:01:00.0"}));
 }
 
 // --- batches: the same answers with io_uring and with the fallback.
