@@ -106,6 +106,12 @@ inline std::string_view Errno::name() const {
     case ETIMEDOUT: return "ETIMEDOUT";
     case ECANCELED: return "ECANCELED";
     case ESHUTDOWN: return "ESHUTDOWN";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENOBUFS: return "ENOBUFS";
+    case EADDRINUSE: return "EADDRINUSE";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
     default: return "E?";
   }
 }
