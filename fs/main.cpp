@@ -13,7 +13,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <set>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -79,13 +79,23 @@ std::vector<pcifs::ViewPolicy> build_views(const Args& a) {
   if (!a.mountpoint.empty() && a.views.size() > 1) {
     usage_error("MOUNTPOINT: expected none: with several --view files, each names its own");
   }
-  std::set<std::string> seen;
+  // "/m", "/m/" and a symlink to /m are one directory; a second mount there,
+  // or inside another view's mountpoint, would resolve through the daemon's
+  // own first mount before its loop serves anything: a deadlock on itself.
+  std::vector<std::string> seen;
   for (const auto& v : views) {
     const std::string where = v.source.empty() ? "MOUNTPOINT" : v.source + ": mountpoint";
     if (!is_dir(v.mountpoint)) usage_error(where + ": expected a directory, got " + v.mountpoint);
-    if (!seen.insert(v.mountpoint).second) {
-      usage_error(where + ": expected a mountpoint no other view uses, got " + v.mountpoint);
+    char* resolved = ::realpath(v.mountpoint.c_str(), nullptr);
+    const std::string real = resolved != nullptr ? resolved : v.mountpoint;
+    std::free(resolved);
+    for (const auto& other : seen) {
+      if (real == other || real.rfind(other + "/", 0) == 0 || other.rfind(real + "/", 0) == 0) {
+        usage_error(where + ": expected a mountpoint no other view uses or contains, got " +
+                    v.mountpoint);
+      }
     }
+    seen.push_back(real);
   }
   return views;
 }

@@ -65,7 +65,7 @@ std::vector<backend::DoeFeature> core::DeviceState::doe_features() const {
 }
 
 std::string Mediator::Impl::text_of(const DeviceState& d, const ViewPolicy& v,
-                                    const FileRef& ref) const {
+                                    const FileRef& ref, const Caller& caller) const {
   const auto& i = d.info;
   switch (ref.kind) {
     case FileKind::kVendor: return fmt("0x%04llx\n", i.vendor);
@@ -83,7 +83,8 @@ std::string Mediator::Impl::text_of(const DeviceState& d, const ViewPolicy& v,
       std::string out;
       char line[80];
       for (const auto& r : i.resources) {
-        bool mask = v.mask_addresses && r.size() != 0;  // S6: no physical address shown
+        // S4, S6: no physical address shown to unprivileged readers.
+        bool mask = v.mask_addresses && !v.privileged(caller) && r.size() != 0;
         std::snprintf(line, sizeof line, "0x%016" PRIx64 " 0x%016" PRIx64 " 0x%016" PRIx64 "\n",
                       mask ? uint64_t{0} : r.start, mask ? uint64_t{0} : r.end, r.flags);
         out += line;

@@ -27,7 +27,7 @@ core::ConfigReadPolicy read_policy(const ViewPolicy& v, const Caller& c) {
   core::ConfigReadPolicy p;
   bool header = !v.privileged(c) && v.config_read == ConfigRead::kHeader;
   p.scope = header ? core::ConfigReadPolicy::Scope::kHeader : core::ConfigReadPolicy::Scope::kFull;
-  p.mask_addresses = v.mask_addresses;
+  p.mask_addresses = v.mask_addresses && !v.privileged(c);  // S4: from unprivileged readers
   p.hide_dsn = v.hide_dsn;
   p.hide_vpd = v.hide_vpd;
   return p;
@@ -84,7 +84,7 @@ Result<size_t> Mediator::write(HandleId id, uint64_t off, std::span<const uint8_
 }
 
 Result<size_t> Mediator::Impl::read_text(Handle& h, uint64_t off, std::span<uint8_t> out) {
-  std::string text = text_of(*h.dev, policy(h.view), h.ref);
+  std::string text = text_of(*h.dev, policy(h.view), h.ref, h.caller);
   return serve({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, off, out);
 }
 

@@ -183,7 +183,8 @@ struct Mediator::Impl {
 
   // --- mediator_files.cpp
   std::vector<FileEntry> list_files(const ViewPolicy& v, const core::DeviceState& d) const;
-  std::string text_of(const core::DeviceState& d, const ViewPolicy& v, const FileRef& ref) const;
+  std::string text_of(const core::DeviceState& d, const ViewPolicy& v, const FileRef& ref,
+                      const Caller& caller) const;
 };
 
 }  // namespace pcifs

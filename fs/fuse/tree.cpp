@@ -25,7 +25,7 @@ std::optional<std::string> DriverNames::name(uint32_t id) const {
 Tree::Tree(Mediator& m, ViewId view, DriverNames& drivers) : m_(m), view_(view), drivers_(drivers) {
   const ViewPolicy& p = m.view(view);
   uid_ = p.has_uid ? p.uid : 0;
-  gid_ = p.has_uid ? p.gid : 0;
+  gid_ = p.gid;  // the "gid" field, else the view's uid, else 0 (parse_view)
 }
 
 bool Tree::has_device(const Bdf& bdf) const {
