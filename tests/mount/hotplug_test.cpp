@@ -107,16 +107,6 @@ Reg reg_put(int fd, off_t off, size_t width, uint64_t v) {
   return r;
 }
 
-std::string run_capture(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  pclose(p);
-  return out;
-}
-
 // A function with one 4 KiB memory BAR (memory decode on), a ROM, `reset`,
 // its own IOMMU group, and (bound ones) a DOE capability.
 FakeFunction function(const std::string& bdf, uint16_t device,

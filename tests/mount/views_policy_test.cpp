@@ -30,31 +30,11 @@ ViewDaemon::Views policy_views() {
   };
 }
 
-class ViewPolicyTest : public ::testing::Test {
+class ViewPolicyTest : public SharedViewsTest<policy_views> {
  protected:
-  static void SetUpTestSuite() {
-    if (can_mount()) daemon_ = new ViewDaemon(policy_views());
-  }
-  static void TearDownTestSuite() {
-    if (!daemon_) return;
-    const bool alive = daemon_->alive();
-    const std::string log = daemon_->log();
-    EXPECT_TRUE(alive) << log;
-    EXPECT_EQ(daemon_->stop(), 0) << log;
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-  void SetUp() override {
-    if (!can_mount()) GTEST_SKIP() << "needs root and /dev/fuse";
-    ASSERT_TRUE(daemon_ && daemon_->mounted()) << (daemon_ ? daemon_->log() : "");
-  }
-  void TearDown() override {
-    if (daemon_ && !daemon_->alive()) ADD_FAILURE() << "the daemon died\n" << daemon_->log();
-  }
   static std::string dev(const std::string& view, const std::string& bdf = kEp) {
     return daemon_->dev(view, bdf);
   }
-  static inline ViewDaemon* daemon_ = nullptr;
 
  public:
   static std::string dev_of(const std::string& view, const std::string& bdf) {

@@ -53,26 +53,7 @@ ViewDaemon::Views selection_views() {
   return v;
 }
 
-class ViewSelectTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (can_mount()) daemon_ = new ViewDaemon(selection_views());
-  }
-  static void TearDownTestSuite() {
-    if (!daemon_) return;
-    const bool alive = daemon_->alive();
-    const std::string log = daemon_->log();
-    EXPECT_TRUE(alive) << log;
-    EXPECT_EQ(daemon_->stop(), 0) << log;
-    delete daemon_;
-    daemon_ = nullptr;
-  }
-  void SetUp() override {
-    if (!can_mount()) GTEST_SKIP() << "needs root and /dev/fuse";
-    ASSERT_TRUE(daemon_ && daemon_->mounted()) << (daemon_ ? daemon_->log() : "");
-  }
-  static inline ViewDaemon* daemon_ = nullptr;
-};
+using ViewSelectTest = SharedViewsTest<selection_views>;
 
 int stat_errno(const std::string& p) {
   struct stat st {};
