@@ -35,6 +35,7 @@ Run run_lspci(const std::vector<std::string>& args, uid_t uid) {
   std::vector<std::string> all = {"lspci"};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
+  argv.reserve(all.size() + 1);
   for (auto& s : all) argv.push_back(s.data());
   argv.push_back(nullptr);
   const auto t0 = std::chrono::steady_clock::now();
