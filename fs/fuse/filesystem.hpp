@@ -10,6 +10,7 @@
 #include <ctime>
 
 #include "fuse/deferred.hpp"
+#include "fuse/fh.hpp"
 #include "fuse/session.hpp"
 #include "fuse/tree.hpp"
 
@@ -27,12 +28,14 @@ class Filesystem {
   // Fills a struct stat from the tree; false when the node is gone.
   Result<struct stat> stat_of(const NodeId& id) const;
   Deferred& deferred() { return deferred_; }
+  FhObjects& handles() { return handles_; }
 
  private:
   Tree tree_;
   std::string name_;
   timespec started_{};
   Deferred deferred_;
+  FhObjects handles_;  // status and directory snapshots still open
 };
 
 // Handlers, one per op (ops_tree.cpp: the namespace; ops_file.cpp: I/O).

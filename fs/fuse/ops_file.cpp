@@ -26,7 +26,8 @@ bool is_doe(const NodeId& id) {
 void open_status(Reply& r, Filesystem& fs, fuse_file_info* fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY) return r.error(Errno(EACCES));
   fi->direct_io = 1;
-  fh_reply_open(r.take(), fi, std::make_unique<std::string>(fs.mediator().status_json(fs.view())));
+  fh_reply_open(r.take(), fi, std::make_unique<std::string>(fs.mediator().status_json(fs.view())),
+                fs.handles());
 }
 
 // Replies from a per-thread copy, never from the handle's text: once the
@@ -141,7 +142,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   guarded("release", [&] {
     auto id = decode(ino);
     if (id && id->node == Node::kStatus) {
-      fh_delete<std::string>(fi);
+      fh_delete(fi, fs_of(req).handles());
     } else {
       fs_of(req).mediator().release(fi->fh);
     }

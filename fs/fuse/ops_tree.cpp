@@ -113,7 +113,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     snap->entries.push_back({".", *id, S_IFDIR});
     snap->entries.push_back({"..", *id, S_IFDIR});
     for (auto& e : *list) snap->entries.push_back(std::move(e));
-    fh_reply_open(r.take(), fi, std::move(snap));
+    fh_reply_open(r.take(), fi, std::move(snap), fs_of(req).handles());
   });
 }
 
@@ -140,7 +140,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_in
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
   Reply r(req);
   guarded("releasedir", [&] {
-    fh_delete<DirSnapshot>(fi);
+    fh_delete(fi, fs_of(req).handles());
     r.ok();
   });
 }
