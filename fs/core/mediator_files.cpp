@@ -64,8 +64,8 @@ std::vector<backend::DoeFeature> core::DeviceState::doe_features() const {
   return out;
 }
 
-std::string Mediator::Impl::text_of(const DeviceState& d, const ViewPolicy& v,
-                                    const FileRef& ref, const Caller& caller) const {
+std::string Mediator::Impl::text_of(const DeviceState& d, const ViewPolicy& v, const FileRef& ref,
+                                    const Caller& caller) const {
   const auto& i = d.info;
   switch (ref.kind) {
     case FileKind::kVendor: return fmt("0x%04llx\n", i.vendor);
