@@ -12,47 +12,6 @@
 namespace pcifs::testing {
 namespace {
 
-struct CmdResult {
-  int status = -1;  // exit status, or -1 when it did not exit by itself
-  std::string out, err;
-};
-
-// Runs pcifs with args, waiting at most 20 s; a run that does not end (it
-// mounted when it should not have) is killed after its mountpoint is unmounted.
-CmdResult run_pcifs(const std::vector<std::string>& args, const std::string& mnt = "") {
-  TempFile out("", ".out"), err("", ".err");
-  const pid_t p = fork();
-  if (p == 0) {
-    const int o = ::open(out.path().c_str(), O_WRONLY | O_TRUNC);
-    const int e = ::open(err.path().c_str(), O_WRONLY | O_TRUNC);
-    dup2(o, 1);
-    dup2(e, 2);
-    std::vector<std::string> all = {build_dir() + "/pcifs"};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    argv.reserve(all.size() + 1);
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  CmdResult r;
-  int st = 0;
-  const bool ended = eventually([&] { return waitpid(p, &st, WNOHANG) == p; });
-  if (!ended) {
-    if (!mnt.empty() && is_fuse_mount(mnt)) {
-      (void)std::system(("fusermount3 -u -z '" + mnt + "'").c_str());
-    }
-    kill(p, SIGKILL);
-    waitpid(p, &st, 0);
-  } else if (WIFEXITED(st)) {
-    r.status = WEXITSTATUS(st);
-  }
-  r.out = slurp(out.path());
-  r.err = slurp(err.path());
-  return r;
-}
-
 // A temp directory to mount on; unmounted (if anything mounted) and removed.
 class TempDir {
  public:
@@ -105,7 +64,7 @@ TEST_F(CliTest, VersionPrintsTheVersion) {
 
 TEST_F(CliTest, BadOptionExitsTwoAndMountsNothing) {
   TempDir m;
-  CmdResult r = run_pcifs({"-f", "--no-such-option", m.path()}, m.path());
+  CmdResult r = run_pcifs({"-f", "--no-such-option", m.path()}, {m.path()});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "--no-such-option")) << r.err;
   EXPECT_FALSE(is_fuse_mount(m.path()));
@@ -113,7 +72,7 @@ TEST_F(CliTest, BadOptionExitsTwoAndMountsNothing) {
 
 TEST_F(CliTest, BadBackendExitsTwoAndMountsNothing) {
   TempDir m;
-  CmdResult r = run_pcifs({"-f", "--backend=floppy", m.path()}, m.path());
+  CmdResult r = run_pcifs({"-f", "--backend=floppy", m.path()}, {m.path()});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "floppy") || contains(r.err, "backend")) << r.err;
   EXPECT_FALSE(is_fuse_mount(m.path()));
@@ -121,7 +80,7 @@ TEST_F(CliTest, BadBackendExitsTwoAndMountsNothing) {
 
 TEST_F(CliTest, BadLogLevelExitsTwo) {
   TempDir m;
-  CmdResult r = run_pcifs({"-f", "--log-level=loud", m.path()}, m.path());
+  CmdResult r = run_pcifs({"-f", "--log-level=loud", m.path()}, {m.path()});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "loud") || contains(r.err, "log-level")) << r.err;
   EXPECT_FALSE(is_fuse_mount(m.path()));
@@ -152,7 +111,7 @@ class CliBadViewTest : public CliTest, public ::testing::WithParamInterface<BadJ
 TEST_P(CliBadViewTest, NamesFileFieldAndExpectation) {
   TempDir m;
   TempFile view(GetParam().text);
-  CmdResult r = run_pcifs({"-f", "--view=" + view.path(), m.path()}, m.path());
+  CmdResult r = run_pcifs({"-f", "--view=" + view.path(), m.path()}, {m.path()});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_TRUE(contains(r.err, view.path())) << r.err;
   EXPECT_TRUE(contains(r.err, GetParam().field)) << r.err;
@@ -195,7 +154,7 @@ TEST_F(CliTest, BadDeviceSetFileExitsTwoNamingTheField) {
   TempFile set(
       R"({"devices": [{"bdf": "0000:01:00.0", "vendor": 1, "device": 2, "class": "0x050210",
                    "bars": [{"index": 0, "type": "mem32", "size": 100}]}]})");
-  CmdResult r = run_pcifs({"-f", "--backend=sim:" + set.path(), m.path()}, m.path());
+  CmdResult r = run_pcifs({"-f", "--backend=sim:" + set.path(), m.path()}, {m.path()});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_TRUE(contains(r.err, set.path())) << r.err;
   EXPECT_TRUE(contains(r.err, "devices[0].bars[0].size")) << r.err;
@@ -287,7 +246,7 @@ bool process_gone(pid_t pid) {
 TEST_F(CliTest, WithoutForegroundReturnsAfterMounting) {
   if (!can_mount()) GTEST_SKIP() << "needs root and /dev/fuse";
   TempDir m;
-  CmdResult r = run_pcifs({m.path()}, m.path());
+  CmdResult r = run_pcifs({m.path()}, {m.path()});
   std::vector<pid_t> pids = pcifs_pids_on(m.path());
   EXPECT_EQ(r.status, 0) << r.err;
   // Mounted by the time the command returned: no waiting here.
