@@ -32,6 +32,7 @@ struct Args {
   std::vector<std::string> options;
   std::string mountpoint;
   std::string log_level = "info";
+  std::string lock_dir = "/run/pcifs/locks";
   bool foreground = false;
 };
 
@@ -227,6 +228,10 @@ int run(int argc, char** argv) {
   app.add_option("--log-level", a.log_level, "trace|debug|info|warn|error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
+  app.add_option("--lock-dir", a.lock_dir,
+                 "where daemons lease the real devices they mediate, so that no two pcifs "
+                 "daemons ever mediate one device ('none': no leases; simulated devices need none)")
+      ->capture_default_str();
   app.add_option("MOUNTPOINT", a.mountpoint, "where to mount (optional with --view files)");
   ToolArgs cdi_args, mp_args;
   add_subcommands(app, cdi_args, mp_args);
@@ -244,6 +249,11 @@ int run(int argc, char** argv) {
   o.mount_options = split_options(a.options);
   if (geteuid() == 0) o.mount_options.insert(o.mount_options.begin(), "allow_other");
   o.backend_name = a.backend;
+  if (a.lock_dir != "none") {
+    if (a.lock_dir.empty() || a.lock_dir[0] != '/')
+      usage_error("--lock-dir: expected an absolute path or none");
+    o.lock_dir = a.lock_dir;
+  }
   std::string error;
   auto backend = pcifs::backend::open_backend(a.backend, &error);
   if (!backend) usage_error(error);

@@ -17,6 +17,8 @@ FaultBackend::FaultBackend(std::shared_ptr<Backend> inner, uint64_t seed)
 
 std::string FaultBackend::describe() const { return "fault(" + inner_->describe() + ")"; }
 
+std::optional<std::string> FaultBackend::shared_root() const { return inner_->shared_root(); }
+
 std::shared_ptr<FaultDevice> FaultBackend::wrap(const std::shared_ptr<Device>& d) {
   auto it = wrappers_.find(d.get());
   if (it != wrappers_.end()) return it->second;

@@ -16,6 +16,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,7 +41,8 @@ class FaultBackend final : public Backend {
   void set_fault_all(OpClass c, const Fault& f) EXCLUDES(mu_);
 
   // --- Backend
-  std::string describe() const override;  // "fault(<inner describe>)"
+  std::string describe() const override;                    // "fault(<inner describe>)"
+  std::optional<std::string> shared_root() const override;  // the inner backend's
   std::vector<std::shared_ptr<Device>> devices() override EXCLUDES(mu_);
   void set_hotplug_callback(HotplugFn fn) override;
   // Items whose device is one of our wrappers are checked against its

@@ -59,6 +59,12 @@ bool on_sysfs(const std::string& path) {
 
 }  // namespace
 
+std::optional<std::string> SysfsBackend::shared_root() const {
+  std::error_code ec;
+  auto canonical = std::filesystem::canonical(root_, ec);
+  return ec ? root_ : canonical.string();
+}
+
 SysfsBackend::SysfsBackend(std::string root, SysfsOptions options)
     : root_(absolute(std::move(root))),
       options_(std::move(options)),

@@ -71,6 +71,7 @@ class SysfsBackend final : public Backend {
   static Result<std::unique_ptr<SysfsBackend>> open(std::string root, SysfsOptions options = {});
 
   std::string describe() const override { return "sysfs:" + root_; }
+  std::optional<std::string> shared_root() const override;  // realpath of the root
   std::vector<std::shared_ptr<Device>> devices() override EXCLUDES(mu_);
   void set_hotplug_callback(HotplugFn fn) override EXCLUDES(mu_, rescan_mu_);
   void config_read_batch(std::span<ConfigReadItem> items) override;

@@ -10,8 +10,17 @@ namespace pcifs {
 using core::DeviceState;
 using core::Handle;
 
+Mediator::Impl::Impl(std::shared_ptr<backend::Backend> b, MediatorOptions o)
+    : backend(std::move(b)), options(std::move(o)), executor(options.doe_threads) {
+  auto root = backend->shared_root();
+  if (options.host_locks && root) {
+    host_locks = std::make_unique<core::HostLocks>(options.host_locks->dir, *root,
+                                                   options.host_locks->owner);
+  }
+}
+
 Mediator::Mediator(std::shared_ptr<backend::Backend> backend, MediatorOptions options)
-    : impl_(std::make_unique<Impl>(std::move(backend), options)) {
+    : impl_(std::make_unique<Impl>(std::move(backend), std::move(options))) {
   for (auto& dev : impl_->backend->devices()) impl_->attach(dev);
   Impl* impl = impl_.get();
   impl_->backend->set_hotplug_callback(
@@ -29,6 +38,11 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
   d->info = dev->info();
   d->bdf = d->info.bdf;
   d->group = core::ClaimTable::group_key(d->info);
+  if (d->info.driver && *d->info.driver != "pci-stub") {
+    d->owned_elsewhere = "bound to driver " + *d->info.driver;
+  } else {
+    lease(*d);
+  }
   // The image the config tables are built from: read once, while nobody else
   // can reach the device (it is not yet published).
   std::vector<uint8_t> image(d->info.config_size, 0);
@@ -64,6 +78,26 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
   start_discovery(d);
 }
 
+// Before the device is published and before Discovery: a device another
+// daemon mediates must not see a single DOE exchange from this one.
+void Mediator::Impl::lease(core::DeviceState& d) {
+  if (!host_locks || !options.host_locks->serves || !options.host_locks->serves(d.info)) return;
+  auto got = host_locks->acquire(d.group);
+  if (got.lease) {
+    d.lease = std::move(got.lease);
+  } else if (got.holder) {
+    d.owned_elsewhere =
+        "served by another pcifs daemon (" + (got.holder->empty() ? "starting" : *got.holder) + ")";
+    spdlog::warn(
+        "{}: {}: read-only here (lock {}); serve each device from one daemon, with "
+        "--view repeated",
+        d.bdf.str(), *d.owned_elsewhere, host_locks->path_of(d.group));
+  } else {
+    spdlog::warn("{}: no host lock ({}): another pcifs daemon could mediate it too", d.bdf.str(),
+                 got.error.value_or("?"));
+  }
+}
+
 void Mediator::Impl::on_hotplug(const Bdf& bdf, bool added) {
   if (!added) return device_removed(bdf);
   for (auto& dev : backend->devices()) {
@@ -85,6 +119,7 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
   }
   d->gone.store(true);
   d->control->revoke();
+  d->lease.reset();  // the slot's next device (or another daemon) may lease the group
   for (auto& mb : d->mailboxes) mb->close(Errno(ENODEV));
   // The removed device's handles give up their share of the group's claim; the
   // holder's handles on other functions of the group keep it [S11].
@@ -207,9 +242,8 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   if (auto r = impl_->check_open(v, caller, *d, ref, flags); !r) {
     d->counters.denials++;
     if (r.error() == Errno(EBUSY) && d->bound()) {  // S15
-      PCIFS_LOG_LIMITED(warn, "bound:" + d->bdf.str(),
-                        "{}: EBUSY for pid={} uid={}: bound to driver {}", d->bdf.str(), caller.pid,
-                        caller.uid, *d->info.driver);
+      PCIFS_LOG_LIMITED(warn, "bound:" + d->bdf.str(), "{}: EBUSY for pid={} uid={}: {}",
+                        d->bdf.str(), caller.pid, caller.uid, *d->owned_elsewhere);
       return r.error();
     }
     PCIFS_LOG_LIMITED(info, "deny:" + d->bdf.str(),

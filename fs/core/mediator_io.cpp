@@ -157,8 +157,8 @@ Result<size_t> Mediator::Impl::write_bar(Handle& h, uint64_t off, std::span<cons
 Result<size_t> Mediator::Impl::read_rom(Handle& h, uint64_t off, std::span<uint8_t> out) {
   DeviceState& d = *h.dev;
   if (d.bound()) {
-    PCIFS_LOG_LIMITED(warn, "rom:" + d.bdf.str(), "{}: ROM capture refused: bound to driver {}",
-                      d.bdf.str(), *d.info.driver);
+    PCIFS_LOG_LIMITED(warn, "rom:" + d.bdf.str(), "{}: ROM capture refused: {}", d.bdf.str(),
+                      *d.owned_elsewhere);
     return Errno(EBUSY);
   }
   auto rom = d.control->rom();

@@ -22,6 +22,7 @@
 #include "core/device_control.hpp"
 #include "core/doe_executor.hpp"
 #include "core/doe_mailbox.hpp"
+#include "core/host_locks.hpp"
 #include "pcifs/mediator.hpp"
 #include "pcifs/sync.hpp"
 
@@ -52,8 +53,12 @@ struct DeviceState {
   std::vector<std::optional<std::vector<backend::DoeFeature>>> features GUARDED_BY(doe_mu);
   size_t discovery_pending GUARDED_BY(doe_mu) = 0;
 
-  // A kernel driver owns the device (S15): pcifs only reads.
-  bool bound() const { return info.driver && *info.driver != "pci-stub"; }
+  // Somebody else owns the device and pcifs only reads [S15]: "bound to
+  // driver NAME", or "served by another pcifs daemon (pid N, ...)" when
+  // another daemon holds its host lease. Set at attach, before publishing.
+  std::optional<std::string> owned_elsewhere;
+  std::shared_ptr<HostLease> lease;  // this daemon's host lease on the group, if any
+  bool bound() const { return owned_elsewhere.has_value(); }
   bool bridge() const { return info.is_bridge(); }
   std::vector<backend::DoeFeature> doe_features() const EXCLUDES(doe_mu);
 };
@@ -132,11 +137,11 @@ std::string file_name(const FileRef& ref);
 namespace pcifs {
 
 struct Mediator::Impl {
-  Impl(std::shared_ptr<backend::Backend> b, MediatorOptions o)
-      : backend(std::move(b)), options(o), executor(o.doe_threads) {}
+  Impl(std::shared_ptr<backend::Backend> b, MediatorOptions o);
 
   std::shared_ptr<backend::Backend> backend;
   MediatorOptions options;
+  std::unique_ptr<core::HostLocks> host_locks;  // null: no cross-daemon leases
   core::SinkRelay sink;
   core::ClaimTable claims;
   core::DoeExecutor executor;
@@ -151,6 +156,7 @@ struct Mediator::Impl {
 
   // --- mediator.cpp
   void attach(const std::shared_ptr<backend::Device>& dev);
+  void lease(core::DeviceState& d);
   void on_hotplug(const Bdf& bdf, bool added);
   void device_removed(const Bdf& bdf);
   std::shared_ptr<core::DeviceState> find(const Bdf& bdf) const;

@@ -59,6 +59,7 @@ std::string Mediator::status_json(ViewId view) const {
            {"counters", counters_json(*d)},
            {"doe", doe_json(*d)}};
     if (d->info.driver) j["driver"] = *d->info.driver;
+    if (d->owned_elsewhere) j["read_only"] = *d->owned_elsewhere;  // S15: why pcifs only reads
     if (d->info.has_rom()) {
       std::string why = d->control->rom_error();
       j["rom"] = why.empty() ? json{{"valid", true}} : json{{"valid", false}, {"error", why}};

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -118,6 +119,29 @@ void wait_for_end(std::vector<Mount>& mounts, const std::function<void()>& stop_
 
 }  // namespace
 
+namespace {
+
+// getpid() here, not in main: the daemon has forked into the background by now.
+MediatorOptions mediator_options(const DaemonOptions& options) {
+  MediatorOptions mo = options.mediator;
+  if (options.lock_dir.empty()) return mo;
+  HostLockOptions hl;
+  hl.dir = options.lock_dir;
+  hl.owner = "pid " + std::to_string(getpid()) + ", view";
+  for (size_t i = 0; i < options.views.size(); ++i) {
+    hl.owner += (i == 0 ? (options.views.size() > 1 ? "s " : " ") : ",") + options.views[i].name;
+  }
+  hl.serves = [views = options.views](const backend::DeviceInfo& i) {
+    return std::any_of(views.begin(), views.end(), [&i](const ViewPolicy& v) {
+      return v.selects(i.bdf, i.vendor, i.device, i.class_code);
+    });
+  };
+  mo.host_locks = std::move(hl);
+  return mo;
+}
+
+}  // namespace
+
 sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -135,7 +159,7 @@ void block_stop_signals() {
 int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& options,
           const std::function<void(bool, const std::string&)>& ready) {
   const Notifier notifier;
-  auto mediator = std::make_unique<Mediator>(std::move(backend), options.mediator);
+  auto mediator = std::make_unique<Mediator>(std::move(backend), mediator_options(options));
   Revoker revoker;
   mediator->set_revocation_sink(&revoker);
   DriverNames drivers;

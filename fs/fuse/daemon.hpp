@@ -26,6 +26,7 @@ struct DaemonOptions {
   MediatorOptions mediator;
   unsigned max_threads = 16;
   std::string backend_name;  // for the start-up summary
+  std::string lock_dir;      // host leases (MediatorOptions::host_locks); empty: none
 };
 
 // SIGINT, SIGTERM, SIGHUP: the signals that end a daemon (and the floor).

@@ -144,6 +144,11 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string describe() const = 0;  // "sim (embedded default)", "sysfs:/sys/bus/pci"
+  // What this backend's devices are, when other processes can reach the same
+  // devices through it (sysfs: the canonical root): two backends with the same
+  // answer serve the same hardware. nullopt: the devices are this process's
+  // own (the simulator).
+  virtual std::optional<std::string> shared_root() const { return std::nullopt; }
   // The functions present now, sorted by Bdf.
   virtual std::vector<std::shared_ptr<Device>> devices() = 0;
   // Installs the hot-plug callback; called from any thread, never with a

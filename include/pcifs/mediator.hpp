@@ -92,9 +92,21 @@ class RevocationSink {
   virtual void device_gone(const Bdf& bdf) { (void)bdf; }
 };
 
+// Cross-daemon leases (fs/core/host_locks.hpp): with a backend whose devices
+// other processes can reach (Backend::shared_root), every served, unbound
+// device's IOMMU group is leased host-wide; a device whose lease another
+// daemon holds is served read-only, like one bound to a driver [S15].
+struct HostLockOptions {
+  std::string dir;    // where lock files live, e.g. /run/pcifs/locks
+  std::string owner;  // what a refused daemon logs: "pid 42, views a,b"
+  // The devices some view selects: only those are leased.
+  std::function<bool(const backend::DeviceInfo&)> serves;
+};
+
 struct MediatorOptions {
   unsigned doe_threads = 1;
   std::chrono::milliseconds doe_timeout{1000};
+  std::optional<HostLockOptions> host_locks;  // nullopt: no cross-daemon leases
 };
 
 class Mediator {

@@ -47,8 +47,8 @@ class CliTest : public ::testing::Test {
 TEST_F(CliTest, HelpListsEveryOptionAndExitsZero) {
   CmdResult r = run_pcifs({"--help"});
   EXPECT_EQ(r.status, 0) << r.err;
-  for (const char* opt : {"--backend", "--view", "-f", "-o", "--log-level", "--version", "--help",
-                          "MOUNTPOINT", "sim:FILE", "sysfs:DIR"}) {
+  for (const char* opt : {"--backend", "--view", "-f", "-o", "--log-level", "--lock-dir",
+                          "--version", "--help", "MOUNTPOINT", "sim:FILE", "sysfs:DIR"}) {
     EXPECT_TRUE(contains(r.out, opt)) << "--help does not mention " << opt << ":\n" << r.out;
   }
   // Control: an option that does not exist is not in the text.
@@ -83,6 +83,14 @@ TEST_F(CliTest, BadLogLevelExitsTwo) {
   CmdResult r = run_pcifs({"-f", "--log-level=loud", m.path()}, {m.path()});
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "loud") || contains(r.err, "log-level")) << r.err;
+  EXPECT_FALSE(is_fuse_mount(m.path()));
+}
+
+TEST_F(CliTest, RelativeLockDirExitsTwo) {
+  TempDir m;
+  CmdResult r = run_pcifs({"-f", "--lock-dir=relative/dir", m.path()}, {m.path()});
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "--lock-dir")) << r.err;
   EXPECT_FALSE(is_fuse_mount(m.path()));
 }
 
