@@ -39,7 +39,7 @@ constexpr int kAttempts = 8;  // each retry means a holder let go meanwhile
 std::string file_part(const std::string& s) {
   if (s.size() > kMaxReadableName) {
     uint64_t h = 14695981039346656037ull;
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    for (char c : s) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
     char buf[24];
     std::snprintf(buf, sizeof buf, "h%016llx", static_cast<unsigned long long>(h));
     return buf;
