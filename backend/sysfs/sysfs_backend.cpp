@@ -111,12 +111,13 @@ void SysfsBackend::open_uevents() {
 void SysfsBackend::start_uevents() {
   if (!monitor_) return;
   auto r = monitor_->start(
-      [this](const PciEvent& ev) { rescan_slot(ev.bdf); },
+      [this](const PciEvent& ev) { on_uevent(ev); },
       [this] {
         warn("sysfs:" + root_ + ": uevents were lost; rescanning");
         rescan();
       },
-      [this](const std::string& why) { warn("sysfs:" + root_ + ": hot-plug stopped: " + why); });
+      [this](const std::string& why) { warn("sysfs:" + root_ + ": hot-plug stopped: " + why); },
+      [this] { return settled(); });
   if (!r) warn("sysfs:" + root_ + ": hot-plug off: " + errno_text(r.error()));
 }
 
@@ -212,6 +213,40 @@ void SysfsBackend::rescan() {
 
 void SysfsBackend::rescan_slot(const Bdf& bdf) {
   MutexLock serial(rescan_mu_);
+  settling_.erase(bdf);
+  slot_changed(bdf, true);
+}
+
+void SysfsBackend::on_uevent(const PciEvent& ev) {
+  MutexLock serial(rescan_mu_);
+  if (ev.action == PciAction::kUnbind) {
+    settling_[ev.bdf] = std::chrono::steady_clock::now() + options_.unbind_settle;
+    slot_changed(ev.bdf, false);
+    return;
+  }
+  settling_.erase(ev.bdf);
+  slot_changed(ev.bdf, true);
+}
+
+std::optional<std::chrono::milliseconds> SysfsBackend::settled() {
+  MutexLock serial(rescan_mu_);
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<Bdf> due;
+  for (const auto& [bdf, when] : settling_) {
+    if (when <= now) due.push_back(bdf);
+  }
+  for (const Bdf& bdf : due) {
+    settling_.erase(bdf);
+    slot_changed(bdf, true);
+  }
+  if (settling_.empty()) return std::nullopt;
+  auto next = settling_.begin()->second;
+  for (const auto& [bdf, when] : settling_) next = std::min(next, when);
+  // Rounded up: waking a millisecond early would only find nothing due.
+  return std::chrono::ceil<std::chrono::milliseconds>(next - std::chrono::steady_clock::now());
+}
+
+void SysfsBackend::slot_changed(const Bdf& bdf, bool may_arrive) {
   std::shared_ptr<SysfsDevice> old;
   {
     MutexLock lock(mu_);
@@ -226,7 +261,7 @@ void SysfsBackend::rescan_slot(const Bdf& bdf) {
   std::shared_ptr<SysfsDevice> fresh;
   std::string skip;
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0) {
+  if (may_arrive && ::stat(path.c_str(), &st) == 0) {
     auto dev = SysfsDevice::open(path, bdf, options_.d3hot_delay);
     if (dev) {
       fresh = std::move(*dev);

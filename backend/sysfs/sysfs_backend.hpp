@@ -55,6 +55,13 @@ struct SysfsOptions {
   // sysfs, else from datagrams sent to ROOT/.pcifs-uevents. Off: only
   // rescan() and rescan_slot() change the device set.
   bool uevents = true;
+  // After an `unbind` uevent the function leaves at once but is looked for
+  // again only this much later (or at its next uevent): a removal sends
+  // `unbind` then `remove`, and the directory may still be there in between,
+  // so re-adding at once would briefly show a dying device as unbound (and
+  // run DOE Discovery on it). An administrator's plain unbind shows the
+  // device, unbound, after the delay.
+  std::chrono::milliseconds unbind_settle{250};
   // Where hot-plug trouble is reported (no uevent socket, a reader that
   // stopped). Empty: "pcifs: ..." on stderr (the backend has no logger).
   std::function<void(const std::string&)> warn;
@@ -101,12 +108,19 @@ class SysfsBackend final : public Backend {
   Scan scan(const std::map<Bdf, std::shared_ptr<SysfsDevice>>& keep) const;
   void open_uevents();
   void start_uevents();
+  void on_uevent(const PciEvent& ev) EXCLUDES(mu_, rescan_mu_);
+  // Looks again at slots whose unbind has settled; how long until the next one.
+  std::optional<std::chrono::milliseconds> settled() EXCLUDES(mu_, rescan_mu_);
+  // rescan_slot() with rescan_mu_ held; may_arrive=false only takes away.
+  void slot_changed(const Bdf& bdf, bool may_arrive) REQUIRES(rescan_mu_) EXCLUDES(mu_);
   void warn(const std::string& message) const;
 
   const std::string root_;
   const SysfsOptions options_;
   UringBatch batch_;
   Mutex rescan_mu_;  // serialises rescans; taken before mu_
+  // Unbound slots to look at again, and when (unbind_settle).
+  std::map<Bdf, std::chrono::steady_clock::time_point> settling_ GUARDED_BY(rescan_mu_);
   mutable Mutex mu_;
   std::map<Bdf, std::shared_ptr<SysfsDevice>> devices_ GUARDED_BY(mu_);
   std::vector<std::string> skipped_ GUARDED_BY(mu_);

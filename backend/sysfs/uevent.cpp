@@ -13,6 +13,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <system_error>
 #include <utility>
@@ -201,7 +203,8 @@ UeventMonitor::~UeventMonitor() {
   }
 }
 
-Result<void> UeventMonitor::start(EventFn on_event, LostFn on_lost, StoppedFn on_stopped) {
+Result<void> UeventMonitor::start(EventFn on_event, LostFn on_lost, StoppedFn on_stopped,
+                                  TimerFn on_timer) {
   MutexLock lock(mu_);
   if (started_) return Ok();
   if (!source_.fd.valid() || !stop_fd_.valid()) return Errno(EBADF);
@@ -210,17 +213,17 @@ Result<void> UeventMonitor::start(EventFn on_event, LostFn on_lost, StoppedFn on
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   try {
-    thread_ = std::thread(
-        [this, ev = std::move(on_event), lost = std::move(on_lost), done = std::move(on_stopped)] {
-          std::string why = run(ev, lost);
-          if (why.empty()) return;
-          {
-            MutexLock guard(mu_);
-            stats_.running = false;
-            stats_.stopped_why = why;
-          }
-          if (done) done(why);
-        });
+    thread_ = std::thread([this, ev = std::move(on_event), lost = std::move(on_lost),
+                           done = std::move(on_stopped), timer = std::move(on_timer)] {
+      std::string why = run(ev, lost, timer);
+      if (why.empty()) return;
+      {
+        MutexLock guard(mu_);
+        stats_.running = false;
+        stats_.stopped_why = why;
+      }
+      if (done) done(why);
+    });
   } catch (const std::system_error& e) {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return Errno(e.code().value() > 0 ? e.code().value() : EAGAIN);
@@ -255,12 +258,20 @@ void UeventMonitor::count(uint64_t Stats::*field) {
   ++(stats_.*field);
 }
 
-std::string UeventMonitor::run(const EventFn& on_event, const LostFn& on_lost) {
+std::string UeventMonitor::run(const EventFn& on_event, const LostFn& on_lost,
+                               const TimerFn& on_timer) {
   pollfd fds[2] = {{source_.fd.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+  std::optional<std::chrono::milliseconds> wait;  // until on_timer wants to run
   for (;;) {
-    if (::poll(fds, 2, -1) < 0) {
+    const int timeout = wait ? static_cast<int>(std::clamp<int64_t>(wait->count(), 0, 60'000)) : -1;
+    const int ready = ::poll(fds, 2, timeout);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       return "poll: " + errno_text(Errno(errno));
+    }
+    if (ready == 0) {
+      wait = on_timer ? on_timer() : std::nullopt;
+      continue;
     }
     if (fds[1].revents != 0) return {};
     if ((fds[0].revents & POLLNVAL) != 0) return "socket closed";
@@ -277,6 +288,7 @@ std::string UeventMonitor::run(const EventFn& on_event, const LostFn& on_lost) {
       }
       if (ev && on_event) on_event(*ev);
     }
+    if (on_timer) wait = on_timer();
   }
 }
 

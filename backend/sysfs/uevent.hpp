@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -107,6 +108,11 @@ class UeventMonitor {
   using LostFn = std::function<void()>;
   // Runs on the monitor thread when it ends by itself (a socket error).
   using StoppedFn = std::function<void(const std::string& why)>;
+  // Runs on the monitor thread after every burst of datagrams, and once the
+  // delay it last returned has passed with nothing to read: deferred work.
+  // Returns how long until it wants to run again (nullopt: no sooner than
+  // after the next datagram).
+  using TimerFn = std::function<std::optional<std::chrono::milliseconds>()>;
 
   struct Stats {
     uint64_t datagrams = 0;   // read from the socket
@@ -127,7 +133,8 @@ class UeventMonitor {
   // Starts the reader thread; datagrams queued before it are read then. Only
   // the first call starts anything. Fails if the thread or the stop eventfd
   // cannot be made.
-  Result<void> start(EventFn on_event, LostFn on_lost, StoppedFn on_stopped = {}) EXCLUDES(mu_);
+  Result<void> start(EventFn on_event, LostFn on_lost, StoppedFn on_stopped = {},
+                     TimerFn on_timer = {}) EXCLUDES(mu_);
   // Ends the thread and waits for it (a handler in progress finishes first).
   // Idempotent. Never from a handler.
   void stop() EXCLUDES(mu_);
@@ -136,7 +143,7 @@ class UeventMonitor {
 
  private:
   // The thread's loop; returns the reason it ended by itself ("" for stop()).
-  std::string run(const EventFn& on_event, const LostFn& on_lost);
+  std::string run(const EventFn& on_event, const LostFn& on_lost, const TimerFn& on_timer);
   // One datagram: the believed PCI event in it, if any (counts the rest).
   std::optional<PciEvent> receive(bool* lost, bool* again, int* error);
   bool trusted(const void* name, size_t name_len, bool has_cred, uid_t uid) const;

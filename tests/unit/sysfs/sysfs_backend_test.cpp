@@ -280,6 +280,93 @@ TEST(SysfsHotplug, BindAndUnbindReplaceTheDeviceWithItsNewOwner) {
   EXPECT_EQ(bound->config_read(0, 4).error(), Errno(ENODEV));
 }
 
+// 0000:01:00.0 bound to nvme, on a backend with the given unbind settle;
+// unbind() takes the driver link away and sends the uevent, as the kernel does.
+class BoundSlot {
+ public:
+  explicit BoundSlot(std::chrono::milliseconds settle) {
+    FakeFunction f = function(kSlot, 1);
+    f.driver = "nvme";
+    dir_ = tree.add(f);
+    SysfsOptions o = fast();
+    o.unbind_settle = settle;
+    b = std::make_unique<SysfsBackend>(tree.root(), o);
+    b->set_hotplug_callback(r.fn());
+  }
+  void unbind() {
+    std::filesystem::remove(dir_ + "/driver");
+    send_uevent(tree, pci_uevent("unbind", kSlot));
+  }
+  void remove() {
+    tree.remove(kSlot);
+    send_uevent(tree, pci_uevent("remove", kSlot));
+  }
+  void bind_stub() {
+    std::filesystem::create_directories(tree.root() + "/drivers/pci-stub");
+    std::filesystem::create_directory_symlink("../../../bus/pci/drivers/pci-stub",
+                                              dir_ + "/driver");
+    send_uevent(tree, pci_uevent("bind", kSlot));
+  }
+  static constexpr const char* kSlot = "0000:01:00.0";
+  SysfsTree tree;
+  std::unique_ptr<SysfsBackend> b;
+  Recorder r;
+
+ private:
+  std::string dir_;
+};
+
+// A removal sends `unbind` then `remove`, and the directory can still be
+// there when the unbind is handled: the dying function must not come back
+// unbound in between (it would be mediated in full, DOE Discovery included).
+TEST(SysfsHotplug, UnbindThenRemoveNeverShowsTheDyingFunctionUnbound) {
+  const auto settle = std::chrono::milliseconds(100);
+  BoundSlot s(settle);
+  s.unbind();
+  EXPECT_EQ(s.r.wait_for(1), (std::vector<Event>{{"0000:01:00.0", false}}));
+  s.remove();
+  std::this_thread::sleep_for(3 * settle);  // well past the settle
+  s.tree.add(function("0000:02:00.0", 2));
+  send_uevent(s.tree, pci_uevent("add", "0000:02:00.0"));  // the sync point
+  EXPECT_EQ(s.r.wait_for(2), (std::vector<Event>{{"0000:01:00.0", false}, {"0000:02:00.0", true}}));
+  EXPECT_EQ(bdfs(*s.b), (std::vector<std::string>{"0000:02:00.0"}));
+}
+
+// Negative control for the test above: with no settle (how it was before),
+// the same sequence does show the dying function unbound in between.
+TEST(SysfsHotplug, WithoutTheSettleTheDyingFunctionComesBackUnbound) {
+  BoundSlot s(std::chrono::milliseconds(0));
+  s.unbind();
+  EXPECT_EQ(s.r.wait_for(2), (std::vector<Event>{{"0000:01:00.0", false}, {"0000:01:00.0", true}}));
+  s.remove();
+  EXPECT_EQ(s.r.wait_for(3).back(), (Event{"0000:01:00.0", false}));
+}
+
+// An unbind that no removal follows (an administrator's) shows the function
+// again, unbound, once the settle has passed, and not before.
+TEST(SysfsHotplug, APlainUnbindShowsTheFunctionUnboundAfterTheSettle) {
+  const auto settle = std::chrono::milliseconds(200);
+  BoundSlot s(settle);
+  const auto sent = std::chrono::steady_clock::now();
+  s.unbind();
+  auto ev = s.r.wait_for(2);
+  const auto waited = std::chrono::steady_clock::now() - sent;
+  ASSERT_EQ(ev, (std::vector<Event>{{"0000:01:00.0", false}, {"0000:01:00.0", true}}));
+  EXPECT_GE(waited, settle);
+  ASSERT_EQ(s.b->devices().size(), 1u);
+  EXPECT_FALSE(s.b->devices().at(0)->info().driver);
+}
+
+// The slot's next uevent (here a bind to pci-stub) ends the wait at once.
+TEST(SysfsHotplug, TheSlotsNextUeventEndsTheSettle) {
+  BoundSlot s(std::chrono::seconds(30));  // a settle the test would notice
+  s.unbind();
+  s.bind_stub();
+  EXPECT_EQ(s.r.wait_for(2), (std::vector<Event>{{"0000:01:00.0", false}, {"0000:01:00.0", true}}));
+  ASSERT_EQ(s.b->devices().size(), 1u);
+  EXPECT_EQ(s.b->devices().at(0)->info().driver, "pci-stub");
+}
+
 // Without uevents, rescan() still tells a re-created directory (the old config
 // stays open, so its inode cannot be reused) and a driver change.
 TEST(SysfsHotplug, RescanNoticesARecreatedDirectoryAndADriverChange) {

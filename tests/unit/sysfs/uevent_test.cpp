@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -261,6 +262,34 @@ TEST_F(MonitorTest, EventsKeepTheirOrder) {
   for (auto& e : got_.events) order.push_back(e.action);
   EXPECT_EQ(order, (std::vector<PciAction>{PciAction::kAdd, PciAction::kBind, PciAction::kUnbind,
                                            PciAction::kRemove}));
+}
+
+// The timer: nothing before the first datagram (nothing can be deferred
+// yet), then after each burst and whenever the delay it asked for passes,
+// until it asks for nothing.
+TEST_F(MonitorTest, TheTimerRunsAfterBurstsAndWhenItsDelayPasses) {
+  src_.sender = UeventSender::kLocal;
+  mon_ = std::make_unique<UeventMonitor>(std::move(src_));
+  std::atomic<int> calls{0};
+  std::atomic<int> wanted{3};  // ask again this many times, 20 ms apart
+  ASSERT_TRUE(mon_->start([this](const PciEvent& e) { got_.add(e); }, [] {}, {},
+                          [&]() -> std::optional<std::chrono::milliseconds> {
+                            ++calls;
+                            if (wanted.load() <= 0) return std::nullopt;
+                            --wanted;
+                            return std::chrono::milliseconds(20);
+                          }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(calls.load(), 0);
+  send(pci("add", "0000:01:00.0"));
+  ASSERT_TRUE(got_.wait_for(1));
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (calls.load() < 4 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(calls.load(), 4);  // after the burst, then three delays
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(calls.load(), 4);  // it asked for nothing more
 }
 
 // A kernel source believes only netlink datagrams from port 0: a unix peer
