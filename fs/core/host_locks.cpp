@@ -94,8 +94,8 @@ HostLocks::Outcome HostLocks::acquire(const std::string& key) {
       ::close(fd);
       return {nullptr, std::move(holder), std::nullopt};
     }
-    struct stat mine {
-    }, at_path{};
+    struct stat mine {};
+    struct stat at_path {};
     if (::fstat(fd, &mine) != 0 || ::stat(path.c_str(), &at_path) != 0 ||
         mine.st_ino != at_path.st_ino || mine.st_dev != at_path.st_dev) {
       ::close(fd);  // the holder unlinked it between our open and our lock

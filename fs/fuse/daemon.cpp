@@ -117,10 +117,6 @@ void wait_for_end(std::vector<Mount>& mounts, const std::function<void()>& stop_
   }
 }
 
-}  // namespace
-
-namespace {
-
 // getpid() here, not in main: the daemon has forked into the background by now.
 MediatorOptions mediator_options(const DaemonOptions& options) {
   MediatorOptions mo = options.mediator;
