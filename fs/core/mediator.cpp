@@ -25,9 +25,18 @@ Mediator::Mediator(std::shared_ptr<backend::Backend> backend, MediatorOptions op
   Impl* impl = impl_.get();
   impl_->backend->set_hotplug_callback(
       [impl](const Bdf& bdf, bool added) { impl->on_hotplug(bdf, added); });
+  if (impl_->host_locks) impl_->lease_watcher = std::thread([impl] { impl->watch_leases(); });
 }
 
 Mediator::~Mediator() {
+  if (impl_->lease_watcher.joinable()) {
+    {
+      MutexLock lock(impl_->watch_mu);
+      impl_->watch_stop = true;
+    }
+    impl_->watch_cv.notify_all();
+    impl_->lease_watcher.join();
+  }
   impl_->backend->set_hotplug_callback(nullptr);
   impl_->executor.shutdown();  // pending DOE exchanges complete (ESHUTDOWN) now
 }
@@ -86,6 +95,7 @@ void Mediator::Impl::lease(core::DeviceState& d) {
   if (got.lease) {
     d.lease = std::move(got.lease);
   } else if (got.holder) {
+    d.lease_refused = true;
     d.owned_elsewhere =
         "served by another pcifs daemon (" + (got.holder->empty() ? "starting" : *got.holder) + ")";
     spdlog::warn(
@@ -98,7 +108,45 @@ void Mediator::Impl::lease(core::DeviceState& d) {
   }
 }
 
+void Mediator::Impl::watch_leases() {
+  for (;;) {
+    {
+      MutexLock lock(watch_mu);
+      if (watch_cv.wait_for(watch_mu, options.host_locks->retry,
+                            [&]() NO_THREAD_SAFETY_ANALYSIS { return watch_stop; })) {
+        return;
+      }
+    }
+    retry_refused_leases();
+  }
+}
+
+// A group whose lease is free now (the daemon that held it ended) is taken
+// over: each of its read-only devices leaves and arrives anew, mediated in
+// full (Discovery included), as after a driver unbind.
+void Mediator::Impl::retry_refused_leases() {
+  MutexLock serial(attach_mu);
+  std::map<std::string, std::vector<std::shared_ptr<DeviceState>>> refused;
+  {
+    SharedLock lock(devices_mu);
+    for (const auto& [bdf, d] : devices) {
+      if (d->lease_refused && !d->gone.load()) refused[d->group].push_back(d);
+    }
+  }
+  for (const auto& [group, states] : refused) {
+    auto got = host_locks->acquire(group);  // held until attach() has shared it
+    if (!got.lease) continue;
+    for (const auto& d : states) {
+      spdlog::info("{}: the other pcifs daemon let go of {}: mediated here from now on",
+                   d->bdf.str(), group);
+      device_removed(d->bdf);
+      attach(d->dev);
+    }
+  }
+}
+
 void Mediator::Impl::on_hotplug(const Bdf& bdf, bool added) {
+  MutexLock serial(attach_mu);
   if (!added) return device_removed(bdf);
   for (auto& dev : backend->devices()) {
     if (dev->info().bdf == bdf && !find(bdf)) {

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -58,6 +59,7 @@ struct DeviceState {
   // another daemon holds its host lease. Set at attach, before publishing.
   std::optional<std::string> owned_elsewhere;
   std::shared_ptr<HostLease> lease;  // this daemon's host lease on the group, if any
+  bool lease_refused = false;        // another daemon holds it: retried (watch_leases)
   bool bound() const { return owned_elsewhere.has_value(); }
   bool bridge() const { return info.is_bridge(); }
   std::vector<backend::DoeFeature> doe_features() const EXCLUDES(doe_mu);
@@ -142,6 +144,12 @@ struct Mediator::Impl {
   std::shared_ptr<backend::Backend> backend;
   MediatorOptions options;
   std::unique_ptr<core::HostLocks> host_locks;  // null: no cross-daemon leases
+  // Serialises what changes the device set: hot-plug and lease takeovers.
+  Mutex attach_mu;
+  Mutex watch_mu;
+  CondVar watch_cv;
+  bool watch_stop GUARDED_BY(watch_mu) = false;
+  std::thread lease_watcher;  // with host_locks: retries refused leases
   core::SinkRelay sink;
   core::ClaimTable claims;
   core::DoeExecutor executor;
@@ -157,6 +165,8 @@ struct Mediator::Impl {
   // --- mediator.cpp
   void attach(const std::shared_ptr<backend::Device>& dev);
   void lease(core::DeviceState& d);
+  void watch_leases() EXCLUDES(watch_mu, attach_mu);
+  void retry_refused_leases() EXCLUDES(attach_mu);
   void on_hotplug(const Bdf& bdf, bool added);
   void device_removed(const Bdf& bdf);
   std::shared_ptr<core::DeviceState> find(const Bdf& bdf) const;

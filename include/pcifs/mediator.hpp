@@ -101,6 +101,10 @@ struct HostLockOptions {
   std::string owner;  // what a refused daemon logs: "pid 42, views a,b"
   // The devices some view selects: only those are leased.
   std::function<bool(const backend::DeviceInfo&)> serves;
+  // How often a lease another daemon holds is tried again. Once it is free
+  // (that daemon ended), the device is mediated here from then on: its
+  // read-only state leaves (handles on it end, ENODEV) and it arrives anew.
+  std::chrono::milliseconds retry{1000};
 };
 
 struct MediatorOptions {

@@ -8,7 +8,9 @@
 #include <linux/pci_regs.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "fixtures/mount_doe.hpp"
 #include "fixtures/sysfs_tree.hpp"
@@ -117,6 +119,32 @@ TEST_F(HostLeaseMountTest, TheLeaseEndsWithTheDaemon) {
   EXPECT_EQ(lock_files(), 0u);  // nothing left behind after a clean stop
   Daemon& next = start(locks_);
   EXPECT_EQ(open_errno(next.dev(kBdf) + "/resource0", O_RDWR), 0);
+}
+
+// The second daemon keeps asking: once the first ends, it mediates the device
+// itself (within its one-second retry), and the handles it had opened on the
+// read-only device end with ENODEV, as after a driver unbind.
+TEST_F(HostLeaseMountTest, WhenTheFirstDaemonEndsTheSecondTakesOver) {
+  Daemon& first = start(locks_);
+  Daemon& second = start(locks_);
+  ASSERT_TRUE(first.mounted() && second.mounted());
+  const int cfg = open((second.dev(kBdf) + "/config").c_str(), O_RDONLY);
+  ASSERT_GE(cfg, 0);
+  EXPECT_EQ(open_errno(second.dev(kBdf) + "/resource0", O_RDWR), EBUSY);
+  EXPECT_EQ(first.stop(), 0);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (open_errno(second.dev(kBdf) + "/resource0", O_RDWR) != 0 &&
+         std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(open_errno(second.dev(kBdf) + "/resource0", O_RDWR), 0) << second.log();
+  char b[4];
+  EXPECT_EQ(pread(cfg, b, 4, 0), -1);
+  EXPECT_EQ(errno, ENODEV);
+  close(cfg);
+  EXPECT_NE(second.log().find("the other pcifs daemon let go"), std::string::npos) << second.log();
+  EXPECT_FALSE(device_status(second.mnt(), kBdf).contains("read_only"));
+  EXPECT_EQ(lock_files(), 1u);  // the second's now
 }
 
 }  // namespace

@@ -201,12 +201,14 @@ class SharedSim : public backend::Backend {
 };
 
 MediatorOptions leased(const std::string& dir, const std::string& owner,
-                       std::function<bool(const backend::DeviceInfo&)> serves = {}) {
+                       std::function<bool(const backend::DeviceInfo&)> serves = {},
+                       std::chrono::milliseconds retry = std::chrono::seconds(1)) {
   MediatorOptions o;
   o.doe_timeout = std::chrono::milliseconds(100);
   HostLockOptions hl;
   hl.dir = dir;
   hl.owner = owner;
+  hl.retry = retry;
   hl.serves = serves ? std::move(serves) : [](const backend::DeviceInfo&) { return true; };
   o.host_locks = std::move(hl);
   return o;
@@ -310,6 +312,38 @@ TEST(HostLeaseMediatorTest, TheLeaseEndsWithTheDaemonAndWithTheDevice) {
   Mediator last(std::make_shared<SharedSim>(), leased(t.path(), "4"));
   last.add_view(ViewPolicy{});
   EXPECT_TRUE(open_as_root(last, kEp0, FileKind::kBar, true).ok());
+}
+
+// A refused daemon keeps trying: while the holder lives nothing changes;
+// once it ends, the device leaves the refused daemon's read-only state (its
+// handles end) and arrives mediated in full, Discovery included.
+TEST(HostLeaseMediatorTest, ARefusedDaemonTakesOverWhenTheHolderEnds) {
+  TempDir t;
+  const auto fast = std::chrono::milliseconds(20);
+  auto first = std::make_unique<Mediator>(std::make_shared<SharedSim>(), leased(t.path(), "1"));
+  first->add_view(ViewPolicy{});
+  Mediator second(std::make_shared<SharedSim>(), leased(t.path(), "2", {}, fast));
+  second.add_view(ViewPolicy{});
+  auto cfg = open_as_root(second, kEp0, FileKind::kConfig, false);
+  ASSERT_TRUE(cfg.ok());
+  std::this_thread::sleep_for(10 * fast);  // ten retries while the holder lives
+  EXPECT_EQ(open_as_root(second, kEp0, FileKind::kBar, true).error(), Errno(EBUSY));
+  EXPECT_EQ(feature_files(second, kEp0), 0u);
+
+  first.reset();
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  Result<HandleId> bar = Errno(EBUSY);
+  while (!(bar = open_as_root(second, kEp0, FileKind::kBar, true)).ok() &&
+         std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(fast);
+  }
+  ASSERT_TRUE(bar.ok()) << bar.error().name();
+  second.wait_for_discovery();
+  EXPECT_GT(feature_files(second, kEp0), 0u);
+  EXPECT_TRUE(open_as_root(second, kEp2, FileKind::kPowerState, true).ok());
+  std::vector<uint8_t> id(4);
+  EXPECT_EQ(second.read(*cfg, 0, id).error(), Errno(ENODEV));  // the read-only state's handle
+  EXPECT_EQ(second.status_json(0).find("read_only"), std::string::npos);
 }
 
 }  // namespace
