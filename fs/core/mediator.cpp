@@ -167,7 +167,6 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
   }
   d->gone.store(true);
   d->control->revoke();
-  d->lease.reset();  // the slot's next device (or another daemon) may lease the group
   for (auto& mb : d->mailboxes) mb->close(Errno(ENODEV));
   // The removed device's handles give up their share of the group's claim; the
   // holder's handles on other functions of the group keep it [S11].
@@ -185,6 +184,9 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
   spdlog::info("{}: removed{}", bdf.str(), ended ? "; its claim ended" : "");
   sink.invalidate_mappings(bdf);
   sink.device_gone(bdf);
+  // Last: the kernel's view of the tree is updated first (the lock file's
+  // unlink is a system call between "not listed" and "not found" otherwise).
+  d->lease.reset();  // the slot's next device (or another daemon) may lease the group
 }
 
 std::shared_ptr<DeviceState> Mediator::Impl::find(const Bdf& bdf) const {
