@@ -96,6 +96,7 @@ void Mediator::Impl::lease(core::DeviceState& d) {
     d.lease = std::move(got.lease);
   } else if (got.holder) {
     d.lease_refused = true;
+    any_refused.store(true);
     d.owned_elsewhere =
         "served by another pcifs daemon (" + (got.holder->empty() ? "starting" : *got.holder) + ")";
     spdlog::warn(
@@ -117,7 +118,7 @@ void Mediator::Impl::watch_leases() {
         return;
       }
     }
-    retry_refused_leases();
+    if (any_refused.load()) retry_refused_leases();
   }
 }
 

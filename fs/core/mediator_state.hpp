@@ -149,7 +149,8 @@ struct Mediator::Impl {
   Mutex watch_mu;
   CondVar watch_cv;
   bool watch_stop GUARDED_BY(watch_mu) = false;
-  std::thread lease_watcher;  // with host_locks: retries refused leases
+  std::atomic<bool> any_refused{false};  // until a lease is refused, the watcher has nothing to do
+  std::thread lease_watcher;             // with host_locks: retries refused leases
   core::SinkRelay sink;
   core::ClaimTable claims;
   core::DoeExecutor executor;

@@ -123,10 +123,10 @@ MediatorOptions mediator_options(const DaemonOptions& options) {
   if (options.lock_dir.empty()) return mo;
   HostLockOptions hl;
   hl.dir = options.lock_dir;
-  hl.owner = "pid " + std::to_string(getpid()) + ", view";
-  for (size_t i = 0; i < options.views.size(); ++i) {
-    hl.owner += (i == 0 ? (options.views.size() > 1 ? "s " : " ") : ",") + options.views[i].name;
-  }
+  std::string names;
+  for (const auto& v : options.views) names += (names.empty() ? "" : ",") + v.name;
+  hl.owner = "pid " + std::to_string(getpid()) +
+             (options.views.size() > 1 ? ", views " : ", view ") + names;
   hl.serves = [views = options.views](const backend::DeviceInfo& i) {
     return std::any_of(views.begin(), views.end(), [&i](const ViewPolicy& v) {
       return v.selects(i.bdf, i.vendor, i.device, i.class_code);

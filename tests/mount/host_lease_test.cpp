@@ -8,11 +8,9 @@
 #include <linux/pci_regs.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
-#include <thread>
 
-#include "fixtures/mount_doe.hpp"
+#include "fixtures/mount_util.hpp"
 #include "fixtures/sysfs_tree.hpp"
 
 namespace pcifs::testing {
@@ -21,12 +19,7 @@ namespace {
 constexpr char kBdf[] = "0000:03:00.0";
 constexpr uint64_t kBarLen = 4096;
 
-int open_errno(const std::string& path, int flags) {
-  const int fd = open(path.c_str(), flags);
-  if (fd < 0) return errno;
-  close(fd);
-  return 0;
-}
+nlohmann::json device_of(const Daemon& d) { return device_status(status_of(d.mnt()), kBdf); }
 
 class HostLeaseMountTest : public ::testing::Test {
  protected:
@@ -87,13 +80,12 @@ TEST_F(HostLeaseMountTest, TheSecondDaemonServesTheDeviceReadOnlyAndNamesTheFirs
   EXPECT_EQ(open_errno(second.dev(kBdf) + "/config", O_RDWR), EBUSY);
   auto id = pread_file(second.dev(kBdf) + "/config", 4, 0);  // reads still pass
   ASSERT_EQ(id.n, 4);
-  EXPECT_EQ(le32(id.data), 0x00101b36u);
+  EXPECT_EQ(id.data, std::string("\x36\x1b\x10\x00", 4));  // 1b36:0010
 
   const std::string holder = "served by another pcifs daemon (pid " + std::to_string(first.pid());
   EXPECT_NE(second.log().find(holder), std::string::npos) << second.log();
-  EXPECT_NE(device_status(second.mnt(), kBdf).value("read_only", "").find(holder),
-            std::string::npos);
-  EXPECT_FALSE(device_status(first.mnt(), kBdf).contains("read_only"));
+  EXPECT_NE(device_of(second).value("read_only", "").find(holder), std::string::npos);
+  EXPECT_FALSE(device_of(first).contains("read_only"));
 }
 
 // Negative controls: a daemon with no leases, or leases kept elsewhere,
@@ -132,18 +124,14 @@ TEST_F(HostLeaseMountTest, WhenTheFirstDaemonEndsTheSecondTakesOver) {
   ASSERT_GE(cfg, 0);
   EXPECT_EQ(open_errno(second.dev(kBdf) + "/resource0", O_RDWR), EBUSY);
   EXPECT_EQ(first.stop(), 0);
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (open_errno(second.dev(kBdf) + "/resource0", O_RDWR) != 0 &&
-         std::chrono::steady_clock::now() < end) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  eventually([&] { return open_errno(second.dev(kBdf) + "/resource0", O_RDWR) == 0; });
   EXPECT_EQ(open_errno(second.dev(kBdf) + "/resource0", O_RDWR), 0) << second.log();
   char b[4];
   EXPECT_EQ(pread(cfg, b, 4, 0), -1);
   EXPECT_EQ(errno, ENODEV);
   close(cfg);
   EXPECT_NE(second.log().find("the other pcifs daemon let go"), std::string::npos) << second.log();
-  EXPECT_FALSE(device_status(second.mnt(), kBdf).contains("read_only"));
+  EXPECT_FALSE(device_of(second).contains("read_only"));
   EXPECT_EQ(lock_files(), 1u);  // the second's now
 }
 
