@@ -85,6 +85,8 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
     devices[d->bdf] = d;
   }
   start_discovery(d);
+  emit(MediatorEvent::device(MediatorEvent::Kind::kDeviceArrived, d->bdf,
+                             d->owned_elsewhere.value_or("")));
 }
 
 // Before the device is published and before Discovery: a device another
@@ -180,9 +182,12 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
   }
   bool ended = false;
   for (auto& h : mine) {
-    if (h->claiming.exchange(false)) ended |= claims.release(d->group, h->caller.pid);
+    if (!h->claiming.exchange(false) || !claims.release(d->group, h->caller.pid)) continue;
+    ended = true;
+    claim_ended(*h);
   }
   spdlog::info("{}: removed{}", bdf.str(), ended ? "; its claim ended" : "");
+  emit(MediatorEvent::device(MediatorEvent::Kind::kDeviceLeft, bdf, ""));
   sink.invalidate_mappings(bdf);
   sink.device_gone(bdf);
   // Last: the kernel's view of the tree is updated first (the lock file's
@@ -217,6 +222,7 @@ std::shared_ptr<Handle> Mediator::Impl::handle(HandleId h) {
 ViewId Mediator::add_view(ViewPolicy policy) {
   MutexLock lock(impl_->views_mu);
   impl_->views.push_back(std::move(policy));
+  impl_->views_removed.push_back(false);
   return static_cast<ViewId>(impl_->views.size() - 1);
 }
 
@@ -227,6 +233,7 @@ void Mediator::set_revocation_sink(RevocationSink* sink) { impl_->sink.set(sink)
 std::vector<Bdf> Mediator::devices(ViewId view) const {
   const ViewPolicy& v = impl_->policy(view);
   std::vector<Bdf> out;
+  if (impl_->removed(view)) return out;
   SharedLock lock(impl_->devices_mu);
   for (const auto& [bdf, d] : impl_->devices) {
     if (v.selects(bdf, d->info.vendor, d->info.device, d->info.class_code)) out.push_back(bdf);
@@ -269,6 +276,8 @@ Result<void> Mediator::Impl::claim(Handle& h) {
   } else if (holder.handles == 1) {         // the first claiming handle of this process
     spdlog::info("{}: claimed by pid={} uid={} view={} ({})", d.bdf.str(), h.caller.pid,
                  h.caller.uid, policy(h.view).name, core::file_name(h.ref));
+    emit(MediatorEvent::claim(MediatorEvent::Kind::kClaimTaken, d.bdf, d.group, h.caller.pid,
+                              h.caller.uid, policy(h.view).name));
   }
   return Ok();
 }
@@ -280,13 +289,17 @@ Result<void> Mediator::Impl::wake_if_allowed(Handle& h) {
   if (policy(h.view).low_power_access != LowPowerAccess::kWake) return Errno(EIO);
   if (!d.bridge() && !claims.held_by(d.group, h.caller.pid)) return Errno(EIO);
   spdlog::info("{}: woken to D0 for pid={}", d.bdf.str(), h.caller.pid);
-  return d.control->wake();
+  PCIFS_TRY(d.control->wake());
+  emit(MediatorEvent::device(MediatorEvent::Kind::kPower, d.bdf,
+                             std::string(to_string(PowerState::kD0))));
+  return Ok();
 }
 
 // --- open / release
 
 Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef& ref,
                                 OpenFlags flags) {
+  if (impl_->removed(view)) return Errno(ENODEV);
   auto d = impl_->find_in(view, ref.bdf);
   if (!d || d->gone.load()) return Errno(ENOENT);
   const ViewPolicy& v = impl_->policy(view);
@@ -338,8 +351,9 @@ void Mediator::release(HandleId id) {
   }
   if (ticket && h->ref.index < d.mailboxes.size()) d.mailboxes[h->ref.index]->cancel(ticket);
   if (pending) pending(Errno(ECANCELED));
-  if (h->claiming.load() && impl_->claims.release(d.group, h->caller.pid)) {
+  if (h->claiming.exchange(false) && impl_->claims.release(d.group, h->caller.pid)) {
     spdlog::info("{}: claim of pid={} released", d.bdf.str(), h->caller.pid);
+    impl_->claim_ended(*h);
   }
 }
 

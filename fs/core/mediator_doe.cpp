@@ -155,7 +155,7 @@ void Mediator::Impl::doe_complete(const std::weak_ptr<Handle>& wh, uint64_t,
   // Removal revokes register access before it closes the mailboxes, so a
   // running exchange may fail on the revoked gate first (EIO): the caller
   // learns what happened, ENODEV [S10].
-  if (!r && (h->dev->gone.load() || h->dev->control->revoked())) r = Errno(ENODEV);
+  if (!r && (dead(*h) || h->dev->control->revoked())) r = Errno(ENODEV);
   Mediator::ReadDone pending;
   std::function<void()> wake;
   std::optional<Result<std::vector<uint8_t>>> part;
@@ -211,7 +211,7 @@ void Mediator::Impl::doe_read(const std::shared_ptr<Handle>& h, size_t max, bool
 void Mediator::doe_read(HandleId id, size_t max_bytes, ReadDone done) {
   auto h = impl_->handle(id);
   if (!h) return done(Errno(EBADF));
-  if (h->dev->gone.load()) return done(Errno(ENODEV));
+  if (Impl::dead(*h)) return done(Errno(ENODEV));
   if (h->ref.kind != FileKind::kDoe) return done(Errno(EINVAL));
   impl_->doe_read(h, max_bytes, h->flags.nonblock, std::move(done));
 }

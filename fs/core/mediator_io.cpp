@@ -45,7 +45,7 @@ std::string_view control_text(std::span<const uint8_t> in) {
 Result<size_t> Mediator::read(HandleId id, uint64_t off, std::span<uint8_t> out) {
   auto h = impl_->handle(id);
   if (!h) return Errno(EBADF);
-  if (h->dev->gone.load()) return Errno(ENODEV);
+  if (Impl::dead(*h)) return Errno(ENODEV);
   if (!h->flags.read) return Errno(EBADF);
   switch (h->ref.kind) {
     case FileKind::kConfig: return impl_->read_config(*h, off, out);
@@ -70,7 +70,7 @@ Result<size_t> Mediator::read(HandleId id, uint64_t off, std::span<uint8_t> out)
 Result<size_t> Mediator::write(HandleId id, uint64_t off, std::span<const uint8_t> in) {
   auto h = impl_->handle(id);
   if (!h) return Errno(EBADF);
-  if (h->dev->gone.load()) return Errno(ENODEV);
+  if (Impl::dead(*h)) return Errno(ENODEV);
   if (!h->flags.write) return Errno(EBADF);
   switch (h->ref.kind) {
     case FileKind::kConfig: return impl_->write_config(*h, off, in);
@@ -184,6 +184,9 @@ Result<size_t> Mediator::Impl::write_control(Handle& h, std::span<const uint8_t>
     spdlog::info("{}: power_state {} -> {} by pid={}", d.bdf.str(),
                  to_string(d.control->power_state()), to_string(*target), h.caller.pid);
     r = d.control->set_power_state(*target);
+    if (r)
+      emit(MediatorEvent::device(MediatorEvent::Kind::kPower, d.bdf,
+                                 std::string(to_string(*target))));
   } else if (text != "1") {
     return Errno(EINVAL);
   } else if (h.ref.kind == FileKind::kReset) {

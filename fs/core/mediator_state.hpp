@@ -86,6 +86,7 @@ struct Handle {
   OpenFlags flags;
   std::shared_ptr<DeviceState> dev;
   std::atomic<bool> claiming{false};
+  std::atomic<bool> revoked{false};  // its view was removed: dead for good (ENODEV)
   Mutex mu;
   DoeSlot doe GUARDED_BY(mu);
 };
@@ -159,6 +160,9 @@ struct Mediator::Impl {
   std::map<Bdf, std::shared_ptr<core::DeviceState>> devices GUARDED_BY(devices_mu);
   mutable Mutex views_mu;
   std::deque<ViewPolicy> views GUARDED_BY(views_mu);  // deque: stable references
+  std::deque<bool> views_removed GUARDED_BY(views_mu);
+  mutable Mutex event_mu;
+  std::shared_ptr<const EventSink> events GUARDED_BY(event_mu);
   Mutex handles_mu;
   std::unordered_map<HandleId, std::shared_ptr<core::Handle>> handles GUARDED_BY(handles_mu);
   HandleId next_handle GUARDED_BY(handles_mu) = 1;
@@ -175,6 +179,11 @@ struct Mediator::Impl {
   std::shared_ptr<core::Handle> handle(HandleId h);
   const ViewPolicy& policy(ViewId view) const;
   Result<void> claim(core::Handle& h);
+  void emit(MediatorEvent e) const EXCLUDES(event_mu);
+  void claim_ended(const core::Handle& h);
+  bool removed(ViewId view) const;
+  // A handle of a removed view, or on a removed device, is dead (ENODEV).
+  static bool dead(const core::Handle& h) { return h.revoked.load() || h.dev->gone.load(); }
   Result<void> wake_if_allowed(core::Handle& h);
   Result<void> check_open(const ViewPolicy& v, const Caller& c, core::DeviceState& d,
                           const FileRef& ref, OpenFlags flags);

@@ -54,6 +54,7 @@ std::string Mediator::status_json(ViewId view) const {
     if (!d) continue;
     json j{{"bdf", bdf.str()},
            {"power_state", std::string(to_string(d->control->power_state()))},
+           {"health", health(bdf)},
            {"owner", impl_->claims.owner_text(d->group)},
            {"open_handles", d->open_handles.load()},
            {"counters", counters_json(*d)},

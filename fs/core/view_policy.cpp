@@ -158,8 +158,9 @@ bool get_strings(const json& j, ViewPolicy& v, Checker& c) {
 }
 
 const char* const kKnownFields[] = {
-    "mountpoint",   "name",       "devices",        "uid",  "gid",           "config_read",
-    "config_write", "bar_access", "mask_addresses", "hide", "doe_protocols", "low_power_access"};
+    "mountpoint",       "name",       "devices",        "uid",  "gid",           "config_read",
+    "config_write",     "bar_access", "mask_addresses", "hide", "doe_protocols", "low_power_access",
+    "share_iommu_group"};
 
 bool check_unknown(const json& j, Checker& c) {
   for (const auto& [key, val] : j.items()) {
@@ -169,7 +170,7 @@ bool check_unknown(const json& j, Checker& c) {
       return c.fail(key,
                     "one of the fields of SPEC S6 (mountpoint, name, devices, uid, gid, "
                     "config_read, config_write, bar_access, mask_addresses, hide, "
-                    "doe_protocols, low_power_access)",
+                    "doe_protocols, low_power_access, share_iommu_group)",
                     val);
     }
   }
@@ -228,7 +229,8 @@ Result<ViewPolicy> parse_view(std::string_view text, const std::string& source,
             get_config_read(j, v, c) && get_bool(j, "config_write", &v.config_write, c) &&
             get_bool(j, "bar_access", &v.bar_access, c) &&
             get_bool(j, "mask_addresses", &v.mask_addresses, c) && get_hide(j, v, c) &&
-            get_doe(j, v, c) && get_low_power(j, v, c);
+            get_doe(j, v, c) && get_low_power(j, v, c) &&
+            get_bool(j, "share_iommu_group", &v.share_iommu_group, c);
   if (!ok) return Errno(EINVAL);
   v.uid = uid;
   v.gid = j.contains("gid") ? gid : uid;

@@ -107,6 +107,48 @@ struct HostLockOptions {
   std::chrono::milliseconds retry{1000};
 };
 
+// What happened to a device, for `pcifs view watch` [S16]. Delivered to the
+// event sink without any core lock held, on the thread that made it happen.
+struct MediatorEvent {
+  enum class Kind : uint8_t { kDeviceArrived, kDeviceLeft, kPower, kClaimTaken, kClaimReleased };
+  Kind kind = Kind::kDeviceArrived;
+  Bdf bdf;
+  std::string detail;  // kPower: the new state ("D3hot"); claims: the claim key ("group:3")
+  pid_t pid = 0;       // claims: the holder
+  uid_t uid = 0;
+  std::string view;  // claims: the view it was taken through
+
+  static MediatorEvent device(Kind k, const Bdf& b, std::string detail = {}) {
+    MediatorEvent e;
+    e.kind = k;
+    e.bdf = b;
+    e.detail = std::move(detail);
+    return e;
+  }
+  static MediatorEvent claim(Kind k, const Bdf& b, std::string group, pid_t pid, uid_t uid,
+                             std::string view) {
+    MediatorEvent e = device(k, b, std::move(group));
+    e.pid = pid;
+    e.uid = uid;
+    e.view = std::move(view);
+    return e;
+  }
+};
+using EventSink = std::function<void(const MediatorEvent&)>;
+
+// One claim, as `pcifs view ls` shows it.
+struct ClaimInfo {
+  Bdf bdf;
+  pid_t pid = 0;
+  uid_t uid = 0;
+};
+
+// What a view holds now.
+struct ViewUsage {
+  uint32_t open_handles = 0;
+  std::vector<ClaimInfo> claims;
+};
+
 struct MediatorOptions {
   unsigned doe_threads = 1;
   std::chrono::milliseconds doe_timeout{1000};
@@ -123,6 +165,31 @@ class Mediator {
   ViewId add_view(ViewPolicy policy);
   const ViewPolicy& view(ViewId id) const;
   void set_revocation_sink(RevocationSink* sink);
+  // Called for every MediatorEvent from now on (nullptr: none).
+  void set_event_sink(EventSink sink);
+
+  // --- Views at runtime [S16].
+  // Ends a view for good, as S12's revoke: every handle opened through it is
+  // dead (reads and writes ENODEV; its BAR mappings are invalidated, so the
+  // next touch faults and gets SIGBUS), its claims end, and its queued or
+  // running DOE exchanges are cancelled (a blocked read gets ENODEV). The id
+  // is never reused: devices() of it is empty and open() gives ENODEV. The
+  // handles stay in the table until release(). Idempotent.
+  void remove_view(ViewId id);
+  bool view_removed(ViewId id) const;
+  ViewUsage view_usage(ViewId id) const;
+  // Why `candidate` may not be added beside the live views: an endpoint it
+  // selects shares an IOMMU group with an endpoint that a live view of another
+  // uid selects (bridges exempt, as S11), and it does not say
+  // share_iommu_group. The text names the group, the devices and the other
+  // view. nullopt: no conflict.
+  std::optional<std::string> group_conflict(const ViewPolicy& candidate) const;
+  // A device's health: "ok", "unresponsive" (its vendor ID reads all-ones),
+  // "removed", "bound:DRIVER", "served-elsewhere" (another daemon's host
+  // lease), "low-power", "doe-dead". Reads the vendor ID of a device in D0.
+  std::string health(const Bdf& bdf) const;
+  // Every device the backend has now, with its health.
+  std::vector<std::pair<Bdf, std::string>> health_all() const;
 
   // --- The tree (S3). Only what the view selects; only files someone in the
   // view can open.

@@ -71,6 +71,10 @@ struct ViewPolicy {
   bool hide_vpd = false;
   std::optional<std::vector<DoeProtocol>> doe_protocols;  // nullopt: the default rule above
   LowPowerAccess low_power_access = LowPowerAccess::kDeny;
+  // A view added at runtime may not select an endpoint of an IOMMU group that
+  // has an endpoint in a view of another uid (DMA isolation is per group),
+  // unless it says so here.
+  bool share_iommu_group = false;
 
   bool selects(const Bdf& b, uint16_t ven, uint16_t dev, uint32_t class_code) const {
     if (!devices) return true;

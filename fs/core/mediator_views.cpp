@@ -1,0 +1,164 @@
+// Views at runtime [S16]: removing a view (S12 revoke of everything opened
+// through it), what a view holds, the IOMMU-group rule for new views, device
+// health, and the event sink that `pcifs view watch` reads.
+#include <spdlog/spdlog.h>
+
+#include <set>
+
+#include "core/mediator_state.hpp"
+
+namespace pcifs {
+
+using core::DeviceState;
+using core::Handle;
+
+void Mediator::set_event_sink(EventSink sink) {
+  MutexLock lock(impl_->event_mu);
+  impl_->events = sink ? std::make_shared<const EventSink>(std::move(sink)) : nullptr;
+}
+
+void Mediator::Impl::emit(MediatorEvent e) const {
+  std::shared_ptr<const EventSink> to;
+  {
+    MutexLock lock(event_mu);
+    to = events;
+  }
+  if (to) (*to)(e);
+}
+
+// A claim just ended (its last claiming handle went): say so to watchers.
+void Mediator::Impl::claim_ended(const Handle& h) {
+  emit(MediatorEvent::claim(MediatorEvent::Kind::kClaimReleased, h.dev->bdf, h.dev->group,
+                            h.caller.pid, h.caller.uid, policy(h.view).name));
+}
+
+bool Mediator::Impl::removed(ViewId view) const {
+  MutexLock lock(views_mu);
+  return view < views_removed.size() && views_removed[view];
+}
+
+bool Mediator::view_removed(ViewId id) const { return impl_->removed(id); }
+
+// Each handle first becomes dead (no new access starts), then its DOE work is
+// cancelled and its claim ends; the mappings of every device it had a BAR of
+// are invalidated last, so a fault after that reads through a dead handle
+// (ENODEV: SIGBUS).
+void Mediator::remove_view(ViewId id) {
+  {
+    MutexLock lock(impl_->views_mu);
+    if (id >= impl_->views_removed.size() || impl_->views_removed[id]) return;
+    impl_->views_removed[id] = true;
+  }
+  std::vector<std::shared_ptr<Handle>> mine;
+  {
+    MutexLock lock(impl_->handles_mu);
+    for (auto& [hid, h] : impl_->handles) {
+      if (h->view == id) mine.push_back(h);
+    }
+  }
+  std::set<Bdf> mapped;
+  size_t claims_ended = 0;
+  for (auto& h : mine) {
+    h->revoked.store(true);
+    h->dev->counters.revoked_handles++;
+    uint64_t ticket = 0;
+    ReadDone pending;
+    {
+      MutexLock lock(h->mu);
+      if (h->doe.state == core::DoeSlot::State::kInFlight) ticket = h->doe.ticket;
+      pending = std::move(h->doe.pending);
+      h->doe.pending = nullptr;
+      h->doe.state = core::DoeSlot::State::kIdle;
+    }
+    DeviceState& d = *h->dev;
+    if (ticket && h->ref.index < d.mailboxes.size()) d.mailboxes[h->ref.index]->cancel(ticket);
+    if (pending) pending(Errno(ENODEV));
+    if (h->ref.kind == FileKind::kBar) mapped.insert(d.bdf);
+    if (h->claiming.exchange(false) && impl_->claims.release(d.group, h->caller.pid)) {
+      ++claims_ended;
+      impl_->claim_ended(*h);
+    }
+  }
+  for (const Bdf& bdf : mapped) impl_->sink.invalidate_mappings(bdf);
+  spdlog::info("view {} removed: {} handle(s) revoked, {} claim(s) ended", view(id).name,
+               mine.size(), claims_ended);
+}
+
+ViewUsage Mediator::view_usage(ViewId id) const {
+  ViewUsage u;
+  std::set<std::tuple<Bdf, pid_t, uid_t>> claims;
+  MutexLock lock(impl_->handles_mu);
+  for (const auto& [hid, h] : impl_->handles) {
+    if (h->view != id || h->revoked.load()) continue;
+    ++u.open_handles;
+    if (h->claiming.load()) claims.insert({h->dev->bdf, h->caller.pid, h->caller.uid});
+  }
+  for (const auto& [bdf, pid, uid] : claims) u.claims.push_back({bdf, pid, uid});
+  return u;
+}
+
+namespace {
+
+uid_t owner_of(const ViewPolicy& v) { return v.has_uid ? v.uid : 0; }
+
+bool selects(const ViewPolicy& v, const DeviceState& d) {
+  return v.selects(d.bdf, d.info.vendor, d.info.device, d.info.class_code);
+}
+
+}  // namespace
+
+std::optional<std::string> Mediator::group_conflict(const ViewPolicy& candidate) const {
+  if (candidate.share_iommu_group) return std::nullopt;
+  std::vector<ViewPolicy> live;
+  {
+    MutexLock lock(impl_->views_mu);
+    for (size_t i = 0; i < impl_->views.size(); ++i) {
+      if (!impl_->views_removed[i] && owner_of(impl_->views[i]) != owner_of(candidate)) {
+        live.push_back(impl_->views[i]);
+      }
+    }
+  }
+  SharedLock lock(impl_->devices_mu);
+  for (const auto& [bdf, d] : impl_->devices) {
+    if (d->bridge() || !selects(candidate, *d)) continue;
+    for (const auto& [other_bdf, e] : impl_->devices) {
+      if (e->bridge() || e->group != d->group) continue;
+      for (const auto& v : live) {
+        if (!selects(v, *e)) continue;
+        return "devices: " + bdf.str() + " is in IOMMU " + d->group + " with " + other_bdf.str() +
+               ", which view " + v.name + " (uid " + std::to_string(owner_of(v)) +
+               ") selects: DMA isolation is per IOMMU group, so a group is never split between "
+               "uids (set \"share_iommu_group\": true to allow it)";
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+std::string Mediator::health(const Bdf& bdf) const {
+  auto d = impl_->find(bdf);
+  if (!d || d->gone.load()) return "removed";
+  if (d->info.driver && *d->info.driver != "pci-stub") return "bound:" + *d->info.driver;
+  if (d->lease_refused) return "served-elsewhere";
+  if (d->control->power_state() != PowerState::kD0) return "low-power";
+  for (const auto& mb : d->mailboxes) {
+    if (mb->dead()) return "doe-dead";
+  }
+  auto vendor = d->control->config_read(0, 2);
+  if (vendor && *vendor == 0xffff) return "unresponsive";
+  return "ok";
+}
+
+std::vector<std::pair<Bdf, std::string>> Mediator::health_all() const {
+  std::vector<Bdf> bdfs;
+  {
+    SharedLock lock(impl_->devices_mu);
+    for (const auto& [bdf, d] : impl_->devices) bdfs.push_back(bdf);
+  }
+  std::vector<std::pair<Bdf, std::string>> out;
+  out.reserve(bdfs.size());
+  for (const Bdf& b : bdfs) out.emplace_back(b, health(b));
+  return out;
+}
+
+}  // namespace pcifs
