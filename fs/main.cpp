@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "control/cdi_hook.hpp"
+#include "control/cli.hpp"
 #include "core/cdi_spec.hpp"
 #include "core/view_policy.hpp"
 #include "fuse/daemon.hpp"
@@ -33,6 +35,10 @@ struct Args {
   std::string mountpoint;
   std::string log_level = "info";
   std::string lock_dir = "/run/pcifs/locks";
+  std::string control;  // a host daemon's control socket [S16]
+  std::string state_dir = "/var/lib/pcifs/views";
+  std::string cdi_dir = "/var/run/cdi";
+  std::string view_root = "/run/pcifs/views";
   bool foreground = false;
 };
 
@@ -63,7 +69,10 @@ bool is_dir(const std::string& path) {
 std::vector<pcifs::ViewPolicy> build_views(const Args& a) {
   std::vector<pcifs::ViewPolicy> views;
   if (a.views.empty()) {
-    if (a.mountpoint.empty()) usage_error("MOUNTPOINT: expected a directory (or --view files)");
+    if (a.mountpoint.empty() && !a.control.empty()) return views;  // a host daemon, views to come
+    if (a.mountpoint.empty()) {
+      usage_error("MOUNTPOINT: expected a directory (or --view files, or --control)");
+    }
     views.push_back(pcifs::core::default_view());
     views.back().mountpoint = a.mountpoint;
   }
@@ -124,6 +133,7 @@ std::vector<pcifs::ViewPolicy> load_views(const std::vector<std::string>& files)
 int run_cdi(const ToolArgs& t) {
   pcifs::core::CdiOptions o;
   o.container_path = t.container_path;
+  o.hook_binary = pcifs::control::self_executable();  // each view's hook: `pcifs cdi-hook`
   std::string error;
   auto spec = pcifs::core::cdi_spec(load_views(t.views), o, &error);
   if (!spec) usage_error(error);
@@ -139,7 +149,7 @@ int run_mountpoint(const ToolArgs& t) {
 void add_subcommands(CLI::App& app, ToolArgs& cdi_args, ToolArgs& mp_args) {
   auto* cdi = app.add_subcommand(
       "cdi",
-      "print a Container Device Interface spec (CDI 0.6.0) for the views and exit: one device "
+      "print a Container Device Interface spec for the views and exit: one device "
       "pcifs.io/view=NAME per view, a bind mount of its mountpoint (save as /etc/cdi/pcifs.json; "
       "then e.g. podman run --device pcifs.io/view=NAME)");
   cdi->add_option("--view", cdi_args.views, "FILE.json: a view that names its mountpoint; repeat")
@@ -153,6 +163,23 @@ void add_subcommands(CLI::App& app, ToolArgs& cdi_args, ToolArgs& mp_args) {
   mp->add_option("--view", mp_args.views, "FILE.json: a view that names its mountpoint; repeat")
       ->required()
       ->allow_extra_args(false);
+}
+
+std::string absolute_option(const std::string& name, const std::string& value) {
+  if (value == "none") return "";
+  if (value.empty() || value[0] != '/') usage_error(name + ": expected an absolute path or none");
+  return value;
+}
+
+void host_daemon_options(const Args& a, pcifs::fuse::DaemonOptions& o) {
+  if (a.control[0] != '/') usage_error("--control: expected an absolute path");
+  if (geteuid() != 0) usage_error("--control: a host daemon runs as root");
+  o.control = a.control;
+  o.state_dir = absolute_option("--state-dir", a.state_dir);
+  o.cdi_dir = absolute_option("--cdi-dir", a.cdi_dir);
+  o.view_root = absolute_option("--view-root", a.view_root);
+  if (o.view_root.empty()) usage_error("--view-root: expected an absolute path");
+  o.hook_binary = pcifs::control::self_executable();
 }
 
 void setup_logging(const std::string& level, bool foreground) {
@@ -232,9 +259,30 @@ int run(int argc, char** argv) {
                  "where daemons lease the real devices they mediate, so that no two pcifs "
                  "daemons ever mediate one device ('none': no leases; simulated devices need none)")
       ->capture_default_str();
-  app.add_option("MOUNTPOINT", a.mountpoint, "where to mount (optional with --view files)");
+  app.add_option("--control", a.control,
+                 "serve views at runtime: a root-only control socket at this path (e.g. "
+                 "/run/pcifs/control.sock) for `pcifs view add|rm|ls|watch`; MOUNTPOINT is then "
+                 "optional");
+  app.add_option("--state-dir", a.state_dir,
+                 "with --control: where runtime views persist, to come back at the next start "
+                 "('none': not kept)")
+      ->capture_default_str();
+  app.add_option("--cdi-dir", a.cdi_dir,
+                 "with --control: where one CDI spec per view is written for container engines "
+                 "('none': no specs)")
+      ->capture_default_str();
+  app.add_option("--view-root", a.view_root,
+                 "with --control: the directory under which a view that names no mountpoint is "
+                 "mounted (ROOT/NAME)")
+      ->capture_default_str();
+  app.add_option("MOUNTPOINT", a.mountpoint,
+                 "where to mount (optional with --view files or --control)");
   ToolArgs cdi_args, mp_args;
   add_subcommands(app, cdi_args, mp_args);
+  pcifs::control::ViewCli view_cli;
+  pcifs::control::add_view_cli(app, view_cli);
+  pcifs::control::CdiHookArgs hook_args;
+  pcifs::control::add_cdi_hook_subcommand(app, hook_args);
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -242,8 +290,10 @@ int run(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : kUsageError;
   }
+  if (auto rc = pcifs::control::run_view_cli(app, view_cli)) return *rc;
   if (app.got_subcommand("cdi")) return run_cdi(cdi_args);
   if (app.got_subcommand("mountpoint")) return run_mountpoint(mp_args);
+  if (app.got_subcommand("cdi-hook")) return pcifs::control::run_cdi_hook(hook_args, STDIN_FILENO);
   pcifs::fuse::DaemonOptions o;
   o.views = build_views(a);
   o.mount_options = split_options(a.options);
@@ -254,6 +304,7 @@ int run(int argc, char** argv) {
       usage_error("--lock-dir: expected an absolute path or none");
     o.lock_dir = a.lock_dir;
   }
+  if (!a.control.empty()) host_daemon_options(a, o);
   std::string error;
   auto backend = pcifs::backend::open_backend(a.backend, &error);
   if (!backend) usage_error(error);

@@ -5,7 +5,14 @@ set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git
       libfuse3-dev fuse3 liburing-dev libspdlog-dev libfmt-dev
       libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
-      pciutils clang clang-format clang-tidy libclang-rt-14-dev util-linux xxd)
+      pciutils clang clang-format clang-tidy libclang-rt-14-dev util-linux xxd
+      podman runc)
+# podman + runc: tests/tools/podman_test.sh runs containers with CDI devices
+# (as root, --network=none, storage driver overlay). apt pulls in what podman
+# strictly needs (conmon, containers-common, containernetworking-plugins);
+# the recommends (crun, netavark, slirp4netns, fuse-overlayfs, catatonit,
+# uidmap) are for rootless or networked containers and stay out. runc, not
+# crun: Debian 12's crun fails on hosts with hybrid cgroups.
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

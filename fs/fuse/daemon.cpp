@@ -17,30 +17,16 @@
 #include <cstring>
 #include <thread>
 
-#include "fuse/filesystem.hpp"
+#include "fuse/host_control.hpp"
 #include "fuse/revoker.hpp"
-#include "fuse/session.hpp"
+#include "fuse/view_host.hpp"
 
 namespace pcifs::fuse {
 namespace {
 
-struct Mount {
-  std::unique_ptr<Filesystem> fs;
-  std::unique_ptr<Session> session;
-  std::thread loop;
-};
-
-void summary(const Mediator& m, const DaemonOptions& o, const std::vector<Mount>& mounts) {
-  spdlog::info("pcifs {}: backend {}, {} view(s)", PCIFS_VERSION, o.backend_name, mounts.size());
-  for (const auto& mt : mounts) {
-    const ViewPolicy& v = m.view(mt.fs->view());
-    spdlog::info("view {} at {}: {} device(s), files owned by uid {}{}; mmap of BARs {}", v.name,
-                 mt.session->mountpoint(), m.devices(mt.fs->view()).size(), v.has_uid ? v.uid : 0,
-                 v.source.empty() ? "" : " (" + v.source + ")",
-                 Session::direct_io_mmap_negotiated(mt.session->raw())
-                     ? "enabled"
-                     : "unavailable (kernel lacks FUSE_DIRECT_IO_ALLOW_MMAP)");
-  }
+void summary(const DaemonOptions& o, size_t views) {
+  spdlog::info("pcifs {}: backend {}, {} view(s){}", PCIFS_VERSION, o.backend_name, views,
+               o.control.empty() ? "" : ", control socket " + o.control);
 }
 
 // systemd's readiness protocol (sd_notify(3)) without libsystemd: one
@@ -83,38 +69,42 @@ class Notifier {
 };
 
 // READY=1 with a STATUS= line a person reads in `systemctl status`.
-std::string ready_message(const std::vector<Mount>& mounts) {
+std::string ready_message(const std::vector<std::string>& mountpoints, const std::string& control) {
   std::string status = "STATUS=serving";
-  for (size_t i = 0; i < mounts.size(); ++i) {
-    status += (i ? ", " : " ") + mounts[i].session->mountpoint();
-  }
+  for (size_t i = 0; i < mountpoints.size(); ++i) status += (i ? ", " : " ") + mountpoints[i];
+  if (!control.empty()) status += (mountpoints.empty() ? " " : "; ") + ("control " + control);
   for (auto& c : status) c = c == '\n' ? ' ' : c;  // one line per key
   return "READY=1\n" + status + "\n";
 }
 
-// Waits for a stop signal or for every loop to end; then ends the rest.
-// `stop_notice` runs when a signal makes the daemon begin to unmount.
-void wait_for_end(std::vector<Mount>& mounts, const std::function<void()>& stop_notice) {
+// Serves until a stop signal, or (without a control socket) until every mount
+// is gone. `tick` runs about every 100 ms on this thread.
+void wait_for_end(ViewHost& host, bool host_daemon, const std::function<void()>& tick,
+                  const std::function<void()>& stop_notice) {
   const sigset_t set = stop_signals();
-  bool stopping = false;
   for (;;) {
-    size_t running = 0;
-    for (auto& mt : mounts) running += mt.session->running() ? 1 : 0;
-    if (running == 0) return;
-    if (stopping) {
-      for (auto& mt : mounts) {
-        if (mt.session->running()) mt.session->exit();
-      }
-    }
-    const timespec tick{0, 100L * 1000 * 1000};
+    if (host.reap() == 0 && !host_daemon) return;
+    tick();
+    const timespec period{0, 100L * 1000 * 1000};
     siginfo_t info;
-    const int sig = sigtimedwait(&set, &info, &tick);
-    if (sig > 0 && !stopping) {
+    const int sig = sigtimedwait(&set, &info, &period);
+    if (sig > 0) {
       spdlog::info("signal {}: unmounting", sig);
-      stopping = true;
       stop_notice();
+      return;
     }
   }
+}
+
+HostOptions host_options(const DaemonOptions& o) {
+  HostOptions h;
+  h.session.mount_options = o.mount_options;
+  h.session.max_threads = o.max_threads;
+  h.state_dir = o.state_dir;
+  h.cdi_dir = o.cdi_dir;
+  h.view_root = o.view_root;
+  h.hook_binary = o.hook_binary;
+  return h;
 }
 
 // getpid() here, not in main: the daemon has forked into the background by now.
@@ -127,6 +117,13 @@ MediatorOptions mediator_options(const DaemonOptions& options) {
   for (const auto& v : options.views) names += (names.empty() ? "" : ",") + v.name;
   hl.owner = "pid " + std::to_string(getpid()) +
              (options.views.size() > 1 ? ", views " : ", view ") + names;
+  if (!options.control.empty()) {
+    // A host daemon may be asked for any device at runtime: it leases all.
+    hl.owner = "pid " + std::to_string(getpid()) + ", host daemon " + options.control;
+    hl.serves = [](const backend::DeviceInfo&) { return true; };
+    mo.host_locks = std::move(hl);
+    return mo;
+  }
   hl.serves = [views = options.views](const backend::DeviceInfo& i) {
     return std::any_of(views.begin(), views.end(), [&i](const ViewPolicy& v) {
       return v.selects(i.bdf, i.vendor, i.device, i.class_code);
@@ -158,56 +155,53 @@ int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& option
   auto mediator = std::make_unique<Mediator>(std::move(backend), mediator_options(options));
   Revoker revoker;
   mediator->set_revocation_sink(&revoker);
-  DriverNames drivers;
-  std::vector<Mount> mounts;
+  auto host = std::make_unique<ViewHost>(*mediator, revoker, host_options(options));
+  HostControl control(*mediator, *host);
+  auto fail = [&](const std::string& error) {
+    control.stop();
+    host.reset();  // unmounts what was mounted
+    mediator->set_revocation_sink(nullptr);
+    ready(false, error);
+    return 1;
+  };
   for (const auto& v : options.views) {
-    Mount mt;
-    mt.fs = std::make_unique<Filesystem>(*mediator, mediator->add_view(v), drivers);
-    mounts.push_back(std::move(mt));
-  }
-  mediator->wait_for_discovery();  // doe_features/ is complete before anyone looks
-  SessionOptions so;
-  so.mount_options = options.mount_options;
-  so.max_threads = options.max_threads;
-  for (size_t i = 0; i < mounts.size(); ++i) {
     std::string error;
-    mounts[i].session = Session::mount(Filesystem::ops(), mounts[i].fs.get(),
-                                       options.views[i].mountpoint, so, &error);
-    if (!mounts[i].session) {
-      mediator->set_revocation_sink(nullptr);
-      mounts.clear();  // unmounts what was mounted
-      ready(false, error);
-      return 1;
+    if (!host->add_static(v, &error)) return fail(error);
+  }
+  if (!options.control.empty()) {
+    if (const size_t failed = host->load_state()) {
+      spdlog::error("{} view(s) of {} could not be mounted (see above)", failed, options.state_dir);
     }
-    revoker.add(mounts[i].session->raw());
+    control::ServerOptions so;
+    so.path = options.control;
+    so.version = PCIFS_VERSION;
+    std::string error;
+    if (!control.start(so, &error)) return fail("--control: " + error);
+    control.poll_health();  // the baseline health changes are told against
   }
-  for (auto& mt : mounts) {
-    mt.loop = std::thread([s = mt.session.get()] { s->run(); });
-  }
-  while (true) {  // exit() reaches a loop only once it has started
-    bool all = true;
-    for (auto& mt : mounts) all = all && mt.session->started();
-    if (all) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  for (auto& mt : mounts) mt.session->wait_for_init(std::chrono::seconds(5));
-  summary(*mediator, options, mounts);
+  summary(options, host->mountpoints().size());
   ready(true, "");
-  notifier.send(ready_message(mounts));
+  notifier.send(ready_message(host->mountpoints(), options.control));
+  auto last_health = std::chrono::steady_clock::now();
+  auto tick = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_health < options.health_interval) return;
+    last_health = now;
+    control.poll_health();
+  };
   bool stop_sent = false;
   auto stop_notice = [&] {
     if (!stop_sent) notifier.send("STOPPING=1\n");
     stop_sent = true;
   };
-  wait_for_end(mounts, stop_notice);
+  wait_for_end(*host, !options.control.empty(), tick, stop_notice);
   stop_notice();  // the mounts went away by themselves (fusermount3 -u)
-  for (auto& mt : mounts) mt.loop.join();
+  control.stop();
+  host->stop_all();
   spdlog::info("all mounts gone: exiting");
   mediator->set_revocation_sink(nullptr);
-  for (auto& mt : mounts) revoker.remove(mt.session->raw());
-  for (auto& mt : mounts) mt.fs.reset();  // drains queued interrupt replies
-  mediator.reset();                       // cancels DOE reads: their replies go out
-  mounts.clear();                         // unmount and destroy the sessions
+  host.reset();
+  mediator.reset();  // cancels DOE reads: their replies go out
   return 0;
 }
 

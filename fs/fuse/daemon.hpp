@@ -9,6 +9,7 @@
 
 #include <signal.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -27,15 +28,24 @@ struct DaemonOptions {
   unsigned max_threads = 16;
   std::string backend_name;  // for the start-up summary
   std::string lock_dir;      // host leases (MediatorOptions::host_locks); empty: none
+  // A host daemon [S16]: views at runtime through the control socket at this
+  // path (empty: none; then the daemon ends with its last mount).
+  std::string control;
+  std::string state_dir;                       // runtime views persist here (empty: not at all)
+  std::string cdi_dir;                         // one CDI spec per view (empty: none)
+  std::string view_root = "/run/pcifs/views";  // where a view that names no mountpoint goes
+  std::string hook_binary;                     // the CDI specs' hook: this binary
+  std::chrono::milliseconds health_interval{1000};
 };
 
 // SIGINT, SIGTERM, SIGHUP: the signals that end a daemon (and the floor).
 sigset_t stop_signals();
 void block_stop_signals();
 
-// Mounts every view, calls `ready(ok, error)` once (after the mounts, or on the
+// Mounts every view (the command line's, then the state directory's), starts
+// the control socket, calls `ready(ok, error)` once (after that, or on the
 // first failure, when nothing stays mounted), then serves. Returns the exit
-// status: 0 after a clean end, 1 when a mount failed.
+// status: 0 after a clean end, 1 when a mount or the control socket failed.
 int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& options,
           const std::function<void(bool, const std::string&)>& ready);
 

@@ -7,6 +7,7 @@
 // everything they touch is thread-safe.
 #pragma once
 
+#include <atomic>
 #include <ctime>
 
 #include "fuse/deferred.hpp"
@@ -29,6 +30,10 @@ class Filesystem {
   Result<struct stat> stat_of(const NodeId& id) const;
   Deferred& deferred() { return deferred_; }
   FhObjects& handles() { return handles_; }
+  // The view was removed [S16]: from now on every request but the releases
+  // gets ENODEV (the mount may live on in a container until it lets go).
+  void kill() { dead_.store(true); }
+  bool dead() const { return dead_.load(std::memory_order_relaxed); }
 
  private:
   Tree tree_;
@@ -36,6 +41,7 @@ class Filesystem {
   timespec started_{};
   Deferred deferred_;
   FhObjects handles_;  // status and directory snapshots still open
+  std::atomic<bool> dead_{false};
 };
 
 // Handlers, one per op (ops_tree.cpp: the namespace; ops_file.cpp: I/O).

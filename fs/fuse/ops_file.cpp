@@ -172,30 +172,49 @@ void op_poll(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, fuse_pollhandle
   });
 }
 
+namespace {
+
+// The handler, unless the view was removed: then ENODEV (releases and
+// forgets are not wrapped: they free what the kernel lets go of).
+template <auto Op>
+struct Live;
+template <typename... A, void (*Op)(fuse_req_t, A...) noexcept>
+struct Live<Op> {
+  static void call(fuse_req_t req, A... a) noexcept {
+    if (fs_of(req).dead()) {
+      fuse_reply_err(req, ENODEV);
+      return;
+    }
+    Op(req, a...);
+  }
+};
+
+}  // namespace
+
 const fuse_lowlevel_ops& Filesystem::ops() {
   static const fuse_lowlevel_ops kOps = [] {
     fuse_lowlevel_ops o{};
     o.init = op_init;
-    o.lookup = op_lookup;
-    o.getattr = op_getattr;
-    o.setattr = op_setattr;
-    o.readlink = op_readlink;
-    o.opendir = op_opendir;
-    o.readdir = op_readdir;
+    o.lookup = Live<op_lookup>::call;
+    o.getattr = Live<op_getattr>::call;
+    o.setattr = Live<op_setattr>::call;
+    o.readlink = Live<op_readlink>::call;
+    o.opendir = Live<op_opendir>::call;
+    o.readdir = Live<op_readdir>::call;
     o.releasedir = op_releasedir;
-    o.open = op_open;
-    o.read = op_read;
-    o.write = op_write;
+    o.open = Live<op_open>::call;
+    o.read = Live<op_read>::call;
+    o.write = Live<op_write>::call;
     o.release = op_release;
-    o.poll = op_poll;
-    o.mknod = op_mknod;
-    o.create = op_create;
-    o.mkdir = op_mkdir;
-    o.unlink = op_unlink;
-    o.rmdir = op_rmdir;
-    o.symlink = op_symlink;
-    o.rename = op_rename;
-    o.link = op_link;
+    o.poll = Live<op_poll>::call;
+    o.mknod = Live<op_mknod>::call;
+    o.create = Live<op_create>::call;
+    o.mkdir = Live<op_mkdir>::call;
+    o.unlink = Live<op_unlink>::call;
+    o.rmdir = Live<op_rmdir>::call;
+    o.symlink = Live<op_symlink>::call;
+    o.rename = Live<op_rename>::call;
+    o.link = Live<op_link>::call;
     return o;
   }();
   return kOps;

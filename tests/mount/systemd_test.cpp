@@ -299,32 +299,105 @@ TEST_F(SystemdTest, ExecStopPostDetachesTheMountOfADeadDaemon) {
   EXPECT_EQ(slurp(s_.log()).size(), before) << slurp(s_.log());
 }
 
-TEST(SystemdUnitTest, VerifiesWithSystemdAnalyze) {
+// Verifies the unit `file` (a source under tools/systemd/) installed as
+// `unit` (e.g. pcifs@.service), naming `instance` (e.g. pcifs@c1.service).
+void verify_unit(const std::string& file, const std::string& unit, const std::string& instance) {
   if (std::system("command -v systemd-analyze >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "systemd-analyze not installed";
   }
   char dir[] = "/tmp/pcifs-unit-XXXXXX";
   ASSERT_TRUE(mkdtemp(dir));
-  const std::string d = dir, unit = d + "/pcifs@.service";
-  std::string text = slurp(source_dir() + "/tools/systemd/pcifs@.service.in");
+  const std::string d = dir;
+  std::string text = slurp(source_dir() + "/tools/systemd/" + file);
   ASSERT_FALSE(text.empty());
   replace_all(text, "@PCIFS_BINDIR@", abs_build_dir());
-  std::ofstream(unit) << text;
+  std::ofstream(d + "/" + unit) << text;
   const std::string out = d + "/verify.txt";
   const int rc = std::system(
-      ("cd '" + d + "' && systemd-analyze verify ./pcifs@c1.service >'" + out + "' 2>&1").c_str());
+      ("cd '" + d + "' && systemd-analyze verify ./" + instance + " >'" + out + "' 2>&1").c_str());
   const std::string said = slurp(out);
   // Control: the same check fails a unit with a misspelt key.
   replace_all(text, "Restart=on-failure", "Restartt=on-failure");
-  std::ofstream(d + "/pcifsbad@.service") << text;
+  std::ofstream(d + "/bad" + unit) << text;
   const int bad = std::system(
-      ("cd '" + d + "' && systemd-analyze verify ./pcifsbad@c1.service >'" + out + "' 2>&1")
+      ("cd '" + d + "' && systemd-analyze verify ./bad" + instance + " >'" + out + "' 2>&1")
           .c_str());
   const std::string bad_said = slurp(out);
   (void)std::system(("rm -rf '" + d + "'").c_str());
   EXPECT_EQ(rc, 0) << said;
-  EXPECT_EQ(said.find("pcifs@"), std::string::npos) << said;
+  EXPECT_EQ(said.find(instance), std::string::npos) << said;
   EXPECT_NE(bad_said.find("Restartt"), std::string::npos) << "control: " << bad << "\n" << bad_said;
+}
+
+TEST(SystemdUnitTest, VerifiesWithSystemdAnalyze) {
+  verify_unit("pcifs@.service.in", "pcifs@.service", "pcifs@c1.service");
+}
+
+TEST(SystemdUnitTest, HostUnitVerifiesWithSystemdAnalyze) {
+  verify_unit("pcifs.service.in", "pcifs.service", "pcifs.service");
+}
+
+// pcifs.service's ExecStart, with its paths moved to a temp dir: READY=1 once
+// the control socket answers (its STATUS names it), a view added at runtime
+// is served, and SIGTERM gives STOPPING=1, a clean exit and nothing left.
+TEST(SystemdHostUnitTest, ExecStartIsAHostDaemonThatNotifies) {
+  if (!can_mount()) GTEST_SKIP() << "needs root and /dev/fuse";
+  char dir[] = "/tmp/pcifs-hostunit-XXXXXX";
+  ASSERT_TRUE(mkdtemp(dir));
+  const std::string d = dir;
+  std::string text = slurp(source_dir() + "/tools/systemd/pcifs.service.in");
+  std::string line;
+  for (std::istringstream in(text); std::getline(in, line);) {
+    if (line.rfind("ExecStart=", 0) == 0) break;
+  }
+  ASSERT_EQ(line.rfind("ExecStart=", 0), 0u) << text;
+  replace_all(line, "@PCIFS_BINDIR@", abs_build_dir());
+  replace_all(line, "/run/pcifs/control.sock", d + "/control.sock");
+  replace_all(line, "/var/lib/pcifs/views", d + "/state");
+  replace_all(line, "/var/run/cdi", d + "/cdi");
+  std::vector<std::string> args;
+  std::istringstream words(line.substr(std::strlen("ExecStart=")));
+  for (std::string w; words >> w;) {
+    if (w != "$PCIFS_ARGS") args.push_back(w);  // unset: systemd drops the word
+  }
+  args.push_back("--view-root=" + d + "/views");
+  NotifySocket sock(d + "/notify");
+  ASSERT_TRUE(sock.bound());
+  const std::string log = d + "/log";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    setenv("NOTIFY_SOCKET", sock.name().c_str(), 1);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  auto ready = sock.next(20000);
+  ASSERT_TRUE(ready) << slurp(log);
+  EXPECT_EQ(ready->rfind("READY=1\n", 0), 0u) << *ready;
+  EXPECT_NE(ready->find("control " + d + "/control.sock"), std::string::npos) << *ready;
+  TempFile view(R"({"name": "c1", "devices": ["0000:01:00.0"]})");
+  const auto add = run_pcifs({"view", "add", view.path(), "--control=" + d + "/control.sock"});
+  EXPECT_EQ(add.status, 0) << add.err << slurp(log);
+  EXPECT_EQ(read_text(d + "/views/c1/devices/0000:01:00.0/vendor"), "0x1b36\n");
+  ::kill(pid, SIGTERM);
+  auto stopping = sock.next(20000);
+  int st = -1;
+  if (!eventually([&] { return waitpid(pid, &st, WNOHANG) == pid; })) {
+    ::kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+  }
+  EXPECT_EQ(stopping.value_or(""), "STOPPING=1\n");
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st << slurp(log);
+  EXPECT_FALSE(listed_in_mountinfo(d + "/views/c1"));
+  EXPECT_TRUE(std::ifstream(d + "/state/c1.json").good()) << "the state is kept";
+  unmount_all_on(d + "/views/c1");
+  (void)std::system(("rm -rf '" + d + "'").c_str());
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// CDI specs for views (core/cdi_spec.hpp): the fields a CDI 0.6.0 engine
-// reads, device names sanitised to CDI's rule, the errors that name the file
-// and field, several views in one spec.
+// CDI specs for views (core/cdi_spec.hpp): the fields a CDI engine reads, the
+// lowest version those fields need, device names sanitised to CDI's rule, the
+// hook that makes a container fail closed, the errors that name the file and
+// field, several views in one spec.
 #include "core/cdi_spec.hpp"
 
 #include <gtest/gtest.h>
@@ -49,7 +50,8 @@ bool valid_cdi_name(const std::string& n) {
 
 TEST(CdiSpecTest, OneViewHasEveryFieldAnEngineReads) {
   auto s = spec_ok({view(R"({"mountpoint": "/run/pcifs/c1", "uid": 100000})")});
-  EXPECT_EQ(s["cdiVersion"], "0.6.0");
+  // A mount's "type" needs CDI 0.4.0; nothing here needs more.
+  EXPECT_EQ(s["cdiVersion"], "0.4.0");
   EXPECT_EQ(s["kind"], "pcifs.io/view");
   ASSERT_EQ(s["devices"].size(), 1u);
   const json& d = s["devices"][0];
@@ -68,6 +70,8 @@ TEST(CdiSpecTest, OneViewHasEveryFieldAnEngineReads) {
     EXPECT_TRUE(k == "cdiVersion" || k == "kind" || k == "devices") << k;
   }
   for (const auto& [k, v] : d.items()) EXPECT_TRUE(k == "name" || k == "containerEdits") << k;
+  // No hook binary in the options: no hook.
+  for (const auto& [k, v] : d["containerEdits"].items()) EXPECT_EQ(k, "mounts");
   for (const auto& [k, v] : m.items()) {
     EXPECT_TRUE(k == "hostPath" || k == "containerPath" || k == "type" || k == "options") << k;
   }
@@ -185,6 +189,138 @@ TEST(CdiSpecTest, SeveralViewsInOrderEachWithItsMount) {
   EXPECT_EQ(s["kind"], "pcifs.io/view");
   // The spec round-trips through JSON text, as it does through /etc/cdi.
   EXPECT_EQ(json::parse(s.dump(2)), s);
+}
+
+// --- The version: the lowest CDI version the spec's fields need.
+
+json spec_with(const json& body) {
+  json s = {{"cdiVersion", ""}, {"kind", "pcifs.io/view"}, {"devices", json::array()}};
+  for (const auto& [k, v] : body.items()) s[k] = v;
+  return s;
+}
+
+json device(const std::string& name, const json& edits = json::object()) {
+  return {{"name", name}, {"containerEdits", edits}};
+}
+
+struct VersionCase {
+  const char* what;
+  json spec;
+  const char* version;
+};
+
+class CdiVersionTest : public ::testing::TestWithParam<VersionCase> {};
+
+TEST_P(CdiVersionTest, LowestVersionTheFieldsNeed) {
+  EXPECT_EQ(cdi_min_version(GetParam().spec), GetParam().version) << GetParam().what;
+}
+
+const json kTypedMount = {{"hostPath", "/a"}, {"containerPath", "/b"}, {"type", "bind"}};
+const json kPlainMount = {{"hostPath", "/a"}, {"containerPath", "/b"}, {"options", {"rbind"}}};
+const json kHook = {{"hookName", "createRuntime"}, {"path", "/bin/true"}, {"timeout", 5}};
+
+// The CDI specification's version table (SPEC.md, "Released versions"), one
+// row per field that raises the floor, each with the field alone.
+INSTANTIATE_TEST_SUITE_P(
+    Table, CdiVersionTest,
+    ::testing::Values(
+        VersionCase{"nothing", spec_with({{"devices", {device("a")}}}), "0.3.0"},
+        VersionCase{"mount without type",
+                    spec_with({{"devices", {device("a", {{"mounts", {kPlainMount}}})}}}), "0.3.0"},
+        VersionCase{"hooks are older than 0.3.0",
+                    spec_with({{"devices", {device("a", {{"hooks", {kHook}}})}}}), "0.3.0"},
+        VersionCase{"mount type (0.4.0)",
+                    spec_with({{"devices", {device("a", {{"mounts", {kTypedMount}}})}}}), "0.4.0"},
+        VersionCase{"mount type in the spec's own edits",
+                    spec_with({{"devices", {device("a")}},
+                               {"containerEdits", {{"mounts", {kTypedMount}}}}}),
+                    "0.4.0"},
+        VersionCase{"name starting with a digit (0.5.0)", spec_with({{"devices", {device("7a")}}}),
+                    "0.5.0"},
+        VersionCase{
+            "device node hostPath (0.5.0)",
+            spec_with({{"devices",
+                        {device("a", {{"deviceNodes",
+                                       {{{"path", "/dev/x"}, {"hostPath", "/dev/y"}}}}})}}}),
+            "0.5.0"},
+        VersionCase{"annotations (0.6.0)",
+                    spec_with({{"devices", {device("a")}}, {"annotations", {{"k", "v"}}}}),
+                    "0.6.0"},
+        VersionCase{"device annotations (0.6.0)",
+                    spec_with({{"devices", {{{"name", "a"}, {"annotations", {{"k", "v"}}}}}}}),
+                    "0.6.0"},
+        VersionCase{"dot in the kind's name (0.6.0)",
+                    spec_with({{"kind", "pcifs.io/a.b"}, {"devices", {device("a")}}}), "0.6.0"},
+        VersionCase{
+            "the highest need wins",
+            spec_with({{"devices", {device("a", {{"mounts", {kTypedMount}}}), device("9")}}}),
+            "0.5.0"}));
+
+// Any JSON at all: fields of the wrong shape need nothing, and never throw.
+TEST(CdiSpecTest, VersionOfOddShapes) {
+  for (const json& odd :
+       {json("x"), json::array({1}), json{{"devices", "x"}},
+        json{{"devices", {1, json::array()}}, {"kind", 7}},
+        json{{"devices", {{{"name", 7}, {"containerEdits", {{"mounts", 3}}}}}}}}) {
+    EXPECT_EQ(cdi_min_version(odd), "0.3.0") << odd.dump();
+  }
+}
+
+// What pcifs emits: 0.4.0 for the typed bind mount, 0.5.0 once a view's name
+// starts with a digit; never 0.6.0, which podman 4.3 (Debian 12) refuses.
+TEST(CdiSpecTest, DeclaresTheLowestVersionItsFieldsNeed) {
+  CdiOptions o;
+  o.hook_binary = "/usr/bin/pcifs";
+  auto s = spec_ok({view(R"({"mountpoint": "/run/pcifs/c1"})")}, o);
+  EXPECT_EQ(s["cdiVersion"], "0.4.0");
+  EXPECT_EQ(s["cdiVersion"], cdi_min_version(s));
+  s = spec_ok({view(R"({"mountpoint": "/run/pcifs/c1", "name": "1st"})")}, o);
+  EXPECT_EQ(s["cdiVersion"], "0.5.0");
+  // The dot of "pcifs.io" is in the vendor part, where every version allows it.
+  EXPECT_EQ(s["kind"], "pcifs.io/view");
+}
+
+// --- The hook: each device runs `pcifs cdi-hook` before its container starts.
+
+TEST(CdiSpecTest, HookRunsTheBinaryWithTheViewAndContainerPath) {
+  CdiOptions o;
+  o.hook_binary = "/usr/local/bin/pcifs";
+  auto s = spec_ok({view(R"({"mountpoint": "/run/pcifs/c1", "name": "web 1"})")}, o);
+  const json& edits = s["devices"][0]["containerEdits"];
+  ASSERT_EQ(edits["hooks"].size(), 1u);
+  const json& h = edits["hooks"][0];
+  EXPECT_EQ(h["hookName"], "createRuntime");
+  EXPECT_EQ(h["path"], "/usr/local/bin/pcifs");
+  EXPECT_EQ(h["args"], json::array({"pcifs", "cdi-hook", "--view", "web-1", "--container-path",
+                                    "/sys/bus/pci"}));
+  EXPECT_EQ(h["timeout"], kCdiHookTimeoutS);
+  // Only the fields CDI defines for a hook.
+  for (const auto& [k, v] : h.items()) {
+    EXPECT_TRUE(k == "hookName" || k == "path" || k == "args" || k == "env" || k == "timeout") << k;
+  }
+  // The mount is still there, beside the hook.
+  EXPECT_EQ(edits["mounts"].size(), 1u);
+}
+
+TEST(CdiSpecTest, HookFollowsTheContainerPathAndEachView) {
+  CdiOptions o;
+  o.hook_binary = "/usr/bin/pcifs";
+  o.container_path = "/run/pci";
+  auto s = spec_ok({view(R"({"mountpoint": "/run/pcifs/a", "name": "a"})", "/v/a.json"),
+                    view(R"({"mountpoint": "/run/pcifs/b", "name": "b"})", "/v/b.json")},
+                   o);
+  for (size_t i = 0; i < 2; ++i) {
+    const json& args = s["devices"][i]["containerEdits"]["hooks"][0]["args"];
+    EXPECT_EQ(args[3], i == 0 ? "a" : "b");
+    EXPECT_EQ(args[5], "/run/pci");
+  }
+}
+
+TEST(CdiSpecTest, HookBinaryMustBeAbsolute) {
+  CdiOptions o;
+  o.hook_binary = "pcifs";
+  auto err = spec_error({view(R"({"mountpoint": "/run/pcifs/c1"})")}, o);
+  EXPECT_NE(err.find("hook: expected the absolute path"), std::string::npos) << err;
 }
 
 }  // namespace
