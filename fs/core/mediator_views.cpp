@@ -144,8 +144,10 @@ std::string Mediator::health(const Bdf& bdf) const {
   for (const auto& mb : d->mailboxes) {
     if (mb->dead()) return "doe-dead";
   }
+  // All-ones is how PCIe reports a read nobody answered; a failed read (not a
+  // revoked gate: that is removal) is the same to a user.
   auto vendor = d->control->config_read(0, 2);
-  if (vendor && *vendor == 0xffff) return "unresponsive";
+  if (vendor ? *vendor == 0xffff : vendor.error() != Errno(ENODEV)) return "unresponsive";
   return "ok";
 }
 

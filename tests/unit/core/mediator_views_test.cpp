@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "core/doe_object.hpp"
+#include "fault/fault_backend.hpp"
 #include "fixtures/mediator_fixture.hpp"
 
 namespace pcifs::test {
@@ -177,6 +178,41 @@ TEST_F(MediatorViewsTest, HealthFollowsPowerAndRemoval) {
   const auto all = med_->health_all();
   EXPECT_EQ(all.size(), 5u);
   for (const auto& [bdf, h] : all) EXPECT_NE(bdf, kEp1);
+}
+
+// A device whose config does not answer (all-ones, or a failed read) is
+// unresponsive; the same device answering again is ok (the control).
+TEST_F(MediatorViewsTest, HealthSaysUnresponsiveWhenConfigDoesNotAnswer) {
+  med_.reset();
+  auto fault = std::make_shared<backend::fault::FaultBackend>(backend::sim::make_default_backend());
+  med_ = std::make_unique<Mediator>(fault, MediatorOptions{});
+  EXPECT_EQ(med_->health(kEp0), "ok");
+  fault->device(kEp0)->set_fault(backend::fault::OpClass::kConfigRead,
+                                 backend::fault::Fault::always());
+  EXPECT_EQ(med_->health(kEp0), "unresponsive");
+  EXPECT_EQ(med_->health(kEp1), "ok");
+  fault->device(kEp0)->clear_all_faults();
+  EXPECT_EQ(med_->health(kEp0), "ok");
+}
+
+// A DOE mailbox whose Abort never clears Busy is dead [S8]: doe-dead.
+TEST_F(MediatorViewsTest, HealthSaysDoeDeadForAStuckMailbox) {
+  std::string error;
+  auto b = backend::sim::load_backend_json(R"({"devices": [
+      {"bdf": "0000:05:00.0", "vendor": "0x1b36", "device": "0x10f0", "class": "0x120000",
+       "config_size": 4096, "capabilities": {"pcie": {"port": "endpoint"},
+       "doe": [{"fault": "stuck_busy"}]}},
+      {"bdf": "0000:06:00.0", "vendor": "0x1b36", "device": "0x10f0", "class": "0x120000",
+       "config_size": 4096, "capabilities": {"pcie": {"port": "endpoint"}, "doe": [{}]}}]})",
+                                           &error);
+  ASSERT_TRUE(b.ok()) << error;
+  med_.reset();
+  MediatorOptions o;
+  o.doe_timeout = std::chrono::milliseconds(50);
+  med_ = std::make_unique<Mediator>(std::shared_ptr<backend::Backend>(std::move(*b)), o);
+  med_->wait_for_discovery();  // Discovery finds the stuck mailbox and gives up on it
+  EXPECT_EQ(med_->health(*Bdf::parse("0000:05:00.0")), "doe-dead");
+  EXPECT_EQ(med_->health(*Bdf::parse("0000:06:00.0")), "ok");
 }
 
 TEST_F(MediatorViewsTest, EventsTellClaimsPowerAndDepartures) {
