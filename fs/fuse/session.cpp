@@ -160,10 +160,28 @@ std::unique_ptr<Session> Session::mount(const fuse_lowlevel_ops& ops, void* user
   return s;
 }
 
+namespace {
+// Sessions given up by disown(): still reachable, so that a leak checker at
+// exit does not count them; the process is about to end.
+std::mutex g_disowned_mu;
+std::vector<fuse_session*> g_disowned;
+}  // namespace
+
+void Session::disown() { disowned_ = true; }
+
 Session::~Session() {
   const int fd = fuse_session_fd(se_);
-  fuse_session_unmount(se_);
-  fuse_session_destroy(se_);
+  if (disowned_) {
+    // fuse_session_unmount would umount2() the mountpoint *path*, where
+    // something else may be mounted by now, and fuse_session_destroy cannot
+    // free the path without it. Closing the fd ends the connection.
+    ::close(fd);
+    std::lock_guard lock(g_disowned_mu);
+    g_disowned.push_back(se_);
+  } else {
+    fuse_session_unmount(se_);
+    fuse_session_destroy(se_);
+  }
   std::lock_guard lock(g_init_mu);
   auto it = g_init.find(fd);
   if (it != g_init.end()) {

@@ -55,6 +55,11 @@ class Session {
   const std::string& mountpoint() const { return mountpoint_; }
   // Waits until the kernel's INIT has been answered (the loop must run).
   bool wait_for_init(std::chrono::milliseconds timeout) const;
+  // For a mount already detached whose connection still lives (a container
+  // holds it) and that must end now, with the daemon: the destructor then
+  // closes the channel without touching the mountpoint path, which may hold
+  // another mount by now, and keeps the session's memory until exit.
+  void disown();
   // Whether the kernel agreed to shared mmap of direct_io files.
   static bool direct_io_mmap_negotiated(fuse_session* se);
 
@@ -63,6 +68,7 @@ class Session {
   fuse_session* se_;
   std::string mountpoint_;
   unsigned max_threads_ = 16;
+  bool disowned_ = false;
   std::atomic<bool> running_{false};
   std::atomic<bool> started_{false};
   std::atomic<pthread_t> loop_thread_{};

@@ -315,15 +315,26 @@ size_t ViewHost::reap() {
   return views_.size();
 }
 
+// Every view ends as if removed (S12 revoke: handles, claims, and mappings,
+// invalidated while the sessions can still do it, so a mapped page faults
+// afresh and gets SIGBUS rather than staying readable), then unmounts.
 void ViewHost::stop_all() {
   MutexLock lock(mu_);
   for (auto& [name, h] : views_) {
     if (!options_.cdi_dir.empty()) control::remove_view_spec(options_.cdi_dir, name);
+    mediator_.remove_view(h->id);
+    h->fs->kill();
+  }
+  for (auto& [name, h] : views_) {
     stop(*h);
     if (h->created_dir || h->runtime) ::rmdir(h->policy.mountpoint.c_str());
   }
   views_.clear();
-  for (auto& h : retired_) stop(*h);
+  for (auto& h : retired_) {
+    // Detached long ago; its path may hold another mount now.
+    if (!h->ended->load()) h->session->disown();
+    stop(*h);
+  }
   retired_.clear();
 }
 

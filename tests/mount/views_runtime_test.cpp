@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -249,6 +250,33 @@ TEST_F(ViewsRuntimeTest, ViewsComeBackAfterACleanStopAndAfterACrash) {
   EXPECT_EQ(list_dir(mp + "/devices"), (std::set<std::string>{"0000:02:00.0"}));
   EXPECT_EQ(proc_mounts_on(mp), 1);
   EXPECT_NE(host_->log().find("dead FUSE mount"), std::string::npos) << host_->log();
+}
+
+// A clean stop revokes mappings too: a page mapped before the stop faults
+// afresh and gets SIGBUS, it does not stay readable from the cache.
+TEST_F(ViewsRuntimeTest, ACleanStopRevokesMappings) {
+  ASSERT_EQ(host_->add(view_json("c1", "\"0000:02:00.0\"")).status, 0);
+  BarUser user(host_->mnt("c1") + "/devices/0000:02:00.0/resource0");
+  ASSERT_TRUE(user.ready()) << host_->log();
+  EXPECT_EQ(host_->stop(SIGTERM), 0) << host_->log();
+  const auto [err, st] = user.go();
+  EXPECT_NE(err, 0) << "the pread after the stop";
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS) << "wait status " << st;
+}
+
+// A removed view that a process still holds is ended with the daemon without
+// touching its old path, where something else may be mounted by now.
+TEST_F(ViewsRuntimeTest, AStopLeavesAloneWhatIsMountedWhereARemovedViewWas) {
+  ASSERT_EQ(host_->add(view_json("a", "\"0000:01:00.0\"")).status, 0);
+  const std::string mp = host_->mnt("a");
+  Fd held(::open((mp + "/devices").c_str(), O_RDONLY | O_DIRECTORY));  // as a container's bind
+  ASSERT_TRUE(held.ok());
+  ASSERT_EQ(host_->view({"rm", "a"}).status, 0);
+  ASSERT_EQ(::mkdir(mp.c_str(), 0755), 0);
+  ASSERT_EQ(::mount("other", mp.c_str(), "tmpfs", 0, "size=64k"), 0) << strerror(errno);
+  EXPECT_EQ(host_->stop(SIGTERM), 0) << host_->log();
+  EXPECT_EQ(proc_mounts_on(mp), 1) << "the daemon unmounted another filesystem";
+  ::umount2(mp.c_str(), MNT_DETACH);
 }
 
 TEST_F(ViewsRuntimeTest, AnIommuGroupIsNeverSplitBetweenUids) {
