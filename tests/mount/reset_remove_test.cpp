@@ -68,11 +68,12 @@ TEST_F(ResetTest, AccessesRacingResetsFinishOrFailCleanly) {
   ASSERT_TRUE(map.ok());
   std::atomic<bool> stop{false};
   std::atomic<long> good{0}, eio{0}, bad{0}, sigbus{0};
+  std::atomic<int> running{0};  // threads past their first access
   std::vector<std::thread> threads;
   threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      while (!stop.load()) {
+      for (bool counted = false; !stop.load();) {
         if (t % 2 == 0) {
           uint32_t id = 0;
           const ssize_t n = pread(map.fd(), &id, 4, kRegId);
@@ -93,21 +94,44 @@ TEST_F(ResetTest, AccessesRacingResetsFinishOrFailCleanly) {
             ++bad;
           }
         }
+        if (!counted) {
+          counted = true;
+          ++running;
+        }
       }
     });
   }
-  int resets_ok = 0;
-  for (int i = 0; i < 100; ++i) resets_ok += write_file(path("reset"), "1").n == 1;
+  // Gate: the resets start once every thread has made an access; then at
+  // least kMinResets of them, and on (bounded) until an access succeeded
+  // between resets, so the control does not depend on thread scheduling.
+  constexpr int kMinResets = 100, kMaxResets = 100000;
+  const bool started = wait_until([&] { return running.load() == 4; });
+  EXPECT_TRUE(started) << "only " << running.load() << " of 4 access threads ran within "
+                       << kGateLimit.count() << " s";
+  const long good_before = good.load();
+  int resets = 0, resets_ok = 0;
+  auto end = std::chrono::steady_clock::time_point::max();
+  for (; started && resets < kMaxResets; ++resets) {
+    if (resets == kMinResets) end = std::chrono::steady_clock::now() + kGateLimit;
+    if (resets >= kMinResets &&
+        (good.load() > good_before || std::chrono::steady_clock::now() > end))
+      break;
+    resets_ok += write_file(path("reset"), "1").n == 1;
+  }
   stop = true;
   for (auto& t : threads) t.join();
-  EXPECT_EQ(resets_ok, 100);
+  EXPECT_GE(resets, kMinResets);
+  EXPECT_EQ(resets_ok, resets);
   EXPECT_EQ(bad.load(), 0) << "wrong data or errno during resets";
-  EXPECT_GT(good.load(), 0);
+  EXPECT_GT(good.load(), good_before)
+      << "no access succeeded while " << resets << " resets ran (eio " << eio.load() << ", sigbus "
+      << sigbus.load() << ")";
   EXPECT_EQ(violations(d_->mnt(), kBdf), 0);
   // After the storm everything works again.
   EXPECT_EQ(safe_load32(map.u32(kRegId)), kIdValue);
   RecordProperty("eio", std::to_string(eio.load()));
   RecordProperty("sigbus", std::to_string(sigbus.load()));
+  RecordProperty("resets", std::to_string(resets));
 }
 
 // Two views of one daemon, each naming its own mountpoint (S6.3).

@@ -89,12 +89,26 @@ TEST_F(RevocationTest, MappingIsPageCacheLikeUntilARevocationRefetchesIt) {
 // locks of faults in progress, whose FUSE_READs may be inside the daemon.
 // A hammer process faults a freshly mapped BAR in many threads while the
 // toggler (the claim holder; the hammer maps its inherited BAR handle)
-// switches power D3hot/D0. The parent is the watchdog.
+// switches power D3hot/D0. The parent is the watchdog. The toggler starts
+// only once the hammers read through their mappings, and goes on until they
+// met both outcomes (served and refused faults) during the storm.
 struct Shared {
   std::atomic<bool> stop{false};
   std::atomic<long> ok{0}, sigbus{0}, bad{0};
   std::atomic<uint32_t> bad_value{0};
+  // Written by the toggler: the counters when the storm began, and how many
+  // D3hot/D0 toggles it made.
+  std::atomic<long> ok_before_storm{-1}, sigbus_before_storm{-1}, toggles{0};
+  bool both_moved() const {
+    return ok.load() > ok_before_storm.load() && sigbus.load() > sigbus_before_storm.load();
+  }
 };
+
+// The storm: at least kMinToggles, then on (bounded by kMaxToggles and
+// kExtraLimit) until the hammers have met both outcomes during it, so the
+// controls never depend on how the threads were scheduled.
+constexpr long kMinToggles = 300, kMaxToggles = 100000;
+constexpr auto kExtraLimit = std::chrono::seconds(60);
 
 constexpr uint64_t kPattern = 0xa5a5000000000000ull;
 // RAM pages the hammer checks: page 0 holds the registers (ID), pages 2 and 3
@@ -129,7 +143,10 @@ void hammer_thread(int fd, Shared* s, unsigned seed) {
   }
 }
 
-int toggler(const std::string& dev, Shared* s, int toggles) {
+// Exit codes: 2/3 setup, 10 a toggle failed, 11 the hammer failed, 12 the
+// hammers never read through a mapping (gate), 13 the storm ended (deadline
+// or max count) before the hammers met both outcomes.
+int toggler(const std::string& dev, Shared* s) {
   const int bar = open((dev + "/resource0").c_str(), O_RDWR);
   const int pw = open((dev + "/power_state").c_str(), O_WRONLY);
   if (bar < 0 || pw < 0) return 2;
@@ -145,16 +162,28 @@ int toggler(const std::string& dev, Shared* s, int toggles) {
     for (auto& t : threads) t.join();
     _exit(0);
   }
+  // Gate: the storm starts only once the hammers are faulting (a good read,
+  // or a failure that ends the test anyway).
+  const bool hammering = wait_until([s] { return s->ok.load() > 0 || s->bad.load() > 0; });
+  s->ok_before_storm = s->ok.load();
+  s->sigbus_before_storm = s->sigbus.load();
   int failed = 0;
-  for (int i = 0; i < toggles; ++i) {
+  long i = 0;
+  auto end = std::chrono::steady_clock::time_point::max();
+  for (; hammering && i < kMaxToggles; ++i) {
+    if (i == kMinToggles) end = std::chrono::steady_clock::now() + kExtraLimit;
+    if (i >= kMinToggles && (s->both_moved() || std::chrono::steady_clock::now() > end)) break;
     failed += pwrite(pw, "D3hot", 5, 0) != 5;
     failed += pwrite(pw, "D0", 2, 0) != 2;
+    s->toggles = i + 1;
   }
   s->stop = true;
   int st = 0;
   waitpid(h, &st, 0);
   if (failed) return 10;
-  return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 11;
+  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) return 11;
+  if (!hammering) return 12;
+  return s->both_moved() ? 0 : 13;
 }
 
 TEST_F(RevocationTest, FaultStormAgainstPowerTogglesNeverHangsOrGoesStale) {
@@ -164,21 +193,31 @@ TEST_F(RevocationTest, FaultStormAgainstPowerTogglesNeverHangsOrGoesStale) {
   new (s) Shared;
   const std::string device = dev(kBdf);
   const pid_t t = fork();
-  if (t == 0) _exit(toggler(device, s, 300));
-  auto st = wait_child_or_abort(t, std::chrono::seconds(240), d_->mnt());
-  ASSERT_TRUE(st) << "hung: the daemon did not finish 300 toggles under the fault storm";
+  if (t == 0) _exit(toggler(device, s));
+  // A hang guard above the toggler's own bounds (gate, minimum storm, extra).
+  auto st = wait_child_or_abort(t, std::chrono::seconds(400), d_->mnt());
+  ASSERT_TRUE(st) << "hung: the daemon did not finish the toggles under the fault storm ("
+                  << s->toggles.load() << " recorded, ok " << s->ok.load() << ", sigbus "
+                  << s->sigbus.load() << ")";
   EXPECT_TRUE(WIFEXITED(*st)) << *st;
-  EXPECT_EQ(WEXITSTATUS(*st), 0) << "2/3 setup, 10 a toggle failed, 11 the hammer failed";
+  EXPECT_EQ(WEXITSTATUS(*st), 0)
+      << "2/3 setup, 10 a toggle failed, 11 the hammer failed, 12 no hammer read through its "
+      << "mapping within " << kGateLimit.count() << " s, 13 the storm ended (" << s->toggles.load()
+      << " toggles) before both outcomes: ok " << s->ok_before_storm.load() << " -> "
+      << s->ok.load() << ", sigbus " << s->sigbus_before_storm.load() << " -> " << s->sigbus.load();
   EXPECT_EQ(s->bad.load(), 0) << "stale or wrong data through the mapping: 0x" << std::hex
                               << s->bad_value.load();
-  // Controls: the storm did both -- faults served, and faults refused.
-  EXPECT_GT(s->ok.load(), 0);
-  EXPECT_GT(s->sigbus.load(), 0);
+  // Controls: the storm did both -- faults served, and faults refused -- while
+  // it ran, not only before it.
+  EXPECT_GE(s->toggles.load(), kMinToggles);
+  EXPECT_GT(s->ok.load(), s->ok_before_storm.load());
+  EXPECT_GT(s->sigbus.load(), s->sigbus_before_storm.load());
   EXPECT_EQ(violations(d_->mnt(), kBdf), 0);
   EXPECT_EQ(read_text(device + "/power_state"), "D0\n");
   EXPECT_EQ(le32(pread_file(device + "/resource0", 4, kRegId, O_RDWR).data), kIdValue);
   RecordProperty("ok", std::to_string(s->ok.load()));
   RecordProperty("sigbus", std::to_string(s->sigbus.load()));
+  RecordProperty("toggles", std::to_string(s->toggles.load()));
   munmap(s, sizeof(Shared));
 }
 

@@ -139,12 +139,14 @@ TEST(RomCaptureTest, CaptureDoesNotDisturbABarUser) {
       ++reads;
     }
   });
-  while (reads.load() < 50) std::this_thread::yield();
+  // Gates, bounded: the user is reading before the capture and goes on after it.
+  const bool before = wait_until([&] { return reads.load() >= 50; });
   const IoResult rom = pread_file(d.dev(bdf) + "/rom", 1 << 20, 0);
   const long at_capture = reads.load();
-  while (reads.load() < at_capture + 50) std::this_thread::yield();
+  const bool after = wait_until([&] { return reads.load() >= at_capture + 50; });
   stop = true;
   user.join();
+  EXPECT_TRUE(before && after) << "the BAR user stalled: " << reads.load() << " reads";
   EXPECT_EQ(rom.n, 0xc000);
   EXPECT_EQ(bad.load(), 0) << "BAR reads failed or saw other data during the capture";
   EXPECT_EQ(captures(), 1);

@@ -293,6 +293,18 @@ class Owner {
                         {},
                         {"D3hot", "D3cold", "D0"},
                         {"D3cold", "D3hot", "D0"}};
+    // Gate: no transition before both BAR threads made an access (in D0), and
+    // a DOE client one on this group's DOE device, or finished.
+    const int doe_slot = group_ == 0 ? 0 : 2;
+    if (!wait_until([&] {
+          return (rw_done_.load() || rw_ops_.load() > 0) &&
+                 (map_done_.load() || map_ops_.load() > 0) &&
+                 (c_.sh->doe_running.load() == 0 || c_.sh->doe_progress[doe_slot].load() > 0);
+        })) {
+      r_.fail("toggler: the clients made no access within " + std::to_string(kGateLimit.count()) +
+              " s of the start (bar " + std::to_string(rw_ops_.load()) + ", map " +
+              std::to_string(map_ops_.load()) + ")");
+    }
     for (int i = 0; i < c_.plan.toggles; ++i, r_.count("ops_toggle")) {
       OwnerDev& d = devs_[rng() % devs_.size()];
       const Seq& seq = seqs[rng() % std::size(seqs)];
@@ -335,19 +347,23 @@ class Owner {
   }
 
   // Lets the state just reached meet accesses: waits until both BAR threads
-  // and a DOE client made progress (bounded: the clients may have finished).
+  // and a DOE client made progress, or finished. A gate on evidence, not a
+  // delay: its limit only guards against a client that stopped progressing.
   void pace(const OwnerDev& d) {
     const int slot = d.info->slot;
     const uint64_t rw0 = rw_ops_.load(), map0 = map_ops_.load();
     const uint64_t doe0 = c_.sh->doe_progress[slot].load();
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    while (std::chrono::steady_clock::now() < end) {
-      const bool rw = rw_done_.load() || rw_ops_.load() >= rw0 + 4;
-      const bool mp = map_done_.load() || map_ops_.load() >= map0 + 1;
-      const bool doe =
-          slot == 1 || c_.sh->doe_running.load() == 0 || c_.sh->doe_progress[slot].load() > doe0;
-      if (rw && mp && doe) return;
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    bool rw = false, mp = false, doe = false;
+    const bool met = wait_until([&] {
+      rw = rw_done_.load() || rw_ops_.load() >= rw0 + 4;
+      mp = map_done_.load() || map_ops_.load() >= map0 + 1;
+      doe = slot == 1 || c_.sh->doe_running.load() == 0 || c_.sh->doe_progress[slot].load() > doe0;
+      return rw && mp && doe;
+    });
+    if (!met) {
+      r_.fail(std::string("toggler: no progress within ") + std::to_string(kGateLimit.count()) +
+              " s in " + d.state + " on " + d.info->bdf + " (bar " + (rw ? "ok" : "stuck") +
+              ", map " + (mp ? "ok" : "stuck") + ", doe " + (doe ? "ok" : "stuck") + ")");
     }
   }
 
