@@ -179,7 +179,7 @@ struct Mediator::Impl {
   std::shared_ptr<core::Handle> handle(HandleId h);
   const ViewPolicy& policy(ViewId view) const;
   Result<void> claim(core::Handle& h);
-  void emit(MediatorEvent e) const EXCLUDES(event_mu);
+  void emit(const MediatorEvent& e) const EXCLUDES(event_mu);
   void claim_ended(const core::Handle& h);
   bool removed(ViewId view) const;
   // A handle of a removed view, or on a removed device, is dead (ENODEV).

@@ -17,7 +17,7 @@ void Mediator::set_event_sink(EventSink sink) {
   impl_->events = sink ? std::make_shared<const EventSink>(std::move(sink)) : nullptr;
 }
 
-void Mediator::Impl::emit(MediatorEvent e) const {
+void Mediator::Impl::emit(const MediatorEvent& e) const {
   std::shared_ptr<const EventSink> to;
   {
     MutexLock lock(event_mu);
