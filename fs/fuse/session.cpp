@@ -163,8 +163,10 @@ std::unique_ptr<Session> Session::mount(const fuse_lowlevel_ops& ops, void* user
 namespace {
 // Sessions given up by disown(): still reachable, so that a leak checker at
 // exit does not count them; the process is about to end.
+// Never destroyed: a static vector's destructor would run before the leak
+// checker looks.
 std::mutex g_disowned_mu;
-std::vector<fuse_session*> g_disowned;
+auto* const g_disowned = new std::vector<fuse_session*>;
 }  // namespace
 
 void Session::disown() { disowned_ = true; }
@@ -177,7 +179,7 @@ Session::~Session() {
     // free the path without it. Closing the fd ends the connection.
     ::close(fd);
     std::lock_guard lock(g_disowned_mu);
-    g_disowned.push_back(se_);
+    g_disowned->push_back(se_);
   } else {
     fuse_session_unmount(se_);
     fuse_session_destroy(se_);
