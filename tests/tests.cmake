@@ -38,3 +38,5 @@ foreach(t ${mount_tests})
     ENVIRONMENT "PCIFS_BUILD_DIR=${CMAKE_BINARY_DIR};PCIFS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
 endforeach()
 pcifs_layer_probe(core_cannot_include_fuse pcifs_core core_includes_fuse.cpp TRUE)
+# The control room sits beside the core: it cannot reach the FUSE adapter.
+pcifs_layer_probe(control_cannot_include_fuse pcifs_control core_includes_fuse.cpp TRUE)
