@@ -260,9 +260,11 @@ int run(int argc, char** argv) {
                  "daemons ever mediate one device ('none': no leases; simulated devices need none)")
       ->capture_default_str();
   app.add_option("--control", a.control,
-                 "serve views at runtime: a root-only control socket at this path (e.g. "
-                 "/run/pcifs/control.sock) for `pcifs view add|rm|ls|watch`; MOUNTPOINT is then "
-                 "optional");
+                 "serve views at runtime: a root-only control socket for `pcifs view "
+                 "add|rm|ls|watch` (--control alone: /run/pcifs/control.sock; else "
+                 "--control=PATH); MOUNTPOINT is then optional")
+      ->expected(0, 1)
+      ->default_str("/run/pcifs/control.sock");
   app.add_option("--state-dir", a.state_dir,
                  "with --control: where runtime views persist, to come back at the next start "
                  "('none': not kept)")
