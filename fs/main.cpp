@@ -39,6 +39,7 @@ struct Args {
   std::string state_dir = "/var/lib/pcifs/views";
   std::string cdi_dir = "/var/run/cdi";
   std::string view_root = "/run/pcifs/views";
+  unsigned doe_timeout_ms = 1000;  // PCIe 6.0 §6.30.2: 1 s
   bool foreground = false;
 };
 
@@ -277,6 +278,11 @@ int run(int argc, char** argv) {
                  "with --control: the directory under which a view that names no mountpoint is "
                  "mounted (ROOT/NAME)")
       ->capture_default_str();
+  app.add_option("--doe-timeout", a.doe_timeout_ms,
+                 "milliseconds a DOE mailbox may take for each step of an exchange before "
+                 "ETIMEDOUT (PCIe 6.0 section 6.30.2: 1 s)")
+      ->check(CLI::Range(1u, 60000u))
+      ->capture_default_str();
   app.add_option("MOUNTPOINT", a.mountpoint,
                  "where to mount (optional with --view files or --control)");
   ToolArgs cdi_args, mp_args;
@@ -301,6 +307,7 @@ int run(int argc, char** argv) {
   o.mount_options = split_options(a.options);
   if (geteuid() == 0) o.mount_options.insert(o.mount_options.begin(), "allow_other");
   o.backend_name = a.backend;
+  o.mediator.doe_timeout = std::chrono::milliseconds(a.doe_timeout_ms);
   if (a.lock_dir != "none") {
     if (a.lock_dir.empty() || a.lock_dir[0] != '/')
       usage_error("--lock-dir: expected an absolute path or none");

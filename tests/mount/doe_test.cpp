@@ -1,8 +1,9 @@
 // S8 through the mount: the doe exchange file with plain syscalls. 01:00.0 has
 // one healthy mailbox (Discovery, CDAT, echo); 02:00.0 has a healthy `doe` and
 // a `doe.1` that never responds, which gives a response that stays pending
-// until the daemon's 1 s timeout (ETIMEDOUT) -- the window the poll, nonblock,
-// interrupt and kill tests need.
+// until the daemon's timeout (ETIMEDOUT) -- the window the poll, nonblock,
+// interrupt and kill tests need. The daemon runs with --doe-timeout=3000, not
+// the default 1 s, so that a loaded machine has time to act inside the window.
 #include <dirent.h>
 #include <sys/syscall.h>
 
@@ -18,6 +19,7 @@ constexpr const char* kTwoBox = "0000:02:00.0";
 
 class DoeTest : public MountTest {
  protected:
+  std::vector<std::string> daemon_args() override { return {"--doe-timeout=3000"}; }
   std::string doe(const char* bdf = kCxl, const char* name = "doe") const {
     return d_->dev(bdf) + "/" + name;
   }
@@ -94,7 +96,7 @@ TEST_F(DoeTest, NonblockingReadAndPollWhileTheResponseIsPending) {
   EXPECT_NE(good.poll_in(5000) & POLLIN, 0);
   EXPECT_EQ(good.read_some(4096).n, 12);
 
-  // The dead mailbox: pending until the daemon gives up after 1 s.
+  // The dead mailbox: pending until the daemon gives up after its timeout.
   DoeFile dead(doe(kTwoBox, "doe.1"), O_RDWR | O_NONBLOCK);
   ASSERT_TRUE(dead.ok());
   ASSERT_EQ(dead.write_obj(discovery_request(0)).n, 12);
@@ -270,7 +272,7 @@ TEST_F(DoeTest, DoeDoesNotClaim) {
 }
 
 // --- interrupts and killed callers: the exchange on the dead mailbox stays
-// pending until the daemon's 1 s timeout, so a reader that comes back before
+// pending until the daemon's timeout, so a reader that comes back before
 // that (with EINTR, or dead) shows the daemon answered the interrupt.
 
 void on_usr1(int) {}
