@@ -67,6 +67,15 @@ podman_image() {
   hash=$( { echo "$files"; sha256sum $files; declare -f podman_image; } | sha256sum | cut -c1-16)
   IMAGE=localhost/pcifs-test:$hash
   "${PODMAN[@]}" image exists "$IMAGE" && return 0
+  # Tests of several build directories may start at once on a new machine:
+  # one imports, the others wait for it and then find the image.
+  local lock
+  exec {lock}>/run/lock/pcifs-test-image.lock
+  flock -w 300 "$lock" || { echo "FAIL: the image lock was held for 300 s"; exit 1; }
+  if "${PODMAN[@]}" image exists "$IMAGE"; then
+    exec {lock}>&-
+    return 0
+  fi
   mkdir -p "$root"/{bin,etc,proc,sys,dev,tmp,root}
   for f in $files; do
     mkdir -p "$root$(dirname "$f")"
@@ -83,6 +92,7 @@ podman_image() {
   out=$("${PODMAN[@]}" import "$TMP/image.tar" "$IMAGE" 2>&1) \
     || { echo "FAIL: podman import: $out"; exit 1; }
   rm -rf "$root" "$TMP/image.tar"
+  exec {lock}>&-
 }
 
 # podman_run ARGS...: `podman run` with this host's needs; ARGS are run's
