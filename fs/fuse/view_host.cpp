@@ -214,15 +214,12 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
     undo_dir();
     return Errno(EIO);
   }
-  if (runtime && !options_.state_dir.empty()) {
-    h->stored = stored.dump();
-    if (!control::save_state(options_.state_dir, v.name, stored.dump(2) + "\n", error)) {
-      stop(*h);
-      undo_dir();
-      return Errno(EIO);
-    }
-  } else {
-    h->stored = stored.dump();
+  h->stored = stored.dump();
+  if (runtime && !options_.state_dir.empty() &&
+      !control::save_state(options_.state_dir, v.name, stored.dump(2) + "\n", error)) {
+    stop(*h);
+    undo_dir();
+    return Errno(EIO);
   }
   std::string cdi_error;
   if (!options_.cdi_dir.empty()) {

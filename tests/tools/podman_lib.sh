@@ -115,3 +115,30 @@ podman_cleanup() {
   [ -z "$ids" ] || "${PODMAN[@]}" rm -f $ids >/dev/null 2>&1
   return 0
 }
+
+# step LABEL CMD...: runs CMD (a podman call), logging what it printed.
+# STEP_OUT, STEP_ERR and STEP_RC hold its stdout, its stderr (podman's own
+# errors, and the container's stderr) and its status. Kept apart: lspci's
+# unbuffered warnings would land mid-line in its buffered output. A test may
+# define `cmdline CMD...` to show CMD as it really runs.
+step() {
+  local label=$1
+  shift
+  echo "---- $label"
+  if declare -F cmdline >/dev/null; then
+    echo "\$ $(cmdline "$@")"
+  else
+    echo "\$ ${PODMAN[*]} ${PODMAN_RUN[*]} ${*:2}"
+  fi
+  STEP_OUT=$("$@" 2>"$TMP/step.err")
+  STEP_RC=$?
+  STEP_ERR=$(cat "$TMP/step.err")
+  echo "exit status $STEP_RC"
+  if [ "${#STEP_OUT}" -gt 3000 ]; then
+    echo "${STEP_OUT:0:3000}"
+    echo "[... $((${#STEP_OUT} - 3000)) more characters]"
+  else
+    [ -z "$STEP_OUT" ] || echo "$STEP_OUT"
+  fi
+  [ -z "$STEP_ERR" ] || echo "stderr: $STEP_ERR"
+}

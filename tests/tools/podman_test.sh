@@ -126,27 +126,6 @@ cat "$CDI_FILE"
 
 bdfs() { grep -oE '^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]' "$1" | sort | tr '\n' ' ' | sed 's/ $//'; }
 section() { awk -v bdf="$2" '$1 == bdf {p = 1} p && /^$/ {exit} p' "$1"; }
-# step LABEL CMD...: runs CMD (a podman_run), logging what it printed.
-# STEP_OUT, STEP_ERR and STEP_RC hold its stdout, its stderr (podman's own
-# errors, and the container's stderr) and its status. Kept apart: lspci's
-# unbuffered warnings would land mid-line in its buffered output.
-step() {
-  local label=$1
-  shift
-  # The command as podman_run runs it (less its unique --name).
-  echo "---- $label: ${PODMAN[*]} ${PODMAN_RUN[*]} ${*:2}"
-  STEP_OUT=$("$@" 2>"$TMP/step.err")
-  STEP_RC=$?
-  STEP_ERR=$(cat "$TMP/step.err")
-  echo "exit status $STEP_RC"
-  if [ "${#STEP_OUT}" -gt 3000 ]; then
-    echo "${STEP_OUT:0:3000}"
-    echo "[... $((${#STEP_OUT} - 3000)) more characters]"
-  else
-    [ -z "$STEP_OUT" ] || echo "$STEP_OUT"
-  fi
-  [ -z "$STEP_ERR" ] || echo "stderr: $STEP_ERR"
-}
 DEV_A=(--device "pcifs.io/view=$NAME_A")
 DEV_B=(--device "pcifs.io/view=$NAME_B")
 MAP=(--uidmap "0:$VIEW_UID:65536" --gidmap "0:$VIEW_UID:65536")

@@ -157,26 +157,6 @@ cmdline() {
     *) quoted "$@" ;;
   esac
 }
-# step LABEL CMD...: runs CMD (podman), logging what it printed. STEP_OUT,
-# STEP_ERR and STEP_RC: its stdout, its stderr (podman's own errors and the
-# container's stderr) and its status.
-step() {
-  local label=$1
-  shift
-  echo "---- $label"
-  echo "\$ $(cmdline "$@")"
-  STEP_OUT=$("$@" 2>"$TMP/step.err")
-  STEP_RC=$?
-  STEP_ERR=$(cat "$TMP/step.err")
-  echo "exit status $STEP_RC"
-  if [ "${#STEP_OUT}" -gt 3000 ]; then
-    echo "${STEP_OUT:0:3000}"
-    echo "[... $((${#STEP_OUT} - 3000)) more characters]"
-  else
-    [ -z "$STEP_OUT" ] || echo "$STEP_OUT"
-  fi
-  [ -z "$STEP_ERR" ] || echo "stderr: $STEP_ERR"
-}
 # podman_start NAME ARGS...: a detached container (podman_run's flags, less
 # --rm: its logs and status are read after it exits; podman_cleanup removes it).
 PODMAN_START=(run -d)
