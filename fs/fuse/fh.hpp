@@ -11,6 +11,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "fuse/reply.hpp"
 #include "fuse/session.hpp"
 #include "pcifs/sync.hpp"
 
@@ -47,11 +48,13 @@ T* fh_object(const fuse_file_info* fi) {
 
 // Opens with `obj` as the handle's object, registered in `objects`; the
 // kernel's release removes it (fh_delete). An open the kernel gave up on gets
-// no release: it is removed at once.
+// no release: it is removed at once. The request is taken from its Reply
+// guard only once nothing can throw any more: a failed registration (no
+// memory) is answered EIO by the guard, never left unanswered.
 template <typename T>
-void fh_reply_open(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<T> obj, FhObjects& objects) {
+void fh_reply_open(Reply& r, fuse_file_info* fi, std::unique_ptr<T> obj, FhObjects& objects) {
   fi->fh = objects.add(std::move(obj));
-  if (fuse_reply_open(req, fi) != 0) objects.remove(fi->fh);
+  if (fuse_reply_open(r.take(), fi) != 0) objects.remove(fi->fh);
 }
 
 inline void fh_delete(const fuse_file_info* fi, FhObjects& objects) { objects.remove(fi->fh); }

@@ -26,7 +26,7 @@ bool is_doe(const NodeId& id) {
 void open_status(Reply& r, Filesystem& fs, fuse_file_info* fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY) return r.error(Errno(EACCES));
   fi->direct_io = 1;
-  fh_reply_open(r.take(), fi, std::make_unique<std::string>(fs.mediator().status_json(fs.view())),
+  fh_reply_open(r, fi, std::make_unique<std::string>(fs.mediator().status_json(fs.view())),
                 fs.handles());
 }
 
@@ -44,11 +44,16 @@ void read_status(Reply& r, const fuse_file_info* fi, size_t size, off_t off) {
 
 // Interrupt callbacks run under the request's lock: queue the EINTR reply.
 // If the response completed meanwhile there is nothing pending to interrupt.
-void on_doe_interrupt(fuse_req_t req, void* data) {
+// libfuse calls this from C: nothing may leave it. A job that cannot be
+// queued (no memory) loses only the interrupt: the read is still answered
+// when its exchange ends (bounded by the DOE timeout).
+void on_doe_interrupt(fuse_req_t req, void* data) noexcept {
   const auto h = static_cast<HandleId>(reinterpret_cast<uintptr_t>(data));
-  Filesystem& fs = fs_of(req);
-  Mediator* m = &fs.mediator();
-  fs.deferred().post([m, h] { m->doe_interrupt(h); });
+  guarded("interrupt", [&] {
+    Filesystem& fs = fs_of(req);
+    Mediator* m = &fs.mediator();
+    fs.deferred().post([m, h] { m->doe_interrupt(h); });
+  });
 }
 
 void read_doe(Reply& r, Filesystem& fs, fuse_file_info* fi, size_t size) {
@@ -151,13 +156,17 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 }
 
 void op_poll(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, fuse_pollhandle* ph) noexcept {
-  // Owns the poll handle from here on: destroyed when the Mediator drops the
-  // wake-up (answered, replaced by a newer poll, or the handle released).
-  std::shared_ptr<fuse_pollhandle> handle(ph, [](fuse_pollhandle* p) {
-    if (p) fuse_pollhandle_destroy(p);
-  });
   Reply r(req);
   guarded("poll", [&] {
+    // Owns the poll handle from here on: destroyed when the Mediator drops the
+    // wake-up (answered, replaced by a newer poll, or the handle released).
+    // Made inside the guard: if its control block cannot be allocated, the
+    // constructor destroys `ph` and the guard answers EIO.
+    std::shared_ptr<fuse_pollhandle> handle(ph, [](fuse_pollhandle* p) {
+      if (p) fuse_pollhandle_destroy(p);
+    });
+    // Checked here, not by Live: the ENODEV answer must still free `ph`.
+    if (fs_of(req).dead()) return r.error(Errno(ENODEV));
     auto id = decode(ino);
     if (!id || !is_doe(*id)) {
       return void(fuse_reply_poll(r.take(), POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM));
@@ -206,7 +215,7 @@ const fuse_lowlevel_ops& Filesystem::ops() {
     o.read = Live<op_read>::call;
     o.write = Live<op_write>::call;
     o.release = op_release;
-    o.poll = Live<op_poll>::call;
+    o.poll = op_poll;  // checks dead() itself, to free the poll handle
     o.mknod = Live<op_mknod>::call;
     o.create = Live<op_create>::call;
     o.mkdir = Live<op_mkdir>::call;

@@ -113,7 +113,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     snap->entries.push_back({".", *id, S_IFDIR});
     snap->entries.push_back({"..", *id, S_IFDIR});
     for (auto& e : *list) snap->entries.push_back(std::move(e));
-    fh_reply_open(r.take(), fi, std::move(snap), fs_of(req).handles());
+    fh_reply_open(r, fi, std::move(snap), fs_of(req).handles());
   });
 }
 
