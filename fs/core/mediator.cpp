@@ -21,7 +21,10 @@ Mediator::Impl::Impl(std::shared_ptr<backend::Backend> b, MediatorOptions o)
 
 Mediator::Mediator(std::shared_ptr<backend::Backend> backend, MediatorOptions options)
     : impl_(std::make_unique<Impl>(std::move(backend), std::move(options))) {
-  for (auto& dev : impl_->backend->devices()) impl_->attach(dev);
+  {
+    MutexLock serial(impl_->attach_mu);  // nobody else yet; attach() requires it
+    for (auto& dev : impl_->backend->devices()) impl_->attach(dev);
+  }
   Impl* impl = impl_.get();
   impl_->backend->set_hotplug_callback(
       [impl](const Bdf& bdf, bool added) { impl->on_hotplug(bdf, added); });

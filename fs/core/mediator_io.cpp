@@ -197,7 +197,10 @@ Result<size_t> Mediator::Impl::write_control(Handle& h, std::span<const uint8_t>
   } else {
     spdlog::info("{}: remove by pid={}", d.bdf.str(), h.caller.pid);
     r = d.control->remove();
-    device_removed(d.bdf);  // idempotent: the backend's hot-plug callback may have run it
+    // The backend's hot-plug callback may have run it (and a new device may
+    // sit at the address since): only this device, serialised as hot-plug is.
+    MutexLock serial(attach_mu);
+    if (find(d.bdf).get() == &d) device_removed(d.bdf);
   }
   if (!r) return r.error();
   return in.size();

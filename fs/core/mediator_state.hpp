@@ -2,10 +2,92 @@
 // state, open handles, and the Impl that ties them to views and claims.
 // Private to fs/core/mediator*.cpp.
 //
-// Locking order (outer to inner): Impl::devices_mu_ -> Impl::handles_mu_ ->
-// Handle::mu -> DeviceState::doe_mu. None of these is held while calling a
-// DeviceControl operation, a DoeMailbox, a completion callback or the sink;
-// they guard bookkeeping only.
+// ---------------------------------------------------------------- Lock order
+// The whole daemon's order, written here because the core is where the
+// nestings meet (every other header that owns a lock points here). Levels,
+// outer (taken first) to inner: holding a lock of level N, a thread takes
+// only locks of levels > N. Locks of one level are never held together,
+// except along a chain written "a -> b". A wait that someone else ends (a
+// drain, a CondVar, a FUSE worker the kernel waits for) counts as holding.
+//
+//  1  fuse::ViewHost::mu_         view add/rm/list/reap/stop. Held across
+//                                 Mediator::add_view/remove_view, the event
+//                                 and revocation sinks that remove_view calls,
+//                                 wait_for_discovery (a wait on doe_mu: DOE
+//                                 completions never need level 1), FUSE
+//                                 mount/unmount and joining a view's loop.
+//                                 No FUSE handler takes it.
+//  2  DoeExecutor::shutdown_mu_   held across joining the DOE workers and the
+//                                 ESHUTDOWN completions (-> Handle::mu, doe_mu).
+//     SysfsBackend::rescan_mu_    held across the hot-plug callback (-> 4).
+//     DeviceState::write_mu       one config write, plan + apply; held across
+//                                 DeviceControl::change_decode (-> 3). A FUSE
+//                                 handler waits on it, so it must not be held
+//                                 across anything that waits for a FUSE worker
+//                                 (the revocation sink: see "Sink" below).
+//  3  DeviceControl's ControlSlot one control operation per device (a flag and
+//     (device_control.hpp)        a CondVar; LockOrderProbe shows it to TSan).
+//                                 Held across the quiesce, which calls the
+//                                 revocation sink (-> 6 Revoker::mu_), across
+//                                 AccessGate drains, and across the backend's
+//                                 remove(), whose hot-plug callback takes
+//                                 attach_mu (-> 4). Two slots are never held
+//                                 together.
+//  4  Impl::attach_mu             the device set changes: attach, removal,
+//                                 lease takeover. Held across backend
+//                                 devices(), HostLocks::acquire,
+//                                 DeviceControl::revoke (a drain),
+//                                 DoeMailbox::close, the event sink and the
+//                                 revocation sink. Never a ControlSlot under it
+//                                 (3 -> 4 above: a remove() would wait here
+//                                 for itself); claim-end work that needs one
+//                                 runs on another thread.
+//  5  Impl::devices_mu -> Impl::handles_mu -> Handle::mu -> DeviceState::doe_mu
+//     Impl::views_mu, Impl::event_mu, Impl::watch_mu
+//                                 bookkeeping. Each is in fact taken alone
+//                                 today (the chain is the order a future
+//                                 nesting must follow); nothing is called with
+//                                 one held but the doe_mu CondVar wait.
+//  6  leaves, and short chains written "a -> b": nothing of levels 1-5 is
+//     taken while one is held, and no callback runs under one.
+//     core:    ClaimTable::mu_, HostLocks::mu_ (held across open + flock
+//              LOCK_NB of a lock file), LogLimiter::mu_, ConfigSpace::mu_,
+//              DeviceControl::rom_mu_, ControlSlot's own mu_, AccessGate::mu_
+//              (its CondVar: waits for a physical operation, a ROM capture or
+//              a drain), DoeMailbox::mu_, DoeExecutor::mu_ (a mailbox wakes
+//              the executor after it let go of its own mu_).
+//     fuse:    ViewHost::publish_mu_ -> HostControl::mu_ -> control::
+//              WatcherHub::mu_ -> control::WatchQueue::mu_ (events; the
+//              Mediator's event sink enters at HostControl::mu_);
+//              Revoker::mu_ (held across fuse_lowlevel_notify_inval_*: see
+//              "Sink"); Deferred::mu_, FhObjects::mu_, DriverNames::mu_,
+//              control::Server::mu_, session.cpp's g_init_mu, g_disowned_mu.
+//     backend: sim Registry::mu -> SimDevice::mu_ -> SimDevice::vmu_;
+//              FaultBackend::mu_, FaultDevice::mu_ (its hooks run without it),
+//              SysfsBackend::mu_ (after rescan_mu_), SysfsDevice::mu_,
+//              UringBatch::mu_, UeventMonitor::mu_. A device access takes
+//              these under any of levels 2-5 (a config read under write_mu,
+//              under a ControlSlot, under attach_mu at attach).
+//
+// AccessToken (access_gate.hpp): an admitted access is a shared hold of its
+// device's gate, and a drain (quiesce, revoke) waits for it: under a token a
+// thread takes level-6 device locks only -- never a ControlSlot, write_mu or
+// attach_mu, which are held across drains.
+//
+// Sink: the revocation sink (fuse Revoker) calls notify_inval_inode, and the
+// kernel may wait there for a FUSE worker: writeback of a dirty BAR page, or
+// the FUSE_READ of a fault holding a page lock. So a lock held across a sink
+// call must never be waited on by a FUSE handler: ViewHost::mu_, attach_mu
+// and Revoker::mu_ are never taken by handlers, and a ControlSlot held across
+// a quiesce is in its kQuiescing phase, which wake() and rom() (callers that
+// may sit in a page fault) refuse to wait behind (EIO).
+//
+// Callbacks (event sink, revocation sink, DOE completions, ReadDone,
+// hot-plug) are called with no level-5 or level-6 lock held.
+//
+// Checked by: clang -Wthread-safety-beta (ACQUIRED_BEFORE below, within one
+// class), TSan's deadlock detector (tools/test.sh tsan; lock_order_test.cpp
+// takes the nestings above from several threads).
 #pragma once
 
 #include <atomic>
@@ -46,9 +128,9 @@ struct DeviceState {
   std::atomic<bool> gone{false};
   std::atomic<uint32_t> open_handles{0};
   DeviceCounters counters;
-  Mutex write_mu;  // one config write (plan + apply) at a time
+  Mutex write_mu ACQUIRED_BEFORE(doe_mu);  // one config write at a time; lock order: level 2
 
-  mutable Mutex doe_mu;
+  mutable Mutex doe_mu;  // level 5, last of its chain
   CondVar discovery_cv;
   // Per mailbox: what Discovery reported; nullopt until it has run.
   std::vector<std::optional<std::vector<backend::DoeFeature>>> features GUARDED_BY(doe_mu);
@@ -87,6 +169,7 @@ struct Handle {
   std::shared_ptr<DeviceState> dev;
   std::atomic<bool> claiming{false};
   std::atomic<bool> revoked{false};  // its view was removed: dead for good (ENODEV)
+  // Lock order: level 5, after Impl::handles_mu, before DeviceState::doe_mu.
   Mutex mu;
   DoeSlot doe GUARDED_BY(mu);
 };
@@ -146,7 +229,8 @@ struct Mediator::Impl {
   MediatorOptions options;
   std::unique_ptr<core::HostLocks> host_locks;  // null: no cross-daemon leases
   // Serialises what changes the device set: hot-plug and lease takeovers.
-  Mutex attach_mu;
+  // Lock order: level 4, then the level-5 locks below (top of this file).
+  Mutex attach_mu ACQUIRED_BEFORE(devices_mu, handles_mu, views_mu, event_mu, watch_mu);
   Mutex watch_mu;
   CondVar watch_cv;
   bool watch_stop GUARDED_BY(watch_mu) = false;
@@ -156,7 +240,7 @@ struct Mediator::Impl {
   core::ClaimTable claims;
   core::DoeExecutor executor;
 
-  mutable SharedMutex devices_mu;
+  mutable SharedMutex devices_mu ACQUIRED_BEFORE(handles_mu);
   std::map<Bdf, std::shared_ptr<core::DeviceState>> devices GUARDED_BY(devices_mu);
   mutable Mutex views_mu;
   std::deque<ViewPolicy> views GUARDED_BY(views_mu);  // deque: stable references
@@ -168,12 +252,12 @@ struct Mediator::Impl {
   HandleId next_handle GUARDED_BY(handles_mu) = 1;
 
   // --- mediator.cpp
-  void attach(const std::shared_ptr<backend::Device>& dev);
-  void lease(core::DeviceState& d);
+  void attach(const std::shared_ptr<backend::Device>& dev) REQUIRES(attach_mu);
+  void lease(core::DeviceState& d) REQUIRES(attach_mu);
   void watch_leases() EXCLUDES(watch_mu, attach_mu);
   void retry_refused_leases() EXCLUDES(attach_mu);
-  void on_hotplug(const Bdf& bdf, bool added);
-  void device_removed(const Bdf& bdf);
+  void on_hotplug(const Bdf& bdf, bool added) EXCLUDES(attach_mu);
+  void device_removed(const Bdf& bdf) REQUIRES(attach_mu);
   std::shared_ptr<core::DeviceState> find(const Bdf& bdf) const;
   std::shared_ptr<core::DeviceState> find_in(ViewId view, const Bdf& bdf) const;
   std::shared_ptr<core::Handle> handle(HandleId h);

@@ -2,11 +2,31 @@
 // locking rules written beside the data (GUARDED_BY, REQUIRES, ...).
 // libstdc++'s std::mutex carries no annotations; these thin wrappers do.
 // Mutex works with std::condition_variable_any (it has lock/unlock).
+//
+// Lock order: the daemon's whole order is written in fs/core/mediator_state.hpp
+// ("Lock order"). ACQUIRED_BEFORE/ACQUIRED_AFTER state it where clang can see
+// both locks (members of one class); clang checks them under
+// -Wthread-safety-beta, which the clang builds turn on. Across objects, TSan's
+// deadlock detector holds the order (tools/test.sh tsan,
+// tests/unit/core/lock_order_test.cpp); a lock-like object that is not a
+// mutex (a flag + condition variable) reports itself to it with LockOrderProbe.
 #pragma once
 
 #include <condition_variable>
 #include <mutex>
 #include <shared_mutex>
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PCIFS_TSAN 1
+#endif
+#endif
+#if !defined(PCIFS_TSAN) && defined(__SANITIZE_THREAD__)
+#define PCIFS_TSAN 1
+#endif
+#if defined(PCIFS_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
 
 #if defined(__clang__)
 #define PCIFS_TSA(x) __attribute__((x))
@@ -27,6 +47,8 @@
 #define RELEASE_GENERIC(...) PCIFS_TSA(release_generic_capability(__VA_ARGS__))
 #define TRY_ACQUIRE(...) PCIFS_TSA(try_acquire_capability(__VA_ARGS__))
 #define EXCLUDES(...) PCIFS_TSA(locks_excluded(__VA_ARGS__))
+#define ACQUIRED_BEFORE(...) PCIFS_TSA(acquired_before(__VA_ARGS__))
+#define ACQUIRED_AFTER(...) PCIFS_TSA(acquired_after(__VA_ARGS__))
 #define NO_THREAD_SAFETY_ANALYSIS PCIFS_TSA(no_thread_safety_analysis)
 
 namespace pcifs {
@@ -111,6 +133,36 @@ class CondVar {
 
  private:
   std::condition_variable_any cv_;
+};
+
+// Makes a lock-like object (held from acquired() to released(), on one
+// thread) a mutex to ThreadSanitizer, so its deadlock detector sees the
+// object in the lock order: holding a Mutex while acquiring it, and it while
+// taking a Mutex, are edges of the same graph as plain mutex nestings, and a
+// cycle is reported as a lock-order inversion. Without TSan it is empty.
+// Call acquired() after the object is taken (no internal lock held) and
+// released() before it is given back. A try-acquire that may wait before it
+// fails counts as a blocking acquire when it succeeds: call acquired() then.
+class LockOrderProbe {
+ public:
+#if defined(PCIFS_TSAN)
+  LockOrderProbe() { __tsan_mutex_create(this, __tsan_mutex_not_static); }
+  ~LockOrderProbe() { __tsan_mutex_destroy(this, __tsan_mutex_not_static); }
+  void acquired() {
+    __tsan_mutex_pre_lock(this, 0);
+    __tsan_mutex_post_lock(this, 0, 0);
+  }
+  void released() {
+    __tsan_mutex_pre_unlock(this, 0);
+    __tsan_mutex_post_unlock(this, 0);
+  }
+#else
+  LockOrderProbe() = default;
+  void acquired() {}
+  void released() {}
+#endif
+  LockOrderProbe(const LockOrderProbe&) = delete;
+  LockOrderProbe& operator=(const LockOrderProbe&) = delete;
 };
 
 }  // namespace pcifs
