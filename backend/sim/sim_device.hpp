@@ -127,7 +127,8 @@ class SimDevice final : public Device {
   const std::shared_ptr<const std::vector<uint8_t>> rom_;
   DeviceInfo info_;
 
-  mutable Mutex mu_;
+  // Lock order: leaf chain Registry::mu -> mu_ -> vmu_ (fs/core/mediator_state.hpp).
+  mutable Mutex mu_ ACQUIRED_BEFORE(vmu_);
   std::vector<uint8_t> config_ GUARDED_BY(mu_);
   PowerState power_ GUARDED_BY(mu_) = PowerState::kD0;
   bool removed_ GUARDED_BY(mu_) = false;

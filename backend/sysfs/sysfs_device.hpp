@@ -93,7 +93,7 @@ class SysfsDevice final : public Device {
   DeviceInfo info_;  // written once in open(), then read-only
   std::atomic<bool> gone_{false};
 
-  mutable Mutex mu_;
+  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
   UniqueFd config_rw_ GUARDED_BY(mu_);
   UniqueFd rom_ro_ GUARDED_BY(mu_);
   std::array<UniqueFd, 6> io_fds_ GUARDED_BY(mu_);

@@ -151,7 +151,7 @@ class UeventMonitor {
 
   UeventSource source_;
   UniqueFd stop_fd_;  // eventfd: written by stop(), polled by the thread
-  mutable Mutex mu_;
+  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
   std::thread thread_ GUARDED_BY(mu_);
   bool started_ GUARDED_BY(mu_) = false;
   Stats stats_ GUARDED_BY(mu_);

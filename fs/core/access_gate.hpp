@@ -127,7 +127,7 @@ class AccessGate {
   Errno refuse(int err) REQUIRES(mu_);
   void changed() REQUIRES(mu_);  // admission may have changed: new epoch, wake waiters
 
-  mutable Mutex mu_;
+  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
   CondVar cv_;
   PowerState power_ GUARDED_BY(mu_);
   bool mem_decode_ GUARDED_BY(mu_);

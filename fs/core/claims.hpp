@@ -62,7 +62,7 @@ class ClaimTable {
   std::string owner_text(const std::string& group) const EXCLUDES(mu_);  // or "none"
 
  private:
-  mutable Mutex mu_;
+  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
   std::map<std::string, ClaimHolder, std::less<>> claims_ GUARDED_BY(mu_);
 };
 

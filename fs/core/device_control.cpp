@@ -54,22 +54,29 @@ Result<void> check_bar_range(const backend::DeviceInfo& info, unsigned bar, uint
 // ---------------------------------------------------------------- ControlSlot
 
 void ControlSlot::acquire() NO_THREAD_SAFETY_ANALYSIS {
-  MutexLock lock(mu_);
-  while (busy_) cv_.wait(mu_);
-  busy_ = true;
+  {
+    MutexLock lock(mu_);
+    while (busy_) cv_.wait(mu_);
+    busy_ = true;
+  }
+  order_.acquired();
 }
 
 bool ControlSlot::try_acquire_unless_quiescing() NO_THREAD_SAFETY_ANALYSIS {
-  MutexLock lock(mu_);
-  while (busy_) {
-    if (phase_ == Phase::kQuiescing) return false;
-    cv_.wait(mu_);
+  {
+    MutexLock lock(mu_);
+    while (busy_) {
+      if (phase_ == Phase::kQuiescing) return false;
+      cv_.wait(mu_);
+    }
+    busy_ = true;
   }
-  busy_ = true;
+  order_.acquired();  // it may have waited: in the order as acquire() is
   return true;
 }
 
 void ControlSlot::release() NO_THREAD_SAFETY_ANALYSIS {
+  order_.released();
   MutexLock lock(mu_);
   busy_ = false;
   phase_ = Phase::kIdle;

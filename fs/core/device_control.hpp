@@ -32,7 +32,9 @@
 // fault -- wake() and rom() -- can refuse to wait behind a quiesce, which
 // could be waiting for their page lock inside the sink). The sink is called
 // with no lock held that an access could wait on. Never hold an AccessToken
-// while calling a control operation (it would wait for itself).
+// while calling a control operation (it would wait for itself). In the
+// daemon's lock order (fs/core/mediator_state.hpp) the slot is level 3;
+// rom_mu_, the slot's own mu_ and the gate's are leaves.
 //
 // Revocation generations: epoch() changes whenever admission changes (quiesce,
 // reopen, power, decode); revoked() is final. A handle that sees revoked() is
@@ -76,6 +78,7 @@ class CAPABILITY("control slot") ControlSlot {
   CondVar cv_;
   bool busy_ GUARDED_BY(mu_) = false;
   Phase phase_ GUARDED_BY(mu_) = Phase::kIdle;
+  LockOrderProbe order_;  // the slot is a lock to TSan (lock order: mediator_state.hpp)
 };
 
 // Requested decode changes from a Command register write (WritePlan).
@@ -170,7 +173,7 @@ class DeviceControl {
   const std::shared_ptr<backend::Device> dev_;
   RevocationSink* const sink_;
   AccessGate gate_;
-  ControlSlot slot_;
+  ControlSlot slot_ ACQUIRED_BEFORE(rom_mu_);
   ConfigImage saved_ GUARDED_BY(slot_);  // config state to restore in D0
 
   mutable Mutex rom_mu_;

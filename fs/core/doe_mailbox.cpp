@@ -84,7 +84,7 @@ uint64_t DoeMailbox::submit(std::vector<uint32_t> request, Completion done) {
     if (shut) {
       rejected = std::move(done);
     } else {
-      queue_.push_back(Pending{ticket, std::move(request), std::move(done)});
+      queue_.emplace_back(ticket, std::move(request), std::move(done));
     }
   }
   if (shut) {
@@ -104,9 +104,8 @@ void DoeMailbox::cancel(uint64_t ticket) {
       auto it = std::find_if(queue_.begin(), queue_.end(),
                              [&](const Pending& p) { return p.ticket == ticket; });
       if (it == queue_.end()) return;
-      Response r = Errno(ECANCELED);
-      record(r);
-      outbox_.push_back(Delivery{std::move(it->done), std::move(r)});
+      outbox_.emplace_back(std::move(it->done), Errno(ECANCELED));
+      record(outbox_.back().result);
       queue_.erase(it);
     }
   }
@@ -118,8 +117,10 @@ void DoeMailbox::close(Errno why) {
     MutexLock lock(mu_);
     closed_ = why;
     if (running_ticket_ != 0) running_cancel_ = why;
-    for (auto& p : queue_) outbox_.push_back(Delivery{std::move(p.done), why});
-    queue_.clear();
+    while (!queue_.empty()) {  // one at a time: a throw leaves the rest queued
+      outbox_.emplace_back(std::move(queue_.front().done), why);
+      queue_.pop_front();
+    }
   }
   if (!executor_.wake(shared_from_this())) shutdown();
 }

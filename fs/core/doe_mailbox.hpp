@@ -133,11 +133,16 @@ class DoeMailbox final : public DoeExecutor::Task, public std::enable_shared_fro
     kDead,           // Abort did not take: EIO for good
   };
   struct Pending {
+    Pending(uint64_t t, std::vector<uint32_t> r, Completion d)
+        : ticket(t), request(std::move(r)), done(std::move(d)) {}
     uint64_t ticket = 0;
     std::vector<uint32_t> request;
     Completion done;
   };
   struct Delivery {
+    // A constructor, so that emplace_back moves `done` in only once the
+    // queue's memory is there: a failed allocation leaves it with the caller.
+    Delivery(Completion d, Response r) : done(std::move(d)), result(std::move(r)) {}
     Completion done;
     Response result;
   };
@@ -145,6 +150,9 @@ class DoeMailbox final : public DoeExecutor::Task, public std::enable_shared_fro
   enum class AfterAbort { kFail, kRetry };
 
   // --- FSM (doe_mailbox_fsm.cpp); touched only inside step() / shutdown().
+  // step() without its guard; step() turns a throw into recover().
+  std::optional<TimePoint> step_unguarded();
+  std::optional<TimePoint> recover(const char* what) noexcept;
   std::optional<TimePoint> run_phase();
   std::optional<TimePoint> phase_idle();
   std::optional<TimePoint> phase_await_not_busy();
@@ -188,6 +196,8 @@ class DoeMailbox final : public DoeExecutor::Task, public std::enable_shared_fro
   AfterAbort after_abort_ = AfterAbort::kFail;
   int budget_ = 0;  // register accesses left in this step
 
+  // Lock order: leaf; the executor is woken and completions run after it is
+  // let go (fs/core/mediator_state.hpp).
   mutable Mutex mu_;
   std::deque<Pending> queue_ GUARDED_BY(mu_);
   std::deque<Delivery> outbox_ GUARDED_BY(mu_);

@@ -34,7 +34,63 @@ constexpr auto kIdleForever = DoeExecutor::Clock::time_point::max();
 
 }  // namespace
 
+// A step is a noexcept boundary of its own: the executor would only park a
+// task that throws, and the exchange's reader would wait forever.
 std::optional<DoeExecutor::Clock::time_point> DoeMailbox::step() {
+  try {
+    return step_unguarded();
+  } catch (const std::exception& e) {
+    return recover(e.what());
+  } catch (...) {
+    return recover("unknown exception");
+  }
+}
+
+// A step threw (no memory, a register path's bug): the device may be anywhere
+// in an exchange, so the running exchange fails with EIO and the next one
+// starts with an Abort (needs_abort_), the way a failed register access is
+// handled -- §6.30.2 lets Abort end whatever state the mailbox is in. The
+// mailbox is not marked dead for it: if the Abort does not take, the usual
+// rule marks it dead then. Allocates nothing: the completion is called
+// directly, after what was already in the outbox (submission order).
+std::optional<DoeExecutor::Clock::time_point> DoeMailbox::recover(const char* what) noexcept {
+  try {
+    PCIFS_LOG_LIMITED(
+        error, "doethrow:" + options_.label,
+        "{}: DOE step failed ({}); the exchange fails with EIO, Abort before the next",
+        options_.label, what);
+  } catch (...) {
+  }
+  needs_abort_ = true;
+  Completion done;
+  Response result = Errno(EIO);
+  if (current_) {
+    done = std::move(current_->done);
+    current_.reset();
+  }
+  response_.clear();
+  {
+    MutexLock lock(mu_);
+    if (closed_) result = *closed_;
+    if (running_cancel_) result = *running_cancel_;
+    if (done) record(result);
+    running_ticket_ = 0;
+    running_cancel_.reset();
+    phase_ = dead_ ? Phase::kDead : Phase::kIdle;
+  }
+  deliver_all();
+  if (done) {
+    try {
+      done(std::move(result));
+    } catch (...) {  // the caller's code: as invoke()
+    }
+  }
+  // Again soon, not at once: a failure that repeats (no memory) fails one
+  // exchange per step rather than spinning a worker.
+  return Clock::now() + kPollMax;
+}
+
+std::optional<DoeExecutor::Clock::time_point> DoeMailbox::step_unguarded() {
   budget_ = kStepBudget;
   std::optional<TimePoint> next;
   while (!(next = run_phase())) {
@@ -99,17 +155,18 @@ std::optional<DoeMailbox::TimePoint> DoeMailbox::phase_idle() {
   {
     MutexLock lock(mu_);
     if (queue_.empty()) return kIdleForever;
-    Pending next = std::move(queue_.front());
+    // Into current_ first: from here a throw is answered by recover().
+    current_ = std::move(queue_.front());
     queue_.pop_front();
     if (closed_ || dead_) {
       Response r = closed_ ? *closed_ : Errno(EIO);
-      record(r);
-      outbox_.push_back(Delivery{std::move(next.done), std::move(r)});
+      outbox_.emplace_back(std::move(current_->done), std::move(r));
+      record(outbox_.back().result);
+      current_.reset();
       return std::nullopt;
     }
-    running_ticket_ = next.ticket;
+    running_ticket_ = current_->ticket;
     running_cancel_.reset();
-    current_ = std::move(next);
   }
   retried_ = false;
   auto valid = check_doe_dwords(current_->request, options_.max_dwords);
@@ -293,23 +350,24 @@ std::optional<DoeMailbox::TimePoint> DoeMailbox::phase_abort_wait() {
 
 std::optional<DoeMailbox::TimePoint> DoeMailbox::phase_dead() {
   MutexLock lock(mu_);
-  for (auto& p : queue_) {
+  while (!queue_.empty()) {  // one at a time: a throw leaves the rest queued
     Response r = closed_ ? *closed_ : Errno(EIO);
-    record(r);
-    outbox_.push_back(Delivery{std::move(p.done), std::move(r)});
+    outbox_.emplace_back(std::move(queue_.front().done), std::move(r));
+    record(outbox_.back().result);
+    queue_.pop_front();
   }
-  queue_.clear();
   return kIdleForever;
 }
 
 void DoeMailbox::finish(Response result) {
-  Completion done = std::move(current_->done);
-  current_.reset();
-  response_.clear();
   MutexLock lock(mu_);
   if (running_cancel_) result = *running_cancel_;
-  record(result);
-  outbox_.push_back(Delivery{std::move(done), std::move(result)});
+  // Moved out of current_ only once the outbox has room (else recover()
+  // answers it).
+  outbox_.emplace_back(std::move(current_->done), std::move(result));
+  record(outbox_.back().result);
+  current_.reset();
+  response_.clear();
   running_ticket_ = 0;
   running_cancel_.reset();
   phase_ = dead_ ? Phase::kDead : Phase::kIdle;

@@ -138,9 +138,16 @@ Result<void> Mediator::Impl::doe_submit(Handle& h, std::span<const uint8_t> in) 
   std::weak_ptr<Handle> wh = handle(h.id);
   // The ticket is recorded after submit; a completion that beats it finds
   // ticket 0 and still matches (see doe_complete).
-  uint64_t ticket = mb->submit(std::move(req->dwords), [this, wh](Result<std::vector<uint32_t>> r) {
-    doe_complete(wh, 0, std::move(r));
-  });
+  uint64_t ticket = 0;
+  try {
+    ticket = mb->submit(std::move(req->dwords), [this, wh](Result<std::vector<uint32_t>> r) {
+      doe_complete(wh, 0, std::move(r));
+    });
+  } catch (...) {  // not queued (no memory): the handle must not stay in flight
+    MutexLock lock(h.mu);
+    if (h.doe.state == DoeSlot::State::kInFlight) to_idle(h.doe);
+    throw;
+  }
   {
     MutexLock lock(h.mu);
     if (h.doe.state == DoeSlot::State::kInFlight) h.doe.ticket = ticket;

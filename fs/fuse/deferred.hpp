@@ -22,7 +22,7 @@ class Deferred {
 
  private:
   void run();
-  Mutex mu_;
+  Mutex mu_;  // lock order: leaf; jobs run without it (fs/core/mediator_state.hpp)
   CondVar cv_;
   std::deque<std::function<void()>> jobs_ GUARDED_BY(mu_);
   bool stop_ GUARDED_BY(mu_) = false;

@@ -37,7 +37,7 @@ class FhObjects {
   }
 
  private:
-  Mutex mu_;
+  Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
   std::unordered_map<uint64_t, std::shared_ptr<void>> objects_ GUARDED_BY(mu_);
 };
 

@@ -25,6 +25,8 @@ class Revoker : public RevocationSink {
   void device_gone(const Bdf& bdf) override;
 
  private:
+  // Lock order: leaf, held across notify_inval_*; taken under ViewHost::mu_,
+  // a ControlSlot and attach_mu, never by a FUSE handler (fs/core/mediator_state.hpp).
   Mutex mu_;
   std::vector<fuse_session*> sessions_ GUARDED_BY(mu_);
 };

@@ -90,7 +90,9 @@ class ViewHost {
   Revoker& revoker_;
   const HostOptions options_;
   DriverNames drivers_;
-  mutable Mutex mu_;
+  // Lock order: mu_ is level 1, the outermost lock of the daemon; publish_mu_
+  // starts a leaf chain (-> HostControl::mu_ -> the watchers') (fs/core/mediator_state.hpp).
+  mutable Mutex mu_ ACQUIRED_BEFORE(publish_mu_);
   mutable Mutex publish_mu_;
   Publish publish_ GUARDED_BY(publish_mu_);
   std::map<std::string, std::unique_ptr<Hosted>> views_ GUARDED_BY(mu_);

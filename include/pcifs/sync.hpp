@@ -152,6 +152,10 @@ class LockOrderProbe {
     __tsan_mutex_pre_lock(this, 0);
     __tsan_mutex_post_lock(this, 0, 0);
   }
+  void try_acquired() {  // taken without waiting: no edge into it, only out of it
+    __tsan_mutex_pre_lock(this, __tsan_mutex_try_lock);
+    __tsan_mutex_post_lock(this, __tsan_mutex_try_lock, 0);
+  }
   void released() {
     __tsan_mutex_pre_unlock(this, 0);
     __tsan_mutex_post_unlock(this, 0);
@@ -159,6 +163,7 @@ class LockOrderProbe {
 #else
   LockOrderProbe() = default;
   void acquired() {}
+  void try_acquired() {}
   void released() {}
 #endif
   LockOrderProbe(const LockOrderProbe&) = delete;
