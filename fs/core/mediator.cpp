@@ -324,11 +324,29 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   h->ref = ref;
   h->flags = flags;
   h->dev = d;
-  if (ref.kind == FileKind::kBar) PCIFS_TRY(impl_->claim(*h));  // S11: opening a BAR claims
+  // In the table before it may claim, so that every way out below ends it
+  // through release(), which also ends a claim it took: an open that fails
+  // (EBUSY) or throws after the claim (a log line, an event, no memory) can
+  // never leave a claim behind with no handle to end it.
+  {
+    MutexLock lock(impl_->handles_mu);
+    h->id = impl_->next_handle++;
+    impl_->handles[h->id] = h;  // may throw: nothing taken yet
+  }
   d->open_handles++;
-  MutexLock lock(impl_->handles_mu);
-  h->id = impl_->next_handle++;
-  impl_->handles[h->id] = h;
+  struct Undo {
+    Mediator* m;
+    HandleId id;
+    ~Undo() {
+      if (id == 0) return;
+      try {
+        m->release(id);
+      } catch (...) {  // a destructor, maybe while unwinding: nothing may leave it
+      }
+    }
+  } undo{this, h->id};
+  if (ref.kind == FileKind::kBar) PCIFS_TRY(impl_->claim(*h));  // S11: opening a BAR claims
+  undo.id = 0;
   return h->id;
 }
 
