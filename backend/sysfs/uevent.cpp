@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
 #include <utility>
@@ -213,16 +214,35 @@ Result<void> UeventMonitor::start(EventFn on_event, LostFn on_lost, StoppedFn on
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   try {
+    // A thread is a noexcept boundary: a handler's throw is caught by call();
+    // anything else (no memory in the loop itself) ends the thread cleanly,
+    // as a socket error does, rather than taking the daemon down.
     thread_ = std::thread([this, ev = std::move(on_event), lost = std::move(on_lost),
-                           done = std::move(on_stopped), timer = std::move(on_timer)] {
-      std::string why = run(ev, lost, timer);
+                           done = std::move(on_stopped), timer = std::move(on_timer)]() noexcept {
+      std::string why;
+      try {
+        why = run(ev, lost, timer);
+      } catch (const std::exception& e) {
+        why = "internal error";
+        try {
+          why += std::string(": ") + e.what();
+        } catch (...) {
+        }
+      } catch (...) {
+        why = "internal error";
+      }
       if (why.empty()) return;
       {
         MutexLock guard(mu_);
         stats_.running = false;
-        stats_.stopped_why = why;
+        try {
+          stats_.stopped_why = why;
+        } catch (...) {
+        }
       }
-      if (done) done(why);
+      (void)call("stopped", [&] {
+        if (done) done(why);
+      });
     });
   } catch (const std::system_error& e) {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -258,6 +278,39 @@ void UeventMonitor::count(uint64_t Stats::*field) {
   ++(stats_.*field);
 }
 
+template <typename F>
+bool UeventMonitor::call(const char* what, F&& f) noexcept {
+  const char* why = "unknown exception";
+  try {
+    f();
+    return true;
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (...) {
+  }
+  uint64_t dropped = 0;
+  bool report = false;
+  {
+    MutexLock lock(mu_);
+    ++stats_.handler_errors;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_report_ >= std::chrono::seconds(1)) {
+      report = true;
+      dropped = unreported_;
+      unreported_ = 0;
+      last_report_ = now;
+    } else {
+      ++unreported_;
+    }
+  }
+  if (report) {
+    std::fprintf(stderr, "pcifs: %s: the %s handler failed (%s); going on%s\n",
+                 source_.name.c_str(), what, why,
+                 dropped ? " (and earlier failures not shown)" : "");
+  }
+  return false;
+}
+
 std::string UeventMonitor::run(const EventFn& on_event, const LostFn& on_lost,
                                const TimerFn& on_timer) {
   pollfd fds[2] = {{source_.fd.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
@@ -270,7 +323,8 @@ std::string UeventMonitor::run(const EventFn& on_event, const LostFn& on_lost,
       return "poll: " + errno_text(Errno(errno));
     }
     if (ready == 0) {
-      wait = on_timer ? on_timer() : std::nullopt;
+      wait = std::nullopt;
+      if (on_timer) (void)call("timer", [&] { wait = on_timer(); });
       continue;
     }
     if (fds[1].revents != 0) return {};
@@ -283,12 +337,16 @@ std::string UeventMonitor::run(const EventFn& on_event, const LostFn& on_lost,
       if (error != 0) return "recvmsg: " + errno_text(Errno(error));
       if (lost) {
         count(&Stats::overflows);
-        if (on_lost) on_lost();
+        if (on_lost) (void)call("lost", on_lost);
         continue;
       }
-      if (ev && on_event) on_event(*ev);
+      // An event whose handler threw may be half applied: rescan, as after
+      // lost events, so the receiver converges on what is there.
+      if (ev && on_event && !call("event", [&] { on_event(*ev); }) && on_lost) {
+        (void)call("lost", on_lost);
+      }
     }
-    if (on_timer) wait = on_timer();
+    if (on_timer) (void)call("timer", [&] { wait = on_timer(); });
   }
 }
 

@@ -115,14 +115,15 @@ class UeventMonitor {
   using TimerFn = std::function<std::optional<std::chrono::milliseconds>()>;
 
   struct Stats {
-    uint64_t datagrams = 0;   // read from the socket
-    uint64_t untrusted = 0;   // dropped: wrong sender, no credentials, or fds attached
-    uint64_t malformed = 0;   // dropped: truncated or not kernel-format
-    uint64_t ignored = 0;     // well-formed but not a PCI hot-plug event
-    uint64_t delivered = 0;   // handed to EventFn
-    uint64_t overflows = 0;   // ENOBUFS seen (LostFn called)
-    bool running = false;     // the thread is reading
-    std::string stopped_why;  // why the thread ended by itself ("" while fine)
+    uint64_t datagrams = 0;       // read from the socket
+    uint64_t untrusted = 0;       // dropped: wrong sender, no credentials, or fds attached
+    uint64_t malformed = 0;       // dropped: truncated or not kernel-format
+    uint64_t ignored = 0;         // well-formed but not a PCI hot-plug event
+    uint64_t delivered = 0;       // handed to EventFn
+    uint64_t overflows = 0;       // ENOBUFS seen (LostFn called)
+    uint64_t handler_errors = 0;  // a handler threw: logged, then LostFn (rescan)
+    bool running = false;         // the thread is reading
+    std::string stopped_why;      // why the thread ended by itself ("" while fine)
   };
 
   explicit UeventMonitor(UeventSource source);
@@ -142,6 +143,10 @@ class UeventMonitor {
   const std::string& name() const { return source_.name; }
 
  private:
+  // Runs one handler: a throw is counted, logged (rate-limited) and
+  // swallowed, so the thread goes on. False if it threw.
+  template <typename F>
+  bool call(const char* what, F&& f) noexcept EXCLUDES(mu_);
   // The thread's loop; returns the reason it ended by itself ("" for stop()).
   std::string run(const EventFn& on_event, const LostFn& on_lost, const TimerFn& on_timer);
   // One datagram: the believed PCI event in it, if any (counts the rest).
@@ -155,6 +160,9 @@ class UeventMonitor {
   std::thread thread_ GUARDED_BY(mu_);
   bool started_ GUARDED_BY(mu_) = false;
   Stats stats_ GUARDED_BY(mu_);
+  // Handler-failure lines: at most one a second (+ how many were dropped).
+  std::chrono::steady_clock::time_point last_report_ GUARDED_BY(mu_){};
+  uint64_t unreported_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace pcifs::backend::sysfs

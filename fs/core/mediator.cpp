@@ -123,7 +123,38 @@ void Mediator::Impl::watch_leases() {
         return;
       }
     }
-    if (any_refused.load()) retry_refused_leases();
+    // A thread is a noexcept boundary: a failed pass is logged and the next
+    // one runs at the next period. A pass that failed between a device's
+    // leaving and its arriving anew left it out: it is attached again then.
+    try {
+      if (any_refused.load()) retry_refused_leases();
+      reattach_missing();
+    } catch (const std::exception& e) {
+      watch_failed(e.what());
+    } catch (...) {
+      watch_failed("unknown exception");
+    }
+  }
+}
+
+void Mediator::Impl::watch_failed(const char* what) noexcept {
+  try {
+    PCIFS_LOG_LIMITED(error, "leasewatch", "lease watcher: a pass failed ({}); retried in {} ms",
+                      what, options.host_locks->retry.count());
+  } catch (...) {
+  }
+  missing_after_failure.store(true);
+}
+
+// After a failed pass only: every device the backend lists that is not
+// attached (removed for a takeover, not yet back) arrives anew.
+void Mediator::Impl::reattach_missing() {
+  if (!missing_after_failure.exchange(false)) return;
+  MutexLock serial(attach_mu);
+  for (auto& dev : backend->devices()) {
+    if (find(dev->info().bdf)) continue;
+    spdlog::info("{}: attached again after a failed lease takeover", dev->info().bdf.str());
+    attach(dev);
   }
 }
 

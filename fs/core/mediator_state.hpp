@@ -256,6 +256,9 @@ struct Mediator::Impl {
   void lease(core::DeviceState& d) REQUIRES(attach_mu);
   void watch_leases() EXCLUDES(watch_mu, attach_mu);
   void retry_refused_leases() EXCLUDES(attach_mu);
+  void watch_failed(const char* what) noexcept;  // logs; the next pass reattaches
+  void reattach_missing() EXCLUDES(attach_mu);
+  std::atomic<bool> missing_after_failure{false};
   void on_hotplug(const Bdf& bdf, bool added) EXCLUDES(attach_mu);
   void device_removed(const Bdf& bdf) REQUIRES(attach_mu);
   std::shared_ptr<core::DeviceState> find(const Bdf& bdf) const;
