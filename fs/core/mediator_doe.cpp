@@ -44,6 +44,7 @@ void to_idle(DoeSlot& s) {
   s.ticket = 0;
   s.response = std::vector<uint8_t>{};
   s.pos = 0;
+  s.budget.reset();
 }
 
 // Takes the next part of a ready response (caller holds h.mu): a response is
@@ -132,7 +133,21 @@ Result<void> Mediator::Impl::doe_submit(Handle& h, std::span<const uint8_t> in) 
   {
     MutexLock lock(h.mu);
     if (h.doe.state != DoeSlot::State::kIdle) return Errno(EBUSY);  // one in flight per handle
+  }
+  // The bound on exchanges held per uid and in total [S13]: EAGAIN past it.
+  auto share = doe_budget.take(h.caller.uid);
+  if (!share) {
+    PCIFS_LOG_LIMITED(info, "doebound:" + std::to_string(h.caller.uid),
+                      "{}: DOE write EAGAIN for pid={} uid={}: {} exchanges held ({} in all)",
+                      d.bdf.str(), h.caller.pid, h.caller.uid, doe_budget.held(h.caller.uid),
+                      doe_budget.total());
+    return share.error();
+  }
+  {
+    MutexLock lock(h.mu);
+    if (h.doe.state != DoeSlot::State::kIdle) return Errno(EBUSY);  // a racing write won
     h.doe.state = DoeSlot::State::kInFlight;
+    h.doe.budget = std::move(*share);
   }
   d.counters.doe_exchanges++;
   std::weak_ptr<Handle> wh = handle(h.id);

@@ -100,6 +100,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/caller_budget.hpp"
 #include "core/claims.hpp"
 #include "core/config_space.hpp"
 #include "core/device_control.hpp"
@@ -158,6 +159,9 @@ struct DoeSlot {
   size_t pending_max = 0;
   std::function<void()> wake;    // poll notification, fired once
   std::vector<uint8_t> partial;  // the first pieces of a write the kernel split
+  // This exchange's share of the DOE bound (Impl::doe_budget): held from the
+  // write until the response is read to its end (or the handle ends).
+  std::shared_ptr<void> budget;
 };
 
 struct Handle {
@@ -227,6 +231,11 @@ struct Mediator::Impl {
 
   std::shared_ptr<backend::Backend> backend;
   MediatorOptions options;
+  // Bounds per uid and in total (after `options`, which they are made from).
+  core::CallerBudget status_budget{options.status_opens_per_uid, options.status_opens_total,
+                                   Errno(EMFILE), Errno(ENFILE)};
+  core::CallerBudget doe_budget{options.doe_pending_per_uid, options.doe_pending_total,
+                                Errno(EAGAIN), Errno(EAGAIN)};
   std::unique_ptr<core::HostLocks> host_locks;  // null: no cross-daemon leases
   // Serialises what changes the device set: hot-plug and lease takeovers.
   // Lock order: level 4, then the level-5 locks below (top of this file).

@@ -73,4 +73,12 @@ std::string Mediator::status_json(ViewId view) const {
   return out.dump(2) + "\n";
 }
 
+Result<StatusSnapshot> Mediator::status_snapshot(ViewId view, const Caller& caller) const {
+  StatusSnapshot s;
+  PCIFS_TRY_ASSIGN(share, impl_->status_budget.take(caller.uid));  // before the text is made
+  s.share = std::move(share);
+  s.text = status_json(view);
+  return s;
+}
+
 }  // namespace pcifs

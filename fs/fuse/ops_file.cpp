@@ -25,9 +25,11 @@ bool is_doe(const NodeId& id) {
 
 void open_status(Reply& r, Filesystem& fs, fuse_file_info* fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY) return r.error(Errno(EACCES));
+  // Bounded per uid (EMFILE) and in total (ENFILE): each open holds a copy.
+  auto snap = fs.mediator().status_snapshot(fs.view(), caller_of(r.req()));
+  if (!snap) return r.error(snap.error());
   fi->direct_io = 1;
-  fh_reply_open(r, fi, std::make_unique<std::string>(fs.mediator().status_json(fs.view())),
-                fs.handles());
+  fh_reply_open(r, fi, std::make_unique<StatusSnapshot>(std::move(*snap)), fs.handles());
 }
 
 // Replies from a per-thread copy, never from the handle's text: once the
@@ -35,7 +37,7 @@ void open_status(Reply& r, Filesystem& fs, fuse_file_info* fi) {
 // thread) frees the text while this writev is still returning -- and the
 // sanitizers' writev interceptors read the iovec after the syscall.
 void read_status(Reply& r, const fuse_file_info* fi, size_t size, off_t off) {
-  const auto* text = fh_object<const std::string>(fi);
+  const std::string* text = &fh_object<const StatusSnapshot>(fi)->text;
   const size_t start = std::min(text->size(), static_cast<size_t>(off));
   thread_local std::string slice;
   slice.assign(*text, start, std::min(size, text->size() - start));

@@ -150,9 +150,25 @@ struct ViewUsage {
 };
 
 struct MediatorOptions {
+  // What a client can make the daemon hold [S13]; 0: no bound. An open of
+  // `status` keeps a copy of the text until close: EMFILE past the per-uid
+  // bound, ENFILE past the total. A DOE exchange holds its request and then
+  // its response until read to the end (up to 2^18 dwords each): a write()
+  // past either bound fails with EAGAIN (try again once one is read).
+  size_t status_opens_per_uid = 16;
+  size_t status_opens_total = 256;
+  size_t doe_pending_per_uid = 16;
+  size_t doe_pending_total = 64;
   unsigned doe_threads = 1;
   std::chrono::milliseconds doe_timeout{1000};
   std::optional<HostLockOptions> host_locks;  // nullopt: no cross-daemon leases
+};
+
+// The text of `status` as one open saw it, and its share of the bound on
+// open snapshots (given back when the snapshot is destroyed).
+struct StatusSnapshot {
+  std::string text;
+  std::shared_ptr<void> share;
 };
 
 class Mediator {
@@ -222,6 +238,10 @@ class Mediator {
 
   // --- status (S3): JSON text for the view's devices.
   std::string status_json(ViewId view) const;
+  // status_json() for one open of `status` by `caller`, within the bounds of
+  // MediatorOptions (EMFILE: this uid holds status_opens_per_uid already;
+  // ENFILE: status_opens_total are held).
+  Result<StatusSnapshot> status_snapshot(ViewId view, const Caller& caller) const;
 
   // For tests and tools: the backend device behind a BDF (nullptr if gone).
   std::shared_ptr<backend::Device> device(const Bdf& bdf) const;

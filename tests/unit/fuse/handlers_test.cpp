@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <memory>
+#include <vector>
 
 #include "fixtures/alloc_fail.hpp"
 #include "fuse/filesystem.hpp"
@@ -241,6 +242,42 @@ TEST_F(HandlersTest, OpenStatusAnswersOnceWhenRegisteringFails) {
   op_release(as_req(rel), ino, &fi);
   // The text's own string, the handle's shared owner and its table entry.
   open_answers_once(fs_.get(), ino, op_open, op_release, used - 2);
+}
+
+// The bound on open `status` snapshots reaches the caller through FUSE:
+// EMFILE past this uid's share (MediatorOptions' default), and a close gives
+// the share back.
+TEST_F(HandlersTest, StatusOpensPastTheUidBoundGetEmfile) {
+  const fuse_ino_t ino = encode(NodeId{Node::kStatus, {}, 0});
+  const size_t bound = MediatorOptions{}.status_opens_per_uid;
+  std::vector<uint64_t> open_fhs;
+  for (size_t i = 0; i < bound; ++i) {
+    FakeReq req = request();
+    fuse_file_info fi{};
+    fi.flags = O_RDONLY;
+    op_open(as_req(req), ino, &fi);
+    ASSERT_TRUE(req.opened) << i << ": " << req.err;
+    open_fhs.push_back(req.fh);
+  }
+  FakeReq over = request();
+  fuse_file_info fi{};
+  fi.flags = O_RDONLY;
+  op_open(as_req(over), ino, &fi);
+  EXPECT_EQ(over.err, EMFILE);
+  EXPECT_FALSE(over.opened);
+  for (uint64_t fh : open_fhs) {
+    FakeReq rel = request();
+    fuse_file_info done{};
+    done.fh = fh;
+    op_release(as_req(rel), ino, &done);
+  }
+  FakeReq again = request();
+  op_open(as_req(again), ino, &fi);
+  EXPECT_TRUE(again.opened);
+  fuse_file_info last{};
+  last.fh = again.fh;
+  FakeReq rel = request();
+  op_release(as_req(rel), ino, &last);
 }
 
 }  // namespace
