@@ -280,12 +280,13 @@ void UeventMonitor::count(uint64_t Stats::*field) {
 
 template <typename F>
 bool UeventMonitor::call(const char* what, F&& f) noexcept {
-  const char* why = "unknown exception";
+  // A copy: what() dies with the exception, at the end of its catch block.
+  char why[160] = "unknown exception";
   try {
     f();
     return true;
   } catch (const std::exception& e) {
-    why = e.what();
+    std::snprintf(why, sizeof why, "%s", e.what());
   } catch (...) {
   }
   uint64_t dropped = 0;
@@ -314,17 +315,25 @@ bool UeventMonitor::call(const char* what, F&& f) noexcept {
 std::string UeventMonitor::run(const EventFn& on_event, const LostFn& on_lost,
                                const TimerFn& on_timer) {
   pollfd fds[2] = {{source_.fd.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-  std::optional<std::chrono::milliseconds> wait;  // until on_timer wants to run
+  // Until on_timer wants to run, in ms; -1: no timer. (Not an optional: GCC's
+  // -O2 flow analysis calls its value maybe-uninitialized.)
+  int timeout = -1;
+  auto timer = [&] {
+    timeout = -1;
+    if (!on_timer) return;
+    (void)call("timer", [&] {
+      const auto w = on_timer();
+      timeout = w ? static_cast<int>(std::clamp<int64_t>(w->count(), 0, 60'000)) : -1;
+    });
+  };
   for (;;) {
-    const int timeout = wait ? static_cast<int>(std::clamp<int64_t>(wait->count(), 0, 60'000)) : -1;
     const int ready = ::poll(fds, 2, timeout);
     if (ready < 0) {
       if (errno == EINTR) continue;
       return "poll: " + errno_text(Errno(errno));
     }
     if (ready == 0) {
-      wait = std::nullopt;
-      if (on_timer) (void)call("timer", [&] { wait = on_timer(); });
+      timer();
       continue;
     }
     if (fds[1].revents != 0) return {};
@@ -346,7 +355,7 @@ std::string UeventMonitor::run(const EventFn& on_event, const LostFn& on_lost,
         (void)call("lost", on_lost);
       }
     }
-    if (on_timer) (void)call("timer", [&] { wait = on_timer(); });
+    timer();
   }
 }
 
