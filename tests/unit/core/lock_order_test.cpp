@@ -21,6 +21,7 @@
 // HostControl::mu_), so the edges into them are part of the graph.
 #include <linux/pci_regs.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -253,6 +254,74 @@ TEST_F(LockOrderTest, MainNestingsFromSeveralThreads) {
   EXPECT_GT(locking_sink_.invalidations(), 0u);
   EXPECT_GT(locking_sink_.gone(), 0u);
   EXPECT_EQ(events_.count(MediatorEvent::Kind::kDeviceLeft), 1u);
+}
+
+// A backend whose slot re-enumerates at once: when kRemoved leaves, a new
+// device arrives at the same address (another sim set's function) before the
+// remove() that caused it returns, as a rescan racing the removal would.
+class ReplugBackend final : public backend::Backend {
+ public:
+  ReplugBackend()
+      : first_(backend::sim::make_default_backend()),
+        spare_(backend::sim::make_default_backend()) {}
+  std::string describe() const override { return "replug"; }
+  std::vector<std::shared_ptr<backend::Device>> devices() override {
+    auto out = first_->devices();
+    MutexLock lock(mu_);
+    if (plugged_) out.push_back(spare_->find(kRemoved));
+    return out;
+  }
+  void set_hotplug_callback(backend::HotplugFn fn) override {
+    {
+      MutexLock lock(mu_);
+      fn_ = fn;
+    }
+    if (!fn) return first_->set_hotplug_callback(nullptr);
+    first_->set_hotplug_callback([this](const Bdf& bdf, bool added) {
+      backend::HotplugFn to;
+      bool replug = false;
+      {
+        MutexLock lock(mu_);
+        to = fn_;
+        replug = !added && bdf == kRemoved && !plugged_;
+        if (replug) plugged_ = true;
+      }
+      if (!to) return;
+      to(bdf, added);
+      if (replug) to(bdf, true);
+    });
+  }
+
+ private:
+  std::shared_ptr<backend::sim::SimBackend> first_, spare_;
+  Mutex mu_;
+  backend::HotplugFn fn_ GUARDED_BY(mu_);
+  bool plugged_ GUARDED_BY(mu_) = false;
+};
+
+// The remove file's own removal of the device runs serialised with hot-plug
+// (attach_mu, as -Wthread-safety found it did not) and removes only the
+// device it removed: the one that arrived at the address meanwhile stays.
+TEST(LockOrderRemove, RemoveFileLeavesTheDeviceThatArrivedInItsPlace) {
+  auto be = std::make_shared<ReplugBackend>();
+  Mediator med(be, MediatorOptions{});
+  EventLog events;
+  med.set_event_sink([&](const MediatorEvent& e) { events.add(e); });
+  ViewId v = med.add_view(ViewPolicy{});
+  auto rm = med.open(v, kHolder, FileRef{kRemoved, FileKind::kRemove, 0, {}},
+                     OpenFlags{false, true, false});
+  ASSERT_TRUE(rm.ok());
+  const std::string one = "1";
+  ASSERT_TRUE(med.write(*rm, 0, {reinterpret_cast<const uint8_t*>(one.data()), one.size()}).ok());
+  med.release(*rm);
+  auto now = med.devices(v);
+  EXPECT_NE(std::find(now.begin(), now.end(), kRemoved), now.end()) << "the new device was removed";
+  EXPECT_EQ(events.count(MediatorEvent::Kind::kDeviceLeft), 1u);
+  auto cfg = med.open(v, kHolder, FileRef{kRemoved, FileKind::kConfig, 0, {}},
+                      OpenFlags{true, false, false});
+  EXPECT_TRUE(cfg.ok()) << (cfg.ok() ? "" : cfg.error().name());
+  if (cfg) med.release(*cfg);
+  med.set_event_sink(nullptr);
 }
 
 }  // namespace
