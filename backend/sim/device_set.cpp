@@ -177,7 +177,8 @@ Entry parse_entry(const JsonObject& d) {
           "secondary_bus",
           "subordinate_bus",
           "windows",
-          "capabilities"});
+          "capabilities",
+          "stall_file"});
   Entry e;
   e.path = d.path();
   auto bdf = Bdf::parse(d.string("bdf"));
@@ -200,6 +201,9 @@ Entry parse_entry(const JsonObject& d) {
   if (e.spec.driver && (e.spec.driver->empty() || e.spec.driver->find('/') != std::string::npos)) {
     json_fail(d.path("driver"), "expected a driver name (no '/')");
   }
+  // Test-only: reset, power transitions and ROM reads wait while this file
+  // exists (sim_device_power.cpp), so that a test holds a device mid-operation.
+  e.spec.stall_file = d.opt_string("stall_file").value_or("");
   parse_bars(d, e);
   parse_rom(d, e);
   parse_bridge(d, e);

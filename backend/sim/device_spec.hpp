@@ -79,6 +79,10 @@ struct DeviceSpec {
   uint8_t primary_bus = 0, secondary_bus = 0, subordinate_bus = 0;
   WindowSpec io_window, mem_window, pref_window;
   CapsSpec caps;
+  // Test-only gate: while this file exists, reset(), set_power_state() and
+  // rom_read() wait (no device lock held) before doing anything; on entering
+  // the wait they create "<stall_file>.entered". Empty: no gate.
+  std::string stall_file;
 };
 
 }  // namespace pcifs::backend::sim

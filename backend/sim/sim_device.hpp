@@ -114,6 +114,7 @@ class SimDevice final : public Device {
   void enter_d3hot() REQUIRES(mu_);
   void leave_d3hot() REQUIRES(mu_);
   void function_reset() REQUIRES(mu_);
+  void stall() const EXCLUDES(mu_);  // DeviceSpec::stall_file
   void power_on() REQUIRES(mu_);
   uint16_t command() const REQUIRES(mu_);
   uint16_t pmcsr() const REQUIRES(mu_);

@@ -1,8 +1,12 @@
 // SimDevice: power states, function reset, hot-remove and the expansion ROM.
+#include <fcntl.h>
 #include <linux/pci_regs.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "sim/sim_device.hpp"
 
@@ -35,7 +39,22 @@ Result<void> SimDevice::rom_enable(bool on) {
   return Ok();
 }
 
+// The test-only gate of DeviceSpec::stall_file: waits (bounded, 10 minutes)
+// while the file exists, after saying so with "<file>.entered".
+void SimDevice::stall() const {
+  const std::string& f = spec_.stall_file;
+  if (f.empty() || ::access(f.c_str(), F_OK) != 0) return;
+  if (int fd = ::open((f + ".entered").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644); fd >= 0) {
+    ::close(fd);
+  }
+  const auto end = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+  while (::access(f.c_str(), F_OK) == 0 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
 Result<size_t> SimDevice::rom_read(uint64_t offset, std::span<uint8_t> out) {
+  stall();
   MutexLock l(mu_);
   if (removed_) return violation("rom read after remove"), Errno(ENODEV);
   if (spec_.rom.size == 0) return violation("rom read: no ROM"), Errno(ENXIO);
@@ -129,6 +148,7 @@ Result<void> SimDevice::set_power_state(PowerState target) {
   MutexLock l(mu_);
   if (removed_) return violation("set power state after remove"), Errno(ENODEV);
   if (target == power_) return Ok();
+  stall();
   return transition(power_, target);
 }
 
@@ -143,6 +163,7 @@ Result<void> SimDevice::reset() {
   MutexLock l(mu_);
   if (removed_) return violation("reset after remove"), Errno(ENODEV);
   if (power_ != PowerState::kD0) {
+  stall();
     violation("reset in " + std::string(to_string(power_)));
     return Errno(EIO);
   }

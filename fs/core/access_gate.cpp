@@ -41,8 +41,12 @@ bool AccessGate::bar_open(bool io) const {
          (io ? io_decode_ : mem_decode_);
 }
 
-Result<AccessToken> AccessGate::enter_bar(bool io_bar) {
+Result<AccessToken> AccessGate::enter_bar(bool io_bar, bool wait) {
   MutexLock lock(mu_);
+  if (capturing_ && !revoked_ && !wait) {
+    ++counters_.would_wait;
+    return Errno(kWouldWait);
+  }
   if (capturing_ && !revoked_) ++counters_.capture_waits;
   // A capture is short (one ROM read) and S7 forbids it to disturb a BAR user.
   while (capturing_ && !revoked_) cv_.wait(mu_);
@@ -53,8 +57,12 @@ Result<AccessToken> AccessGate::enter_bar(bool io_bar) {
   return AccessToken(this, AccessKind::kBar);
 }
 
-Result<AccessToken> AccessGate::enter_config(bool write) {
+Result<AccessToken> AccessGate::enter_config(bool write, bool wait) {
   MutexLock lock(mu_);
+  if (physical_ && !revoked_ && !wait) {
+    ++counters_.would_wait;
+    return Errno(kWouldWait);
+  }
   // A physical operation is a bounded run of device accesses that never waits
   // for an access or calls the revocation sink, so waiting for it is safe.
   while (physical_ && !revoked_) cv_.wait(mu_);

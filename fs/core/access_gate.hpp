@@ -8,12 +8,14 @@
 //
 // Admission rules [S9, S12]:
 //   revoked                         -> ENODEV, every kind, for good
-//   BAR:  ROM capture running       -> wait for it (bounded; S7: no error)
+//   BAR:  ROM capture running       -> wait for it (bounded; S7: no error),
+//                                      or kWouldWait at once (wait=false)
 //         D0, open, decode enabled  -> admitted
 //         anything else             -> EIO at once (never waits for a drain)
 //   DOE:  D0 and open               -> admitted, else EIO
 //   config: physical op running     -> wait for it (bounded: a transition and
-//                                      a restore, never a drain or a sink call)
+//                                      a restore, never a drain or a sink call),
+//                                      or kWouldWait at once (wait=false)
 //         D0 / D3hot                -> admitted
 //         D3cold: read              -> admitted, served from the snapshot
 //         D3cold: write             -> EIO
@@ -23,10 +25,17 @@
 // outlive its gate. DOE code holds a token per register access or polling
 // step, never across a whole exchange, so a drain stays one access long.
 //
+// wait=false is for FUSE workers, which must never wait for a device
+// operation that is not their own single access (STYLE.md): the caller gets
+// kWouldWait and answers the request later from another thread. A physical
+// operation or a capture only runs while its DeviceControl's ControlSlot is
+// held, so "the slot is free" implies "nothing here would wait".
+//
 // Thread safety: every method is thread-safe. Waits are on one CondVar under
 // mu_; nothing here calls out while holding mu_.
 #pragma once
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -39,6 +48,11 @@
 namespace pcifs::core {
 
 enum class AccessKind : uint8_t { kBar, kConfig, kDoe };
+
+// An internal errno, never a reply: the access would have to wait for a
+// physical operation or a ROM capture (wait=false). The Mediator's try_*
+// calls pass it up; the FUSE layer then serves the request off its workers.
+inline constexpr int kWouldWait = EINPROGRESS;
 
 class AccessGate;
 
@@ -73,6 +87,7 @@ struct GateCounters {
   uint64_t refused_eio = 0;
   uint64_t refused_enodev = 0;
   uint64_t capture_waits = 0;  // BAR accesses that waited for a ROM capture
+  uint64_t would_wait = 0;     // wait=false accesses refused with kWouldWait
   std::chrono::nanoseconds longest_drain{0};
 };
 
@@ -83,8 +98,8 @@ class AccessGate {
   AccessGate& operator=(const AccessGate&) = delete;
 
   // --- accesses
-  Result<AccessToken> enter_bar(bool io_bar) EXCLUDES(mu_);
-  Result<AccessToken> enter_config(bool write) EXCLUDES(mu_);
+  Result<AccessToken> enter_bar(bool io_bar, bool wait = true) EXCLUDES(mu_);
+  Result<AccessToken> enter_config(bool write, bool wait = true) EXCLUDES(mu_);
   Result<AccessToken> enter_doe() EXCLUDES(mu_);
 
   // --- observers (never touch the device)

@@ -1,5 +1,8 @@
 #include "fuse/deferred.hpp"
 
+#include <utility>
+#include <vector>
+
 namespace pcifs::fuse {
 
 Deferred::Deferred() : thread_([this] { run(); }) {}
@@ -34,6 +37,69 @@ void Deferred::run() {
     try {
       job();
     } catch (...) {  // a job is a reply; nothing to do but go on
+    }
+  }
+}
+
+// ---------------------------------------------------------------------- Lanes
+
+Lanes::~Lanes() {
+  std::vector<std::thread> threads;
+  {
+    MutexLock lock(mu_);
+    stop_ = true;
+    for (auto& [bdf, lane] : lanes_) {
+      if (lane->thread.joinable()) threads.push_back(std::move(lane->thread));
+    }
+  }
+  // A running lane empties its queue first: every queued request is answered.
+  for (auto& t : threads) t.join();
+}
+
+bool Lanes::post(const Bdf& device, std::function<void()> job) {
+  MutexLock lock(mu_);
+  if (stop_) return false;
+  auto& slot = lanes_[device];
+  if (!slot) slot = std::make_unique<Lane>();
+  Lane* lane = slot.get();
+  if (lane->jobs.size() >= kMaxPerLane) return false;
+  lane->jobs.push_back(std::move(job));
+  if (lane->running) return true;
+  // The previous thread set running=false under mu_ and touches nothing after
+  // it: joining it here is immediate.
+  if (lane->thread.joinable()) lane->thread.join();
+  lane->running = true;
+  try {
+    lane->thread = std::thread([this, lane] { run(lane); });
+  } catch (...) {
+    lane->running = false;
+    lane->jobs.pop_back();
+    return false;
+  }
+  ++started_;
+  return true;
+}
+
+uint64_t Lanes::threads_started() const {
+  MutexLock lock(mu_);
+  return started_;
+}
+
+void Lanes::run(Lane* lane) {
+  for (;;) {
+    std::function<void()> job;
+    {
+      MutexLock lock(mu_);
+      if (lane->jobs.empty()) {
+        lane->running = false;
+        return;
+      }
+      job = std::move(lane->jobs.front());
+      lane->jobs.pop_front();
+    }
+    try {
+      job();
+    } catch (...) {  // a job answers its request itself; the lane goes on
     }
   }
 }

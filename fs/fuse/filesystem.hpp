@@ -29,6 +29,7 @@ class Filesystem {
   // Fills a struct stat from the tree; false when the node is gone.
   Result<struct stat> stat_of(const NodeId& id) const;
   Deferred& deferred() { return deferred_; }
+  Lanes& lanes() { return lanes_; }
   FhObjects& handles() { return handles_; }
   // The view was removed [S16]: from now on every request but the releases
   // gets ENODEV (the mount may live on in a container until it lets go).
@@ -40,6 +41,7 @@ class Filesystem {
   std::string name_;
   timespec started_{};
   Deferred deferred_;
+  Lanes lanes_;  // requests that wait for a device, off the loop's workers
   FhObjects handles_;  // status and directory snapshots still open
   std::atomic<bool> dead_{false};
 };

@@ -197,8 +197,18 @@ int Session::run() {
   running_.store(true);
   started_.store(true);
   fuse_loop_config* cfg = fuse_loop_cfg_create();
+  // Workers are kept, never churned: libfuse 3.14 ends a worker whenever more
+  // than `idle` are idle and starts one (with a max_write-sized buffer, 1 MiB)
+  // whenever none is, so an idle limit below max_threads makes a burst of
+  // readers create and destroy threads per request. With idle == max the pool
+  // grows to the peak concurrency once and stays (at most max_threads
+  // buffers). No setting can starve the kernel's writeback of dirty mapped BAR
+  // pages, which a quiesce waits for: a worker never waits for a device
+  // operation (Mediator::try_read/try_write; those requests run on the
+  // device's lane, deferred.hpp), only for its own single device access, so
+  // with any max_threads >= 1 a worker comes free for the writeback.
   fuse_loop_cfg_set_max_threads(cfg, max_threads_);
-  fuse_loop_cfg_set_idle_threads(cfg, 4);
+  fuse_loop_cfg_set_idle_threads(cfg, max_threads_);
   fuse_loop_cfg_set_clone_fd(cfg, 0);
   const int rc = fuse_session_loop_mt(se_, cfg);
   fuse_loop_cfg_destroy(cfg);

@@ -29,7 +29,12 @@ namespace pcifs::fuse {
 struct SessionOptions {
   std::vector<std::string> mount_options;  // "-o" values: allow_other, ...
   std::string fsname = "pcifs";
-  unsigned max_threads = 16;  // FUSE workers; DOE replies never park one
+  // FUSE workers, all kept once started (session.cpp). No worker waits for a
+  // device operation (DOE replies and requests behind a transition, reset,
+  // capture or quiesce are answered from other threads), so 16 covers 16
+  // device accesses in flight at once, more than the parallelism a PCI
+  // function's config or BAR path offers, for 16 MiB of request buffers.
+  unsigned max_threads = 16;
   bool allow_direct_io_mmap = true;
 };
 
