@@ -7,51 +7,59 @@
 // nestings meet (every other header that owns a lock points here). Levels,
 // outer (taken first) to inner: holding a lock of level N, a thread takes
 // only locks of levels > N. Locks of one level are never held together,
-// except along a chain written "a -> b". A wait that someone else ends (a
-// drain, a CondVar, a FUSE worker the kernel waits for) counts as holding.
+// except along a chain written "a -> b". Waiting for someone (a drain, a
+// CondVar, a join, a FUSE worker the kernel waits for) counts as taking what
+// that someone holds while it makes progress.
 //
 //  1  fuse::ViewHost::mu_         view add/rm/list/reap/stop. Held across
-//                                 Mediator::add_view/remove_view, the event
-//                                 and revocation sinks that remove_view calls,
-//                                 wait_for_discovery (a wait on doe_mu: DOE
-//                                 completions never need level 1), FUSE
-//                                 mount/unmount and joining a view's loop.
+//                                 Mediator::add_view/remove_view (and the
+//                                 sinks remove_view calls), wait_for_discovery,
+//                                 drain_handovers (waits for the hand-over
+//                                 worker: levels 3-8, never 1), FUSE
+//                                 mount/unmount and joining a view's threads.
 //                                 No FUSE handler takes it.
 //  2  DoeExecutor::shutdown_mu_   held across joining the DOE workers and the
 //                                 ESHUTDOWN completions (-> Handle::mu, doe_mu).
 //     SysfsBackend::rescan_mu_    held across the hot-plug callback (-> 4).
-//     DeviceState::write_mu       one config write, plan + apply; held across
-//                                 DeviceControl::change_decode (-> 3). A FUSE
-//                                 handler waits on it, so it must not be held
-//                                 across anything that waits for a FUSE worker
-//                                 (the revocation sink: see "Sink" below).
 //  3  DeviceControl's ControlSlot one control operation per device (a flag and
 //     (device_control.hpp)        a CondVar; LockOrderProbe shows it to TSan).
-//                                 Held across the quiesce, which calls the
-//                                 revocation sink (-> 6 Revoker::mu_), across
-//                                 AccessGate drains, and across the backend's
-//                                 remove(), whose hot-plug callback takes
-//                                 attach_mu (-> 4). Two slots are never held
-//                                 together.
+//                                 Held across the quiesce (AccessGate drains,
+//                                 the revocation sink), a physical operation,
+//                                 change_decode's write (-> 5, 6) and the
+//                                 backend's remove(), whose hot-plug callback
+//                                 takes attach_mu (-> 4). Two slots are never
+//                                 held together.
 //  4  Impl::attach_mu             the device set changes: attach, removal,
 //                                 lease takeover. Held across backend
 //                                 devices(), HostLocks::acquire,
-//                                 DeviceControl::revoke (a drain),
+//                                 DeviceControl::revoke (drains every token),
 //                                 DoeMailbox::close, the event sink and the
-//                                 revocation sink. Never a ControlSlot under it
-//                                 (3 -> 4 above: a remove() would wait here
-//                                 for itself); claim-end work that needs one
-//                                 runs on another thread.
-//  5  Impl::devices_mu -> Impl::handles_mu -> Handle::mu -> DeviceState::doe_mu
+//                                 revocation sink. Never a ControlSlot under
+//                                 it (3 -> 4: a remove() would wait here for
+//                                 itself): claim-end work that needs one runs
+//                                 on the hand-over worker (handover.hpp).
+//  5  AccessToken                 an admitted access (access_gate.hpp): a
+//                                 shared hold of its device's gate, which the
+//                                 drains of levels 3 and 4 wait for. Under a
+//                                 token: levels 6-8 only, never a wait for a
+//                                 control operation.
+//  6  DeviceState::write_mu       one config write, plan + apply, taken after
+//                                 the write's config token. Never held across
+//                                 a control operation or a sink call: a FUSE
+//                                 handler waits on it.
+//  7  Impl::devices_mu -> Impl::handles_mu -> Handle::mu -> DeviceState::doe_mu
 //     Impl::views_mu, Impl::event_mu, Impl::watch_mu
-//                                 bookkeeping. Each is in fact taken alone
-//                                 today (the chain is the order a future
+//                                 bookkeeping (write_mu -> views_mu: the DMA
+//                                 policy of the writer's view). Each is taken
+//                                 alone today (the chain is the order a future
 //                                 nesting must follow); nothing is called with
-//                                 one held but the doe_mu CondVar wait.
-//  6  leaves, and short chains written "a -> b": nothing of levels 1-5 is
+//                                 one held but the doe_mu CondVar wait and a
+//                                 CallerBudget share given back (Handle::mu).
+//  8  leaves, and short chains written "a -> b": nothing of levels 1-7 is
 //     taken while one is held, and no callback runs under one.
 //     core:    ClaimTable::mu_, HostLocks::mu_ (held across open + flock
 //              LOCK_NB of a lock file), LogLimiter::mu_, ConfigSpace::mu_,
+//              CallerBudget's mu, HandoverWorker::mu_ (jobs run without it),
 //              DeviceControl::rom_mu_, ControlSlot's own mu_, AccessGate::mu_
 //              (its CondVar: waits for a physical operation, a ROM capture or
 //              a drain), DoeMailbox::mu_, DoeExecutor::mu_ (a mailbox wakes
@@ -60,34 +68,31 @@
 //              WatcherHub::mu_ -> control::WatchQueue::mu_ (events; the
 //              Mediator's event sink enters at HostControl::mu_);
 //              Revoker::mu_ (held across fuse_lowlevel_notify_inval_*: see
-//              "Sink"); Deferred::mu_, FhObjects::mu_, DriverNames::mu_,
-//              control::Server::mu_, session.cpp's g_init_mu, g_disowned_mu.
+//              "Sink"); Deferred::mu_ and Lanes::mu_ (jobs run without them),
+//              FhObjects::mu_, DriverNames::mu_, control::Server::mu_,
+//              session.cpp's g_init_mu, g_disowned_mu.
 //     backend: sim Registry::mu -> SimDevice::mu_ -> SimDevice::vmu_;
 //              FaultBackend::mu_, FaultDevice::mu_ (its hooks run without it),
 //              SysfsBackend::mu_ (after rescan_mu_), SysfsDevice::mu_,
 //              UringBatch::mu_, UeventMonitor::mu_. A device access takes
-//              these under any of levels 2-5 (a config read under write_mu,
-//              under a ControlSlot, under attach_mu at attach).
-//
-// AccessToken (access_gate.hpp): an admitted access is a shared hold of its
-// device's gate, and a drain (quiesce, revoke) waits for it: under a token a
-// thread takes level-6 device locks only -- never a ControlSlot, write_mu or
-// attach_mu, which are held across drains.
+//              these under any of levels 2-7 (a config write under write_mu,
+//              a transition under a ControlSlot, attach under attach_mu).
 //
 // Sink: the revocation sink (fuse Revoker) calls notify_inval_inode, and the
-// kernel may wait there for a FUSE worker: writeback of a dirty BAR page, or
-// the FUSE_READ of a fault holding a page lock. So a lock held across a sink
-// call must never be waited on by a FUSE handler: ViewHost::mu_, attach_mu
-// and Revoker::mu_ are never taken by handlers, and a ControlSlot held across
-// a quiesce is in its kQuiescing phase, which wake() and rom() (callers that
-// may sit in a page fault) refuse to wait behind (EIO).
+// kernel may wait there for a FUSE loop worker: the writeback of a dirty BAR
+// page, or the FUSE_READ of a fault holding a page lock. So no loop worker
+// may wait for a lock held across a sink call, nor for a ControlSlot: control
+// operations and the waits for them run off the workers (Mediator::try_read
+// and try_write answer kWouldWait; fuse/deferred.hpp's Lanes run the request),
+// ViewHost::mu_, attach_mu and Revoker::mu_ are never taken by a loop worker,
+// and write_mu is never held across a sink call.
 //
 // Callbacks (event sink, revocation sink, DOE completions, ReadDone,
-// hot-plug) are called with no level-5 or level-6 lock held.
+// hot-plug) are called with no level-7 or level-8 lock held.
 //
-// Checked by: clang -Wthread-safety-beta (ACQUIRED_BEFORE below, within one
-// class), TSan's deadlock detector (tools/test.sh tsan; lock_order_test.cpp
-// takes the nestings above from several threads).
+// Checked by: clang -Wthread-safety-beta (ACQUIRED_BEFORE, where both locks
+// are members of one class), TSan's deadlock detector (tools/test.sh tsan;
+// lock_order_test.cpp takes the nestings above from several threads).
 #pragma once
 
 #include <atomic>
@@ -129,9 +134,9 @@ struct DeviceState {
   std::atomic<bool> gone{false};
   std::atomic<uint32_t> open_handles{0};
   DeviceCounters counters;
-  Mutex write_mu ACQUIRED_BEFORE(doe_mu);  // one config write at a time; lock order: level 2
+  Mutex write_mu ACQUIRED_BEFORE(doe_mu);  // one config write at a time; lock order: level 6
 
-  mutable Mutex doe_mu;  // level 5, last of its chain
+  mutable Mutex doe_mu;  // lock order: level 7, last of its chain
   CondVar discovery_cv;
   // Per mailbox: what Discovery reported; nullopt until it has run.
   std::vector<std::optional<std::vector<backend::DoeFeature>>> features GUARDED_BY(doe_mu);
@@ -173,7 +178,7 @@ struct Handle {
   std::shared_ptr<DeviceState> dev;
   std::atomic<bool> claiming{false};
   std::atomic<bool> revoked{false};  // its view was removed: dead for good (ENODEV)
-  // Lock order: level 5, after Impl::handles_mu, before DeviceState::doe_mu.
+  // Lock order: level 7, after Impl::handles_mu, before DeviceState::doe_mu.
   Mutex mu;
   DoeSlot doe GUARDED_BY(mu);
 };
@@ -238,7 +243,7 @@ struct Mediator::Impl {
                                 Errno(EAGAIN), Errno(EAGAIN)};
   std::unique_ptr<core::HostLocks> host_locks;  // null: no cross-daemon leases
   // Serialises what changes the device set: hot-plug and lease takeovers.
-  // Lock order: level 4, then the level-5 locks below (top of this file).
+  // Lock order: level 4, then the level-7 locks below (top of this file).
   Mutex attach_mu ACQUIRED_BEFORE(devices_mu, handles_mu, views_mu, event_mu, watch_mu);
   Mutex watch_mu;
   CondVar watch_cv;

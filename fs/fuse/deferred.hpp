@@ -76,7 +76,7 @@ class Lanes {
   };
   void run(Lane* lane);
 
-  mutable Mutex mu_;
+  mutable Mutex mu_;  // lock order: leaf; jobs run without it (fs/core/mediator_state.hpp)
   std::map<Bdf, std::unique_ptr<Lane>> lanes_ GUARDED_BY(mu_);
   bool stop_ GUARDED_BY(mu_) = false;
   uint64_t started_ GUARDED_BY(mu_) = 0;
