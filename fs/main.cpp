@@ -67,6 +67,20 @@ bool is_dir(const std::string& path) {
 }
 
 // The views of this run, each with a mountpoint that is a directory.
+// allow_dma (view.hpp) lets a device master on host memory: only root grants
+// it. A view file saying so must be root's and writable by nobody else, or a
+// user who can edit it could grant it to himself.
+void check_dma_grant(const std::string& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) usage_error(file + ": cannot be read");
+  if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%o", static_cast<unsigned>(st.st_mode & 07777));
+    usage_error(file + ": allow_dma: expected a file owned by root and writable by root only " +
+                "(only root grants DMA), got uid " + std::to_string(st.st_uid) + " mode " + mode);
+  }
+}
+
 std::vector<pcifs::ViewPolicy> build_views(const Args& a) {
   std::vector<pcifs::ViewPolicy> views;
   if (a.views.empty()) {
@@ -81,6 +95,7 @@ std::vector<pcifs::ViewPolicy> build_views(const Args& a) {
     std::string error;
     auto v = pcifs::core::load_view_file(file, &error);
     if (!v) usage_error(error);
+    if (v->allow_dma) check_dma_grant(file);
     if (!a.mountpoint.empty() && a.views.size() == 1) v->mountpoint = a.mountpoint;
     if (v->mountpoint.empty()) {
       usage_error(file + ": mountpoint: expected a directory (or MOUNTPOINT on the command line)");

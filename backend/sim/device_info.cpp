@@ -64,6 +64,7 @@ DeviceInfo make_device_info(const DeviceSpec& s) {
   info.driver = s.driver;
   info.iommu_group = s.iommu_group;
   info.removable = true;  // the simulator models hot-remove [S10]
+  info.simulated = true;
   return info;
 }
 

@@ -106,11 +106,14 @@ void SimDevice::leave_d3hot() {
   if (!keep) function_reset();  // an internal reset: hardware defaults
 }
 
+// FLR, or the internal reset of D3hot -> D0. PCIe 6.0 §6.6.2: after an FLR
+// the function must hold no software-readable state of its previous use, so
+// the model clears its BAR memory (the MSI-X table with it), as power loss does.
 void SimDevice::function_reset() {
   config_ = model_->hw_default;
   for (auto& doe : doe_) doe->reset();
   for (auto& bar : bars_) {
-    if (bar) bar->reset_registers();
+    if (bar) bar->power_loss();
   }
 }
 
@@ -145,10 +148,10 @@ Result<void> SimDevice::transition(PowerState from, PowerState to) {
 }
 
 Result<void> SimDevice::set_power_state(PowerState target) {
+  stall();
   MutexLock l(mu_);
   if (removed_) return violation("set power state after remove"), Errno(ENODEV);
   if (target == power_) return Ok();
-  stall();
   return transition(power_, target);
 }
 
@@ -160,10 +163,10 @@ PowerState SimDevice::physical_power_state() const {
 // --- Reset and removal.
 
 Result<void> SimDevice::reset() {
+  stall();
   MutexLock l(mu_);
   if (removed_) return violation("reset after remove"), Errno(ENODEV);
   if (power_ != PowerState::kD0) {
-  stall();
     violation("reset in " + std::string(to_string(power_)));
     return Errno(EIO);
   }

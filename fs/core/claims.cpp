@@ -3,7 +3,8 @@
 namespace pcifs::core {
 
 std::string to_string(const ClaimHolder& holder) {
-  return "pid=" + std::to_string(holder.pid) + " uid=" + std::to_string(holder.uid) +
+  return std::string(holder.handing_over ? "hand-over after " : "") +
+         "pid=" + std::to_string(holder.pid) + " uid=" + std::to_string(holder.uid) +
          " view=" + holder.view;
 }
 
@@ -21,22 +22,52 @@ Result<void> ClaimTable::acquire(const std::string& group, const Caller& caller,
     h.pid = caller.pid;
     h.uid = caller.uid;
     h.view = std::string(view);
-  } else if (h.pid != caller.pid) {
+  } else if (h.handing_over || h.pid != caller.pid) {
     if (holder != nullptr) *holder = h;
-    return Errno(EBUSY);
+    return Errno(h.handing_over ? EAGAIN : EBUSY);
   }
   ++h.handles;
   if (holder != nullptr) *holder = h;
   return Ok();
 }
 
-bool ClaimTable::release(const std::string& group, pid_t pid) {
+bool ClaimTable::release(const std::string& group, pid_t pid, bool hand_over) {
   MutexLock lock(mu_);
   auto it = claims_.find(group);
-  if (it == claims_.end() || it->second.pid != pid) return false;
+  if (it == claims_.end() || it->second.handing_over || it->second.pid != pid) return false;
   if (--it->second.handles > 0) return false;
-  claims_.erase(it);
+  if (hand_over) {
+    it->second.handing_over = true;
+  } else {
+    claims_.erase(it);
+  }
   return true;
+}
+
+void ClaimTable::handed_over(const std::string& group) {
+  MutexLock lock(mu_);
+  auto it = claims_.find(group);
+  if (it != claims_.end() && it->second.handing_over) claims_.erase(it);
+}
+
+void ClaimTable::handover_failed(const std::string& group) {
+  MutexLock lock(mu_);
+  auto it = claims_.find(group);
+  if (it != claims_.end() && it->second.handing_over) it->second.handover_failed = true;
+}
+
+bool ClaimTable::retry_handover(const std::string& group) {
+  MutexLock lock(mu_);
+  auto it = claims_.find(group);
+  if (it == claims_.end() || !it->second.handover_failed) return false;
+  it->second.handover_failed = false;
+  return true;
+}
+
+bool ClaimTable::handing_over(const std::string& group) const {
+  MutexLock lock(mu_);
+  auto it = claims_.find(group);
+  return it != claims_.end() && it->second.handing_over;
 }
 
 std::optional<ClaimHolder> ClaimTable::revoke(const std::string& group) {
@@ -58,7 +89,7 @@ std::optional<ClaimHolder> ClaimTable::holder(const std::string& group) const {
 bool ClaimTable::held_by(const std::string& group, pid_t pid) const {
   MutexLock lock(mu_);
   auto it = claims_.find(group);
-  return it != claims_.end() && it->second.pid == pid;
+  return it != claims_.end() && !it->second.handing_over && it->second.pid == pid;
 }
 
 std::string ClaimTable::owner_text(const std::string& group) const {

@@ -10,6 +10,11 @@
 // EBUSY (and learns who holds it, for the log line). The claim ends when its
 // last handle is released, or when the daemon revokes it.
 //
+// Tenant hand-over: a claim released with `hand_over` does not free the group
+// at once; it stays held by the daemon (handing_over) until handed_over() is
+// called, once the devices of the group are clean again. Meanwhile acquire()
+// fails with EAGAIN: the group is only briefly unavailable, unlike EBUSY.
+//
 // Bridges neither take nor block claims: the Mediator does not call acquire()
 // for a bridge (a root port shares a group with what sits below it, and
 // claiming it would lock users out of their own endpoint).
@@ -35,10 +40,12 @@ struct ClaimHolder {
   pid_t pid = 0;
   uid_t uid = 0;
   std::string view;
-  uint32_t handles = 0;  // claiming handles still open
+  uint32_t handles = 0;          // claiming handles still open
+  bool handing_over = false;     // the claim ended; the daemon is cleaning the group
+  bool handover_failed = false;  // ... and could not: retry_handover() before a new claim
 };
 
-// "pid=1234 uid=1000 view=c1"
+// "pid=1234 uid=1000 view=c1", or "hand-over after pid=1234 uid=1000 view=c1"
 std::string to_string(const ClaimHolder& holder);
 
 class ClaimTable {
@@ -47,17 +54,27 @@ class ClaimTable {
   static std::string group_key(const backend::DeviceInfo& info);
 
   // Takes one more claiming handle for caller.pid. EBUSY if another process
-  // holds the group; then *holder (if given) receives that holder. On success
-  // *holder receives the claim as it now stands (handles == 1: a new claim).
+  // holds the group, EAGAIN while it is handed over; then *holder (if given)
+  // receives that holder. On success *holder receives the claim as it now
+  // stands (handles == 1: a new claim).
   Result<void> acquire(const std::string& group, const Caller& caller, std::string_view view,
                        ClaimHolder* holder = nullptr) EXCLUDES(mu_);
   // Drops one handle of `pid`; true when that ended the claim. Releasing a
   // claim `pid` does not hold (e.g. after revoke) is a no-op returning false.
-  bool release(const std::string& group, pid_t pid) EXCLUDES(mu_);
+  // With `hand_over`, an ended claim leaves the group handing_over (above).
+  bool release(const std::string& group, pid_t pid, bool hand_over = false) EXCLUDES(mu_);
+  // The hand-over of `group` is done: the group is free. No-op otherwise.
+  void handed_over(const std::string& group) EXCLUDES(mu_);
+  // It failed: the group stays unavailable (EAGAIN) until retry_handover().
+  void handover_failed(const std::string& group) EXCLUDES(mu_);
+  // True for exactly one caller while a failed hand-over waits for a retry.
+  bool retry_handover(const std::string& group) EXCLUDES(mu_);
+  bool handing_over(const std::string& group) const EXCLUDES(mu_);
   // Ends the claim at once (daemon decision); returns who held it.
   std::optional<ClaimHolder> revoke(const std::string& group) EXCLUDES(mu_);
 
   std::optional<ClaimHolder> holder(const std::string& group) const EXCLUDES(mu_);
+  // True when `pid` holds a live claim (not a hand-over) on the group.
   bool held_by(const std::string& group, pid_t pid) const EXCLUDES(mu_);
   std::string owner_text(const std::string& group) const EXCLUDES(mu_);  // or "none"
 

@@ -6,7 +6,8 @@
 
 namespace pcifs::core {
 
-RegTable::RegTable(uint32_t size) : wmask_(size, 0), w1c_(size, 0), layout_(size, 4) {}
+RegTable::RegTable(uint32_t size)
+    : wmask_(size, 0), w1c_(size, 0), dma_(size, 0), layout_(size, 4) {}
 
 void RegTable::define(uint32_t offset, unsigned width, uint32_t wmask, uint32_t w1cmask) {
   bool valid =
@@ -44,6 +45,20 @@ uint32_t RegTable::writable_bits(uint32_t offset, unsigned width) const {
   return m;
 }
 
+void RegTable::mark_dma(uint32_t offset, unsigned width, uint32_t mask) {
+  for (unsigned i = 0; i < width && offset + i < size(); ++i) {
+    dma_[offset + i] |= static_cast<uint8_t>(mask >> (8 * i));
+  }
+}
+
+uint32_t RegTable::dma_bits(uint32_t offset, unsigned width) const {
+  uint32_t m = 0;
+  for (unsigned i = 0; i < width && offset + i < size(); ++i) {
+    m |= static_cast<uint32_t>(dma_[offset + i]) << (8 * i);
+  }
+  return m;
+}
+
 namespace {
 
 // Error bits of the (secondary) status register, RW1C (PCI 3.0 §6.2.3).
@@ -64,6 +79,10 @@ class CapScope {
     if (c_.offset + rel + width > t_.size()) return;
     t_.define(c_.offset + rel, width, wmask, w1c);
   }
+  void dma(uint32_t rel, unsigned width, uint32_t mask) {
+    if (rel + width > c_.length || c_.offset + rel + width > t_.size()) return;
+    t_.mark_dma(c_.offset + rel, width, mask);
+  }
 
  private:
   RegTable& t_;
@@ -72,6 +91,7 @@ class CapScope {
 
 void define_header(RegTable& t, uint8_t header_type) {
   t.define(PCI_COMMAND, 2, kCommandRw, 0);
+  t.mark_dma(PCI_COMMAND, 2, PCI_COMMAND_MASTER);
   t.define(PCI_STATUS, 2, 0, kStatusErrors);
   t.define(PCI_CACHE_LINE_SIZE, 1, 0xff, 0);
   t.define(PCI_LATENCY_TIMER, 1, 0xff, 0);
@@ -99,6 +119,9 @@ void define_msi(RegTable& t, const CapInfo& c, std::span<const uint8_t> image) {
   s.reg(PCI_MSI_FLAGS, 2, PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE, 0);
   s.reg(PCI_MSI_ADDRESS_LO, 4, 0xfffffffc, 0);
   if (is64) s.reg(PCI_MSI_ADDRESS_HI, 4, 0xffffffff, 0);
+  // The message address is where the function's interrupt write goes: a DMA target.
+  s.dma(PCI_MSI_ADDRESS_LO, 4, 0xfffffffc);
+  if (is64) s.dma(PCI_MSI_ADDRESS_HI, 4, 0xffffffff);
   s.reg(is64 ? PCI_MSI_DATA_64 : PCI_MSI_DATA_32, 2, 0xffff, 0);
   if (flags & PCI_MSI_FLAGS_MASKBIT)
     s.reg(is64 ? PCI_MSI_MASK_64 : PCI_MSI_MASK_32, 4, 0xffffffff, 0);

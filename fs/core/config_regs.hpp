@@ -12,6 +12,10 @@
 // writable). The BARs and ROM BAR are not in this table: they are virtual and
 // live in ConfigSpace.
 //
+// It also marks the bits that let the function reach host memory: Bus Master
+// Enable and the MSI message address. pcifs attaches no IOMMU domain, so on a
+// real device these are written only for a view that allows DMA (view.hpp).
+//
 // A RegTable is built once at attach and is immutable afterwards: all const
 // methods are thread-safe.
 #pragma once
@@ -49,10 +53,15 @@ class RegTable {
   RegSpan reg_at(uint32_t offset) const;
   // Mask of writable (RW or RW1C) bits of `width` bytes at `offset`.
   uint32_t writable_bits(uint32_t offset, unsigned width) const;
+  // Marks writable bits as DMA-capable (above).
+  void mark_dma(uint32_t offset, unsigned width, uint32_t mask);
+  // Mask of the DMA-capable bits of `width` bytes at `offset`.
+  uint32_t dma_bits(uint32_t offset, unsigned width) const;
 
  private:
   std::vector<uint8_t> wmask_;
   std::vector<uint8_t> w1c_;
+  std::vector<uint8_t> dma_;
   // Per byte: (register start within its dword << 4) | register width.
   std::vector<uint8_t> layout_;
 };

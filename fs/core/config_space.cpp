@@ -209,7 +209,8 @@ Result<void> ConfigSpace::read_runs(uint32_t offset, std::span<uint8_t> out,
 }
 
 Result<void> ConfigSpace::plan_register(uint32_t off, std::span<const uint8_t> bytes,
-                                        const RawReadReg& raw_reg, WritePlan& plan) const {
+                                        const RawReadReg& raw_reg, bool allow_dma,
+                                        WritePlan& plan) const {
   // A piece the device cannot take in one access (3 bytes, or misaligned)
   // becomes naturally aligned sub-accesses.
   for (size_t i = 0; i < bytes.size();) {
@@ -218,7 +219,12 @@ Result<void> ConfigSpace::plan_register(uint32_t off, std::span<const uint8_t> b
     uint32_t v = le_value(bytes.subspan(i, w));
     i += w;
     uint32_t writable = table_.writable_bits(o, w);
-    if (writable == 0) continue;  // nothing the caller may change: no device access
+    const uint32_t dma = allow_dma ? 0 : table_.dma_bits(o, w);
+    writable &= ~dma;
+    if (writable == 0) {  // nothing the caller may change: no device access
+      plan.dma_dropped = plan.dma_dropped || (v & dma) != 0;
+      continue;
+    }
     uint32_t keep = ~writable & width_mask(w);
     bool covers_command = o <= PCI_COMMAND && PCI_COMMAND < o + w;
     uint32_t cur = 0;
@@ -229,7 +235,10 @@ Result<void> ConfigSpace::plan_register(uint32_t off, std::span<const uint8_t> b
     }
     // Kept bits carry the device's value, except RW1C bits, which are written
     // as the caller wrote them (1 clears, 0 leaves alone) -- keep excludes them.
-    uint32_t val = (cur & keep) | (v & writable);
+    // DMA-capable bits the caller may not write are written as 0: a write
+    // can turn mastering off, never on.
+    uint32_t val = (cur & keep & ~dma) | (v & writable);
+    if ((v & dma) != 0) plan.dma_dropped = true;
     if (covers_command) {
       unsigned shift = 8 * (PCI_COMMAND - o);
       auto bit = [&](uint32_t x, uint32_t b) { return ((x >> shift) & b) != 0; };
@@ -245,7 +254,7 @@ Result<void> ConfigSpace::plan_register(uint32_t off, std::span<const uint8_t> b
 }
 
 Result<WritePlan> ConfigSpace::plan_write(uint32_t offset, std::span<const uint8_t> data,
-                                          const RawReadReg& raw_reg) const {
+                                          const RawReadReg& raw_reg, bool allow_dma) const {
   WritePlan plan;
   if (offset >= size()) return plan;
   size_t n = std::min<size_t>(data.size(), size() - offset);
@@ -260,7 +269,7 @@ Result<WritePlan> ConfigSpace::plan_write(uint32_t offset, std::span<const uint8
     if (slot) {
       plan.virtual_writes.push_back({off, static_cast<unsigned>(piece), le_value(bytes)});
     } else {
-      PCIFS_TRY(plan_register(off, bytes, raw_reg, plan));
+      PCIFS_TRY(plan_register(off, bytes, raw_reg, allow_dma, plan));
     }
     i += piece;
   }

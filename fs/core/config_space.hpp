@@ -66,6 +66,11 @@ struct WritePlan {
   // Mediator quiesces BAR access before a change to false, before apply_plan.
   std::optional<bool> memory_decode;
   std::optional<bool> io_decode;
+  // Without allow_dma: the caller tried to set a DMA-capable bit (Bus Master
+  // Enable, an MSI address). Such bits in a register that is written anyway
+  // are written as 0 (Bus Master goes off); a register of nothing else (an
+  // MSI address) is not written at all.
+  bool dma_dropped = false;
   size_t length = 0;  // bytes of the caller's write accepted (short only at the end)
 };
 
@@ -88,9 +93,10 @@ class ConfigSpace {
 
   // Plans a caller's write of `data` at `offset`. Reads current device values
   // through `raw_reg` only for registers that mix writable and read-only bits,
-  // and for the command register (to detect decode changes).
+  // and for the command register (to detect decode changes). Without
+  // `allow_dma`, the DMA-capable bits (config_regs.hpp) are read-only.
   Result<WritePlan> plan_write(uint32_t offset, std::span<const uint8_t> data,
-                               const RawReadReg& raw_reg) const;
+                               const RawReadReg& raw_reg, bool allow_dma = true) const;
   // Updates the virtual registers, then performs the device writes in order;
   // stops at the first failed device write. Returns plan.length.
   Result<size_t> apply_plan(const WritePlan& plan, const RawWriteReg& raw_write) EXCLUDES(mu_);
@@ -133,7 +139,7 @@ class ConfigSpace {
   Result<void> read_runs(uint32_t offset, std::span<uint8_t> out, const ConfigReadPolicy& p,
                          const RawRead& raw, bool use_shadow) const;
   Result<void> plan_register(uint32_t off, std::span<const uint8_t> bytes,
-                             const RawReadReg& raw_reg, WritePlan& plan) const;
+                             const RawReadReg& raw_reg, bool allow_dma, WritePlan& plan) const;
 
   RegTable table_;
   std::vector<CapInfo> caps_;

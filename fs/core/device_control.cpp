@@ -75,6 +75,16 @@ bool ControlSlot::try_acquire_unless_quiescing() NO_THREAD_SAFETY_ANALYSIS {
   return true;
 }
 
+bool ControlSlot::try_acquire() NO_THREAD_SAFETY_ANALYSIS {
+  {
+    MutexLock lock(mu_);
+    if (busy_) return false;
+    busy_ = true;
+  }
+  order_.try_acquired();
+  return true;
+}
+
 void ControlSlot::release() NO_THREAD_SAFETY_ANALYSIS {
   order_.released();
   MutexLock lock(mu_);
@@ -109,27 +119,38 @@ ControlCounters DeviceControl::counters() const {
   c.transitions = transitions_.load();
   c.resets = resets_.load();
   c.rom_captures = rom_captures_.load();
+  c.handovers = handovers_.load();
   return c;
 }
 
 // ----------------------------------------------------------------- accesses
 
-Result<AccessToken> DeviceControl::enter_bar(unsigned bar) {
-  return gate_.enter_bar(bar_is_io(dev_->info(), bar));
+Result<AccessToken> DeviceControl::enter_bar(unsigned bar, bool wait) {
+  return gate_.enter_bar(bar_is_io(dev_->info(), bar), wait);
 }
 
 Result<uint32_t> DeviceControl::config_read(uint32_t offset, unsigned width) {
   auto token = gate_.enter_config(false);
   if (!token) return token.error();
-  if (token->from_snapshot()) return cfg_read(*token->snapshot(), offset, width);
+  return config_read(*token, offset, width);
+}
+
+Result<uint32_t> DeviceControl::config_read(const AccessToken& token, uint32_t offset,
+                                            unsigned width) {
+  if (token.from_snapshot()) return cfg_read(*token.snapshot(), offset, width);
   return dev_->config_read(offset, width);
 }
 
 Result<void> DeviceControl::config_read_block(uint32_t offset, std::span<uint8_t> out) {
   auto token = gate_.enter_config(false);
   if (!token) return token.error();
-  if (!token->from_snapshot()) return dev_->config_read_block(offset, out);
-  const ConfigImage& snap = *token->snapshot();
+  return config_read_block(*token, offset, out);
+}
+
+Result<void> DeviceControl::config_read_block(const AccessToken& token, uint32_t offset,
+                                              std::span<uint8_t> out) {
+  if (!token.from_snapshot()) return dev_->config_read_block(offset, out);
+  const ConfigImage& snap = *token.snapshot();
   if (offset > snap.size() || out.size() > snap.size() - offset) return Errno(EINVAL);
   std::copy_n(snap.begin() + offset, out.size(), out.begin());
   return Ok();
@@ -138,6 +159,12 @@ Result<void> DeviceControl::config_read_block(uint32_t offset, std::span<uint8_t
 Result<void> DeviceControl::config_write(uint32_t offset, unsigned width, uint32_t value) {
   auto token = gate_.enter_config(true);
   if (!token) return token.error();
+  return config_write(*token, offset, width, value);
+}
+
+Result<void> DeviceControl::config_write(const AccessToken& token, uint32_t offset, unsigned width,
+                                         uint32_t value) {
+  if (token.from_snapshot()) return Errno(EIO);  // D3cold: never written (S9)
   return dev_->config_write(offset, width, value);
 }
 
@@ -190,9 +217,13 @@ Result<void> DeviceControl::set_power_state(PowerState target) {
   return r;
 }
 
-Result<void> DeviceControl::wake() {
+Result<void> DeviceControl::wake(bool wait) {
   if (gate_.revoked()) return Errno(ENODEV);
-  if (!slot_.try_acquire_unless_quiescing()) return Errno(EIO);
+  if (!wait) {
+    if (!slot_.try_acquire()) return Errno(kWouldWait);
+  } else if (!slot_.try_acquire_unless_quiescing()) {
+    return Errno(EIO);
+  }
   auto r = set_power_locked(PowerState::kD0);
   slot_.release();
   return r;
@@ -371,13 +402,17 @@ std::string DeviceControl::rom_error() const {
   return rom_error_;
 }
 
-Result<std::shared_ptr<const RomImage>> DeviceControl::rom() {
+Result<std::shared_ptr<const RomImage>> DeviceControl::rom(bool wait) {
   auto cached = cached_rom();
   if (cached || cached.error() != Errno(EAGAIN)) return cached;
   if (gate_.revoked()) return Errno(ENODEV);
   if (!dev_->info().has_rom()) return Errno(EIO);
   // A page fault on the rom file may land here: never wait behind a quiesce.
-  if (!slot_.try_acquire_unless_quiescing()) return Errno(EIO);
+  if (!wait) {
+    if (!slot_.try_acquire()) return Errno(kWouldWait);
+  } else if (!slot_.try_acquire_unless_quiescing()) {
+    return Errno(EIO);
+  }
   auto r = capture_locked();
   slot_.release();
   return r;

@@ -27,6 +27,14 @@
 // transition, the restore); nothing in it waits for an access or calls the
 // sink. Back in D0 the gate reopens and mappings fault in afresh.
 //
+// Waiting: the control operations below wait (for the slot, for drains, for
+// the sink) and are for threads that may wait: never a FUSE worker (STYLE.md;
+// the sink's invalidation needs a free worker for the kernel's writeback of
+// dirty mapped pages). The admission and access calls with wait=false, and
+// wake(false)/rom(false), never wait for another operation: they return
+// kWouldWait (access_gate.hpp) instead, and the caller retries with wait=true
+// from a thread that may wait.
+//
 // Locking: control operations run one at a time, serialised by a ControlSlot
 // (a flag + condition variable, so that callers who may sit inside a page
 // fault -- wake() and rom() -- can refuse to wait behind a quiesce, which
@@ -53,6 +61,7 @@
 
 #include "core/access_gate.hpp"
 #include "core/config_state.hpp"
+#include "core/handover.hpp"
 #include "core/revocation.hpp"
 #include "core/rom_shadow.hpp"
 #include "pcifs/backend.hpp"
@@ -70,6 +79,7 @@ class CAPABILITY("control slot") ControlSlot {
   // Waits for a running operation unless it is (or becomes) quiescing: then
   // false at once. For callers that may hold a page lock the sink waits for.
   bool try_acquire_unless_quiescing() TRY_ACQUIRE(true);
+  bool try_acquire() TRY_ACQUIRE(true);  // never waits: false while another op runs
   void release() RELEASE();
   void set_phase(Phase phase) REQUIRES(this);
 
@@ -93,6 +103,7 @@ struct ControlCounters {
   uint64_t transitions = 0;
   uint64_t resets = 0;
   uint64_t rom_captures = 0;
+  uint64_t handovers = 0;
 };
 
 class DeviceControl {
@@ -108,8 +119,10 @@ class DeviceControl {
   const backend::DeviceInfo& info() const { return dev_->info(); }
 
   // --- admission (see access_gate.hpp for the rules)
-  Result<AccessToken> enter_bar(unsigned bar);
-  Result<AccessToken> enter_config(bool write) { return gate_.enter_config(write); }
+  Result<AccessToken> enter_bar(unsigned bar, bool wait = true);
+  Result<AccessToken> enter_config(bool write, bool wait = true) {
+    return gate_.enter_config(write, wait);
+  }
   Result<AccessToken> enter_doe() { return gate_.enter_doe(); }
 
   // --- admitted single accesses: device, or the D3cold snapshot for reads
@@ -118,23 +131,38 @@ class DeviceControl {
   Result<void> config_write(uint32_t offset, unsigned width, uint32_t value);
   Result<uint64_t> bar_read(unsigned bar, uint64_t offset, unsigned width);
   Result<void> bar_write(unsigned bar, uint64_t offset, unsigned width, uint64_t value);
+  // The same under a config token the caller holds (from enter_config): one
+  // admission for a whole mediated read or write, so that it is admitted or
+  // refused before its first device access and a physical operation cannot
+  // begin half-way through it.
+  Result<uint32_t> config_read(const AccessToken& token, uint32_t offset, unsigned width);
+  Result<void> config_read_block(const AccessToken& token, uint32_t offset, std::span<uint8_t> out);
+  Result<void> config_write(const AccessToken& token, uint32_t offset, unsigned width,
+                            uint32_t value);
 
   // --- power [S9], reset/remove [S10]
   PowerState power_state() const { return gate_.power(); }  // never touches the device
   Result<void> set_power_state(PowerState target);
   // low_power_access=wake: D0 before an access. EIO instead of waiting when a
-  // quiesce is running (the caller may be a page fault the sink waits for).
-  Result<void> wake();
+  // quiesce is running (the caller may be a page fault the sink waits for);
+  // wait=false: kWouldWait instead of waiting for any running operation.
+  Result<void> wake(bool wait = true);
   Result<void> reset();
   Result<void> remove();  // revoke for good, then the backend's remove()
-  void revoke();          // the device vanished (hot-unplug): no device access
+  // Tenant hand-over (handover.hpp; device_handover.cpp): quiesce and revoke
+  // mappings, D0, reset by `method`, restore `baseline` (which becomes the
+  // saved state), reopen. The reset's error, else the restore's; BARs stay
+  // closed (EIO) when the restore failed.
+  Result<void> hand_over(const ConfigImage& baseline, ResetMethod method);
+  void revoke();  // the device vanished (hot-unplug): no device access
   // A Command write that changes decode: quiesces first when decode goes off
   // (memory: with mapping invalidation), runs `do_write` (the device write),
   // updates admission, reopens when decode comes back on.
   Result<void> change_decode(DecodeChange change, const std::function<Result<void>()>& do_write);
 
   // --- ROM shadow [S7]: captured once, lazily; an invalid ROM is remembered.
-  Result<std::shared_ptr<const RomImage>> rom();
+  // wait=false: kWouldWait instead of waiting for a running control operation.
+  Result<std::shared_ptr<const RomImage>> rom(bool wait = true);
   std::string rom_error() const;  // why rom() fails with EIO; empty if none known
 
   // --- state for the Mediator and `status`
@@ -164,6 +192,7 @@ class DeviceControl {
   Result<void> d3hot_to_d3cold_locked() REQUIRES(slot_);
   Result<void> restore_locked(PowerState from) REQUIRES(slot_);
   Result<void> reset_locked() REQUIRES(slot_);
+  Result<void> hand_over_locked(const ConfigImage& baseline, ResetMethod method) REQUIRES(slot_);
   Result<void> change_decode_locked(DecodeChange change,
                                     const std::function<Result<void>()>& do_write) REQUIRES(slot_);
   Result<std::shared_ptr<const RomImage>> capture_locked() REQUIRES(slot_);
@@ -180,7 +209,7 @@ class DeviceControl {
   std::shared_ptr<const RomImage> rom_ GUARDED_BY(rom_mu_);
   std::string rom_error_ GUARDED_BY(rom_mu_);  // non-empty: invalid for good
 
-  std::atomic<uint64_t> quiesces_{0}, transitions_{0}, resets_{0}, rom_captures_{0};
+  std::atomic<uint64_t> quiesces_{0}, transitions_{0}, resets_{0}, rom_captures_{0}, handovers_{0};
 };
 
 }  // namespace pcifs::core

@@ -32,6 +32,7 @@ Mediator::Mediator(std::shared_ptr<backend::Backend> backend, MediatorOptions op
 }
 
 Mediator::~Mediator() {
+  impl_->handovers.drain();  // claims that ended leave clean devices behind
   if (impl_->lease_watcher.joinable()) {
     {
       MutexLock lock(impl_->watch_mu);
@@ -70,6 +71,9 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
   d->config = std::make_unique<core::ConfigSpace>(d->info, image, reread);
   spdlog::debug("{}: config shadow: {} bytes", d->bdf.str(), d->config->shadow().shadowed_bytes());
   d->control = std::make_unique<core::DeviceControl>(dev, &sink, image);
+  d->baseline = core::clean_baseline(image);
+  d->reset_method = core::reset_method_of(image);
+  d->msix = core::msix_table_of(image);
   d->doe_caps = d->config->doe_offsets().size();
   if (!d->bound()) {
     for (uint16_t off : d->config->doe_offsets()) {
@@ -216,7 +220,7 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
   }
   bool ended = false;
   for (auto& h : mine) {
-    if (!h->claiming.exchange(false) || !claims.release(d->group, h->caller.pid)) continue;
+    if (!h->claiming.exchange(false) || !claims.release(d->group, h->caller.pid, true)) continue;
     ended = true;
     claim_ended(*h);
   }
@@ -297,6 +301,14 @@ Result<void> Mediator::Impl::claim(Handle& h) {
   if (d.bridge() || h.claiming.load()) return Ok();  // bridges neither take nor block
   core::ClaimHolder holder;
   auto r = claims.acquire(d.group, h.caller, policy(h.view).name, &holder);
+  if (!r && holder.handing_over) {
+    d.counters.busy++;
+    if (claims.retry_handover(d.group)) hand_over(d.group);  // the last one failed
+    PCIFS_LOG_LIMITED(info, "handover:" + d.bdf.str(),
+                      "{}: {} EAGAIN for pid={}: {} is being handed over ({})", d.bdf.str(),
+                      core::file_name(h.ref), h.caller.pid, d.group, core::to_string(holder));
+    return r.error();
+  }
   if (!r) {
     d.counters.busy++;
     PCIFS_LOG_LIMITED(warn, "busy:" + d.bdf.str(),
@@ -307,7 +319,10 @@ Result<void> Mediator::Impl::claim(Handle& h) {
   }
   if (h.claiming.exchange(true)) {
     claims.release(d.group, h.caller.pid);  // a racing write on this handle claimed first
-  } else if (holder.handles == 1) {         // the first claiming handle of this process
+    return Ok();
+  }
+  if (!dma_allowed(h)) stop_mastering(h);  // each function of the group as it is claimed
+  if (holder.handles == 1) {               // the first claiming handle of this process
     spdlog::info("{}: claimed by pid={} uid={} view={} ({})", d.bdf.str(), h.caller.pid,
                  h.caller.uid, policy(h.view).name, core::file_name(h.ref));
     emit(MediatorEvent::claim(MediatorEvent::Kind::kClaimTaken, d.bdf, d.group, h.caller.pid,
@@ -317,13 +332,13 @@ Result<void> Mediator::Impl::claim(Handle& h) {
 }
 
 // low_power_access=wake [S9]: an access by the claim holder brings the device to D0.
-Result<void> Mediator::Impl::wake_if_allowed(Handle& h) {
+Result<void> Mediator::Impl::wake_if_allowed(Handle& h, bool wait) {
   DeviceState& d = *h.dev;
   if (d.control->power_state() == PowerState::kD0) return Ok();
   if (policy(h.view).low_power_access != LowPowerAccess::kWake) return Errno(EIO);
   if (!d.bridge() && !claims.held_by(d.group, h.caller.pid)) return Errno(EIO);
+  PCIFS_TRY(d.control->wake(wait));
   spdlog::info("{}: woken to D0 for pid={}", d.bdf.str(), h.caller.pid);
-  PCIFS_TRY(d.control->wake());
   emit(MediatorEvent::device(MediatorEvent::Kind::kPower, d.bdf,
                              std::string(to_string(PowerState::kD0))));
   return Ok();
@@ -403,7 +418,7 @@ void Mediator::release(HandleId id) {
   }
   if (ticket && h->ref.index < d.mailboxes.size()) d.mailboxes[h->ref.index]->cancel(ticket);
   if (pending) pending(Errno(ECANCELED));
-  if (h->claiming.exchange(false) && impl_->claims.release(d.group, h->caller.pid)) {
+  if (h->claiming.exchange(false) && impl_->claims.release(d.group, h->caller.pid, true)) {
     spdlog::info("{}: claim of pid={} released", d.bdf.str(), h->caller.pid);
     impl_->claim_ended(*h);
   }

@@ -40,20 +40,53 @@ std::string_view control_text(std::span<const uint8_t> in) {
   return t;
 }
 
+// A config write's plan and its application, under the caller's token.
+Result<core::WritePlan> plan_config_write(DeviceState& d, const core::AccessToken& t, uint32_t off,
+                                          std::span<const uint8_t> in, bool allow_dma) {
+  auto raw_reg = [&d, &t](uint32_t o, unsigned w) { return d.control->config_read(t, o, w); };
+  return d.config->plan_write(off, in, raw_reg, allow_dma);
+}
+
+Result<size_t> apply_config_write(DeviceState& d, const core::AccessToken& t,
+                                  const core::WritePlan& plan) {
+  auto raw_write = [&d, &t](uint32_t o, unsigned w, uint32_t v) {
+    return d.control->config_write(t, o, w, v);
+  };
+  return d.config->apply_plan(plan, raw_write);
+}
+
 }  // namespace
 
+static_assert(kWouldWait == core::kWouldWait);
+
 Result<size_t> Mediator::read(HandleId id, uint64_t off, std::span<uint8_t> out) {
-  auto h = impl_->handle(id);
+  return impl_->read(id, off, out, /*wait=*/true);
+}
+
+Result<size_t> Mediator::try_read(HandleId id, uint64_t off, std::span<uint8_t> out) {
+  return impl_->read(id, off, out, /*wait=*/false);
+}
+
+Result<size_t> Mediator::write(HandleId id, uint64_t off, std::span<const uint8_t> in) {
+  return impl_->write(id, off, in, /*wait=*/true);
+}
+
+Result<size_t> Mediator::try_write(HandleId id, uint64_t off, std::span<const uint8_t> in) {
+  return impl_->write(id, off, in, /*wait=*/false);
+}
+
+Result<size_t> Mediator::Impl::read(HandleId id, uint64_t off, std::span<uint8_t> out, bool wait) {
+  auto h = handle(id);
   if (!h) return Errno(EBADF);
-  if (Impl::dead(*h)) return Errno(ENODEV);
+  if (dead(*h)) return Errno(ENODEV);
   if (!h->flags.read) return Errno(EBADF);
   switch (h->ref.kind) {
-    case FileKind::kConfig: return impl_->read_config(*h, off, out);
-    case FileKind::kBar: return impl_->read_bar(*h, off, out);
-    case FileKind::kRom: return impl_->read_rom(*h, off, out);
+    case FileKind::kConfig: return read_config(*h, off, out, wait);
+    case FileKind::kBar: return read_bar(*h, off, out, wait);
+    case FileKind::kRom: return read_rom(*h, off, out, wait);
     case FileKind::kDoe: {  // the synchronous form: what is ready now, else EAGAIN
       Result<size_t> got = Errno(EAGAIN);
-      impl_->doe_read(h, out.size(), /*nonblock=*/true, [&](Result<std::vector<uint8_t>> r) {
+      doe_read(h, out.size(), /*nonblock=*/true, [&](Result<std::vector<uint8_t>> r) {
         if (!r)
           got = r.error();
         else
@@ -63,22 +96,27 @@ Result<size_t> Mediator::read(HandleId id, uint64_t off, std::span<uint8_t> out)
     }
     case FileKind::kReset:
     case FileKind::kRemove: return Errno(EACCES);
-    default: return impl_->read_text(*h, off, out);
+    default: return read_text(*h, off, out);
   }
 }
 
-Result<size_t> Mediator::write(HandleId id, uint64_t off, std::span<const uint8_t> in) {
-  auto h = impl_->handle(id);
+Result<size_t> Mediator::Impl::write(HandleId id, uint64_t off, std::span<const uint8_t> in,
+                                     bool wait) {
+  auto h = handle(id);
   if (!h) return Errno(EBADF);
-  if (Impl::dead(*h)) return Errno(ENODEV);
+  if (dead(*h)) return Errno(ENODEV);
   if (!h->flags.write) return Errno(EBADF);
   switch (h->ref.kind) {
-    case FileKind::kConfig: return impl_->write_config(*h, off, in);
-    case FileKind::kBar: return impl_->write_bar(*h, off, in);
-    case FileKind::kDoe: return impl_->doe_write(*h, in);
+    case FileKind::kConfig: return write_config(*h, off, in, wait);
+    case FileKind::kBar: return write_bar(*h, off, in, wait);
+    case FileKind::kDoe: return doe_write(*h, in);
     case FileKind::kPowerState:
     case FileKind::kReset:
-    case FileKind::kRemove: return impl_->write_control(*h, in);
+    case FileKind::kRemove:
+      // A control operation waits for drains and for the writeback of mapped
+      // pages: never on a thread that must not wait.
+      if (!wait) return Errno(kWouldWait);
+      return write_control(*h, in);
     default: return Errno(EACCES);
   }
 }
@@ -90,35 +128,68 @@ Result<size_t> Mediator::Impl::read_text(Handle& h, uint64_t off, std::span<uint
 
 // --- config [S4]
 
-Result<size_t> Mediator::Impl::read_config(Handle& h, uint64_t off, std::span<uint8_t> out) {
+Result<size_t> Mediator::Impl::read_config(Handle& h, uint64_t off, std::span<uint8_t> out,
+                                           bool wait) {
   DeviceState& d = *h.dev;
   if (off >= d.config->size()) return size_t{0};
-  d.counters.config_reads++;
-  auto raw = [&d](uint32_t o, std::span<uint8_t> b) { return d.control->config_read_block(o, b); };
-  return d.config->read(static_cast<uint32_t>(off), out, read_policy(policy(h.view), h.caller),
-                        raw);
+  // One admission, taken at the first device byte (shadowed bytes need none,
+  // and are served even while a physical operation runs): refused before any
+  // device access, never half-way.
+  std::optional<core::AccessToken> token;
+  auto raw = [&](uint32_t o, std::span<uint8_t> b) -> Result<void> {
+    if (!token) {
+      auto t = d.control->enter_config(false, wait);
+      if (!t) return t.error();
+      token.emplace(std::move(*t));
+    }
+    return d.control->config_read_block(*token, o, b);
+  };
+  auto n =
+      d.config->read(static_cast<uint32_t>(off), out, read_policy(policy(h.view), h.caller), raw);
+  if (n || n.error() != Errno(kWouldWait)) d.counters.config_reads++;
+  return n;
 }
 
-Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<const uint8_t> in) {
+Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<const uint8_t> in,
+                                            bool wait) {
   DeviceState& d = *h.dev;
   if (off >= d.config->size()) return size_t{0};  // as the kernel's config write: short
   PCIFS_TRY(claim(h));
   // S9: config writes pass in D3hot; only D3cold refuses them (EIO, or a wake).
-  if (d.control->power_state() == PowerState::kD3cold) PCIFS_TRY(wake_if_allowed(h));
+  if (d.control->power_state() == PowerState::kD3cold) PCIFS_TRY(wake_if_allowed(h, wait));
+  // Lock order: the config token, then write_mu (a physical operation waits
+  // for tokens to drain, so nobody may wait for the token holding write_mu).
+  auto token = d.control->enter_config(true, wait);
+  if (!token) return token.error();
+  const auto o = static_cast<uint32_t>(off);
+  core::DecodeChange decode;
+  {
+    MutexLock lock(d.write_mu);
+    auto plan = plan_config_write(d, *token, o, in, dma_allowed(h));
+    if (!plan) return plan.error();
+    if (plan->dma_dropped) dma_refused(h, "bus master enable or an MSI address");
+    if (!plan->memory_decode && !plan->io_decode) {
+      d.counters.config_writes++;
+      return apply_config_write(d, *token, *plan);
+    }
+    decode = {plan->memory_decode, plan->io_decode};
+  }
+  token->release();
+  // Decode changes run a control operation (a quiesce when decode goes off,
+  // which waits for the writeback of mapped pages) [S12]: never with write_mu
+  // or a token held, never on a thread that must not wait.
+  if (!wait) return Errno(kWouldWait);
   d.counters.config_writes++;
-  MutexLock lock(d.write_mu);
-  auto raw_reg = [&d](uint32_t o, unsigned w) { return d.control->config_read(o, w); };
-  auto plan = d.config->plan_write(static_cast<uint32_t>(off), in, raw_reg);
-  if (!plan) return plan.error();
-  auto raw_write = [&d](uint32_t o, unsigned w, uint32_t v) {
-    return d.control->config_write(o, w, v);
-  };
-  if (!plan->memory_decode && !plan->io_decode) return d.config->apply_plan(*plan, raw_write);
-  // Decode changes: the control quiesces BAR access first when decode goes off
-  // [S12], then performs the write.
   Result<size_t> applied = size_t{0};
-  auto r = d.control->change_decode({plan->memory_decode, plan->io_decode}, [&]() -> Result<void> {
-    applied = d.config->apply_plan(*plan, raw_write);
+  auto r = d.control->change_decode(decode, [&]() -> Result<void> {
+    // The slot is ours: no physical operation can run, this never waits.
+    auto t = d.control->enter_config(true);
+    if (!t) return t.error();
+    MutexLock lock(d.write_mu);
+    // Planned again: another write may have come between the two plans.
+    auto plan = plan_config_write(d, *t, o, in, dma_allowed(h));
+    if (!plan) return plan.error();
+    applied = apply_config_write(d, *t, *plan);
     if (!applied) return applied.error();
     return Ok();
   });
@@ -128,40 +199,45 @@ Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<c
 
 // --- BARs [S5]
 
-Result<size_t> Mediator::Impl::read_bar(Handle& h, uint64_t off, std::span<uint8_t> out) {
+Result<size_t> Mediator::Impl::read_bar(Handle& h, uint64_t off, std::span<uint8_t> out,
+                                        bool wait) {
   DeviceState& d = *h.dev;
   const auto& res = d.info.resources[h.ref.index];
   auto n = core::check_bar_access(off, out.size(), res.size(), false);  // EINVAL before EIO
   if (!n || *n == 0) return n;
-  PCIFS_TRY(wake_if_allowed(h));
-  auto token = d.control->enter_bar(h.ref.index);  // one admission for the whole request
+  PCIFS_TRY(wake_if_allowed(h, wait));
+  auto token = d.control->enter_bar(h.ref.index, wait);  // one admission for the whole request
   if (!token) return token.error();
   d.counters.bar_reads++;
   return core::read_bar(*d.dev, h.ref.index, off, out, res.size(), res.is_io());
 }
 
-Result<size_t> Mediator::Impl::write_bar(Handle& h, uint64_t off, std::span<const uint8_t> in) {
+Result<size_t> Mediator::Impl::write_bar(Handle& h, uint64_t off, std::span<const uint8_t> in,
+                                         bool wait) {
   DeviceState& d = *h.dev;
   const auto& res = d.info.resources[h.ref.index];
   auto n = core::check_bar_access(off, in.size(), res.size(), true);
   if (!n || *n == 0) return n;
-  PCIFS_TRY(wake_if_allowed(h));
-  auto token = d.control->enter_bar(h.ref.index);
+  PCIFS_TRY(wake_if_allowed(h, wait));
+  auto token = d.control->enter_bar(h.ref.index, wait);
   if (!token) return token.error();
   d.counters.bar_writes++;
+  if (d.msix && !dma_allowed(h)) return write_bar_guarded(h, off, in);
   return core::write_bar(*d.dev, h.ref.index, off, in, res.size(), res.is_io());
 }
 
 // --- rom [S7]
 
-Result<size_t> Mediator::Impl::read_rom(Handle& h, uint64_t off, std::span<uint8_t> out) {
+Result<size_t> Mediator::Impl::read_rom(Handle& h, uint64_t off, std::span<uint8_t> out,
+                                        bool wait) {
   DeviceState& d = *h.dev;
   if (d.bound()) {
     PCIFS_LOG_LIMITED(warn, "rom:" + d.bdf.str(), "{}: ROM capture refused: {}", d.bdf.str(),
                       *d.owned_elsewhere);
     return Errno(EBUSY);
   }
-  auto rom = d.control->rom();
+  auto rom = d.control->rom(wait);
+  if (!rom && rom.error() == Errno(kWouldWait)) return rom.error();
   if (!rom) {
     PCIFS_LOG_LIMITED(warn, "rom:" + d.bdf.str(), "{}: rom: {} ({})", d.bdf.str(),
                       rom.error().name(), d.control->rom_error());

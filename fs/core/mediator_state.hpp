@@ -109,8 +109,10 @@
 #include "core/claims.hpp"
 #include "core/config_space.hpp"
 #include "core/device_control.hpp"
+#include "core/dma_guard.hpp"
 #include "core/doe_executor.hpp"
 #include "core/doe_mailbox.hpp"
+#include "core/handover.hpp"
 #include "core/host_locks.hpp"
 #include "pcifs/mediator.hpp"
 #include "pcifs/sync.hpp"
@@ -134,7 +136,18 @@ struct DeviceState {
   std::atomic<bool> gone{false};
   std::atomic<uint32_t> open_handles{0};
   DeviceCounters counters;
-  Mutex write_mu ACQUIRED_BEFORE(doe_mu);  // one config write at a time; lock order: level 6
+  // Tenant hand-over (handover.hpp), fixed at attach: the state each new
+  // claim starts from, and how the function is reset to it.
+  core::ConfigImage baseline;
+  core::ResetMethod reset_method = core::ResetMethod::kNone;
+  std::atomic<uint64_t> handovers{0};  // completed
+  std::atomic<uint64_t> handover_failures{0};
+  std::optional<core::MsixTable> msix;  // its Message Address fields are DMA targets
+  // One config write (plan + apply) at a time. Taken after the write's config
+  // token (AccessToken before write_mu) and never held across a control
+  // operation: a Command write that changes decode plans, drops it, and
+  // plans again inside change_decode, after the quiesce.
+  Mutex write_mu ACQUIRED_BEFORE(doe_mu);  // lock order: level 6 (top of this file)
 
   mutable Mutex doe_mu;  // lock order: level 7, last of its chain
   CondVar discovery_cv;
@@ -264,6 +277,8 @@ struct Mediator::Impl {
   Mutex handles_mu;
   std::unordered_map<HandleId, std::shared_ptr<core::Handle>> handles GUARDED_BY(handles_mu);
   HandleId next_handle GUARDED_BY(handles_mu) = 1;
+  // Last: its jobs use the members above; ~Mediator drains it first.
+  core::HandoverWorker handovers;
 
   // --- mediator.cpp
   void attach(const std::shared_ptr<backend::Device>& dev) REQUIRES(attach_mu);
@@ -281,21 +296,43 @@ struct Mediator::Impl {
   const ViewPolicy& policy(ViewId view) const;
   Result<void> claim(core::Handle& h);
   void emit(const MediatorEvent& e) const EXCLUDES(event_mu);
+  // A claim just ended, its group left handing over (ClaimTable::release with
+  // hand_over): tells watchers and queues the group's hand-over.
   void claim_ended(const core::Handle& h);
+  // Cleans every mediated endpoint of `group` on the hand-over worker, then
+  // frees the group (or leaves it failed: retried by the next claim).
+  void hand_over(const std::string& group);
+  void run_hand_over(const std::string& group,
+                     const std::vector<std::shared_ptr<core::DeviceState>>& members);
   bool removed(ViewId view) const;
   // A handle of a removed view, or on a removed device, is dead (ENODEV).
   static bool dead(const core::Handle& h) { return h.revoked.load() || h.dev->gone.load(); }
-  Result<void> wake_if_allowed(core::Handle& h);
+  // May this handle's writes let the device master (view.hpp allow_dma)?
+  // Always for the simulator, whose devices reach no host memory.
+  bool dma_allowed(const core::Handle& h) const {
+    return h.dev->info.simulated || policy(h.view).allow_dma;
+  }
+  // --- mediator_dma.cpp
+  void dma_refused(const core::Handle& h, std::string_view what) const;
+  void stop_mastering(core::Handle& h);
+  // A BAR write without the MSI-X table's Message Address bytes (dma_guard.hpp).
+  Result<size_t> write_bar_guarded(core::Handle& h, uint64_t off, std::span<const uint8_t> in);
+  Result<void> wake_if_allowed(core::Handle& h, bool wait = true);
   Result<void> check_open(const ViewPolicy& v, const Caller& c, core::DeviceState& d,
                           const FileRef& ref, OpenFlags flags);
 
   // --- mediator_io.cpp
+  // `wait` false: kWouldWait instead of waiting for (or running) a control
+  // operation (Mediator::try_read/try_write).
+  Result<size_t> read(HandleId id, uint64_t off, std::span<uint8_t> out, bool wait);
+  Result<size_t> write(HandleId id, uint64_t off, std::span<const uint8_t> in, bool wait);
   Result<size_t> read_text(core::Handle& h, uint64_t off, std::span<uint8_t> out);
-  Result<size_t> read_config(core::Handle& h, uint64_t off, std::span<uint8_t> out);
-  Result<size_t> write_config(core::Handle& h, uint64_t off, std::span<const uint8_t> in);
-  Result<size_t> read_bar(core::Handle& h, uint64_t off, std::span<uint8_t> out);
-  Result<size_t> write_bar(core::Handle& h, uint64_t off, std::span<const uint8_t> in);
-  Result<size_t> read_rom(core::Handle& h, uint64_t off, std::span<uint8_t> out);
+  Result<size_t> read_config(core::Handle& h, uint64_t off, std::span<uint8_t> out, bool wait);
+  Result<size_t> write_config(core::Handle& h, uint64_t off, std::span<const uint8_t> in,
+                              bool wait);
+  Result<size_t> read_bar(core::Handle& h, uint64_t off, std::span<uint8_t> out, bool wait);
+  Result<size_t> write_bar(core::Handle& h, uint64_t off, std::span<const uint8_t> in, bool wait);
+  Result<size_t> read_rom(core::Handle& h, uint64_t off, std::span<uint8_t> out, bool wait);
   Result<size_t> write_control(core::Handle& h, std::span<const uint8_t> in);
 
   // --- mediator_doe.cpp

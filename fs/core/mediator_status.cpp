@@ -24,7 +24,9 @@ json counters_json(const core::DeviceState& d) {
               {"quiesces", cc.quiesces},
               {"power_transitions", cc.transitions},
               {"resets", cc.resets},
-              {"rom_captures", cc.rom_captures}};
+              {"rom_captures", cc.rom_captures},
+              {"handovers", d.handovers.load()},
+              {"handover_failures", d.handover_failures.load()}};
 }
 
 json doe_json(const core::DeviceState& d) {
@@ -56,6 +58,7 @@ std::string Mediator::status_json(ViewId view) const {
            {"power_state", std::string(to_string(d->control->power_state()))},
            {"health", health(bdf)},
            {"owner", impl_->claims.owner_text(d->group)},
+           {"reset_method", std::string(core::to_string(d->reset_method))},
            {"open_handles", d->open_handles.load()},
            {"counters", counters_json(*d)},
            {"doe", doe_json(*d)}};
@@ -69,7 +72,10 @@ std::string Mediator::status_json(ViewId view) const {
     if (auto why = d->dev->violation_log(); !why.empty()) j["violation_log"] = why;
     devs.push_back(std::move(j));
   }
-  json out{{"view", v.name}, {"backend", impl_->backend->describe()}, {"devices", devs}};
+  json out{{"view", v.name},
+           {"backend", impl_->backend->describe()},
+           {"allow_dma", v.allow_dma},
+           {"devices", devs}};
   return out.dump(2) + "\n";
 }
 

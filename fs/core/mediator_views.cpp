@@ -26,10 +26,10 @@ void Mediator::Impl::emit(const MediatorEvent& e) const {
   if (to) (*to)(e);
 }
 
-// A claim just ended (its last claiming handle went): say so to watchers.
 void Mediator::Impl::claim_ended(const Handle& h) {
   emit(MediatorEvent::claim(MediatorEvent::Kind::kClaimReleased, h.dev->bdf, h.dev->group,
                             h.caller.pid, h.caller.uid, policy(h.view).name));
+  hand_over(h.dev->group);
 }
 
 bool Mediator::Impl::removed(ViewId view) const {
@@ -74,7 +74,7 @@ void Mediator::remove_view(ViewId id) {
     if (ticket && h->ref.index < d.mailboxes.size()) d.mailboxes[h->ref.index]->cancel(ticket);
     if (pending) pending(Errno(ENODEV));
     if (h->ref.kind == FileKind::kBar) mapped.insert(d.bdf);
-    if (h->claiming.exchange(false) && impl_->claims.release(d.group, h->caller.pid)) {
+    if (h->claiming.exchange(false) && impl_->claims.release(d.group, h->caller.pid, true)) {
       ++claims_ended;
       impl_->claim_ended(*h);
     }

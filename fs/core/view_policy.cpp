@@ -157,10 +157,20 @@ bool get_strings(const json& j, ViewPolicy& v, Checker& c) {
   return true;
 }
 
-const char* const kKnownFields[] = {
-    "mountpoint",       "name",       "devices",        "uid",  "gid",           "config_read",
-    "config_write",     "bar_access", "mask_addresses", "hide", "doe_protocols", "low_power_access",
-    "share_iommu_group"};
+const char* const kKnownFields[] = {"mountpoint",
+                                    "name",
+                                    "devices",
+                                    "uid",
+                                    "gid",
+                                    "config_read",
+                                    "config_write",
+                                    "bar_access",
+                                    "mask_addresses",
+                                    "hide",
+                                    "doe_protocols",
+                                    "low_power_access",
+                                    "share_iommu_group",
+                                    "allow_dma"};
 
 bool check_unknown(const json& j, Checker& c) {
   for (const auto& [key, val] : j.items()) {
@@ -170,7 +180,7 @@ bool check_unknown(const json& j, Checker& c) {
       return c.fail(key,
                     "one of the fields of SPEC S6 (mountpoint, name, devices, uid, gid, "
                     "config_read, config_write, bar_access, mask_addresses, hide, "
-                    "doe_protocols, low_power_access, share_iommu_group)",
+                    "doe_protocols, low_power_access, share_iommu_group, allow_dma)",
                     val);
     }
   }
@@ -230,7 +240,8 @@ Result<ViewPolicy> parse_view(std::string_view text, const std::string& source,
             get_bool(j, "bar_access", &v.bar_access, c) &&
             get_bool(j, "mask_addresses", &v.mask_addresses, c) && get_hide(j, v, c) &&
             get_doe(j, v, c) && get_low_power(j, v, c) &&
-            get_bool(j, "share_iommu_group", &v.share_iommu_group, c);
+            get_bool(j, "share_iommu_group", &v.share_iommu_group, c) &&
+            get_bool(j, "allow_dma", &v.allow_dma, c);
   if (!ok) return Errno(EINVAL);
   v.uid = uid;
   v.gid = j.contains("gid") ? gid : uid;

@@ -16,6 +16,7 @@ const char* kind_name(MediatorEvent::Kind k) {
     case MediatorEvent::Kind::kPower: return "power";
     case MediatorEvent::Kind::kClaimTaken: return "claim_taken";
     case MediatorEvent::Kind::kClaimReleased: return "claim_released";
+    case MediatorEvent::Kind::kHandedOver: return "handed_over";
   }
   return "unknown";
 }
@@ -24,6 +25,7 @@ json event_json(const MediatorEvent& e) {
   json j{{"event", kind_name(e.kind)}, {"bdf", e.bdf.str()}};
   switch (e.kind) {
     case MediatorEvent::Kind::kPower: j["power_state"] = e.detail; break;
+    case MediatorEvent::Kind::kHandedOver: j["reset"] = e.detail; break;
     case MediatorEvent::Kind::kClaimTaken:
     case MediatorEvent::Kind::kClaimReleased:
       j["group"] = e.detail;

@@ -77,6 +77,47 @@ void read_doe(Reply& r, Filesystem& fs, fuse_file_info* fi, size_t size) {
   });
 }
 
+// A read or write that would wait for a device operation (kWouldWait from
+// try_read/try_write) runs on the device's lane and is answered from there; a
+// full lane answers EAGAIN at once. The Reply is taken only once the job is
+// queued, so that a failed post still gets exactly one answer.
+template <typename Job>
+void on_lane(Reply& r, Filesystem& fs, const NodeId& id, Job job) {
+  fuse_req_t req = r.req();
+  if (!fs.lanes().post(id.file_ref().bdf, [job = std::move(job), req]() mutable { job(req); })) {
+    return r.error(Errno(EAGAIN));
+  }
+  r.take();
+}
+
+void read_later(Reply& r, Filesystem& fs, const NodeId& id, HandleId fh, size_t size, off_t off) {
+  Mediator* m = &fs.mediator();
+  on_lane(r, fs, id, [m, fh, size, off](fuse_req_t req) {
+    thread_local std::vector<uint8_t> buf;
+    Reply lr(req);
+    guarded("read", [&] {
+      if (buf.size() < size) buf.resize(size);
+      auto n = m->read(fh, static_cast<uint64_t>(off), std::span(buf.data(), size));
+      if (!n) return lr.error(n.error());
+      fuse_reply_buf(lr.take(), reinterpret_cast<const char*>(buf.data()), *n);
+    });
+  });
+}
+
+void write_later(Reply& r, Filesystem& fs, const NodeId& id, HandleId fh, const char* data,
+                 size_t size, off_t off) {
+  Mediator* m = &fs.mediator();
+  std::vector<uint8_t> copy(data, data + size);  // the request's buffer is the worker's
+  on_lane(r, fs, id, [m, fh, copy = std::move(copy), off](fuse_req_t req) {
+    Reply lr(req);
+    guarded("write", [&] {
+      auto n = m->write(fh, static_cast<uint64_t>(off), std::span(copy.data(), copy.size()));
+      if (!n) return lr.error(n.error());
+      fuse_reply_write(lr.take(), *n);
+    });
+  });
+}
+
 }  // namespace
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
@@ -123,7 +164,10 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     if (is_doe(*id)) return read_doe(r, fs, fi, size);
     thread_local std::vector<uint8_t> buf;
     if (buf.size() < size) buf.resize(size);
-    auto n = fs.mediator().read(fi->fh, static_cast<uint64_t>(off), std::span(buf.data(), size));
+    // Never waits for a device operation: those reads go to the device's lane.
+    auto n =
+        fs.mediator().try_read(fi->fh, static_cast<uint64_t>(off), std::span(buf.data(), size));
+    if (!n && n.error() == Errno(kWouldWait)) return read_later(r, fs, *id, fi->fh, size, off);
     if (!n) return r.error(n.error());
     fuse_reply_buf(r.take(), reinterpret_cast<const char*>(buf.data()), *n);
   });
@@ -136,9 +180,14 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
     auto id = decode(ino);
     if (!id || id->node == Node::kStatus) return r.error(Errno(EACCES));
     // Writeback of a mapped BAR carries no caller (pid 0): the handle is the
-    // writer, whichever process's mapping dirtied the page.
-    auto n = fs_of(req).mediator().write(fi->fh, static_cast<uint64_t>(off),
-                                         std::span(reinterpret_cast<const uint8_t*>(buf), size));
+    // writer, whichever process's mapping dirtied the page. Control writes
+    // and writes that wait for a device operation go to the device's lane.
+    Filesystem& fs = fs_of(req);
+    auto n = fs.mediator().try_write(fi->fh, static_cast<uint64_t>(off),
+                                     std::span(reinterpret_cast<const uint8_t*>(buf), size));
+    if (!n && n.error() == Errno(kWouldWait)) {
+      return write_later(r, fs, *id, fi->fh, buf, size, off);
+    }
     if (!n) return r.error(n.error());
     fuse_reply_write(r.take(), *n);
   });

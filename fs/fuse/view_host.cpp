@@ -322,6 +322,9 @@ void ViewHost::stop_all() {
     mediator_.remove_view(h->id);
     h->fs->kill();
   }
+  // The claims just ended: clean their devices while the sink still reaches
+  // every mount (a hand-over revokes mappings), then unmount.
+  mediator_.drain_handovers();
   for (auto& [name, h] : views_) {
     stop(*h);
     if (h->created_dir || h->runtime) ::rmdir(h->policy.mountpoint.c_str());
@@ -368,6 +371,7 @@ json ViewHost::list() const {
              {"open_handles", u.open_handles},
              {"claims", claims},
              {"runtime", h->runtime},
+             {"allow_dma", h->policy.allow_dma},
              {"cdi_device", std::string(core::kCdiKind) + "=" + core::cdi_device_name(name)}});
   }
   return out;

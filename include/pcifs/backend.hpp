@@ -77,6 +77,9 @@ struct DeviceInfo {
   std::vector<DoeFeature> kernel_doe_features;
   // The backend can hot-remove this function (the simulator): `remove` is served.
   bool removable = false;
+  // A model in this process (the simulator): nothing it does reaches host
+  // memory, so DMA-capable settings (Bus Master, MSI addresses) are harmless.
+  bool simulated = false;
   bool is_bridge() const { return header_type == 1; }
   bool has_rom() const { return resources.size() > 6 && resources[6].size() != 0; }
 };

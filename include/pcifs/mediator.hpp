@@ -7,13 +7,20 @@
 // power state machine, DOE mailboxes, ROM shadow) and the claim table shared by
 // all views; it shares the Backend with whoever created it.
 //
-// Thread safety: every method is safe to call from any thread. No method waits
-// for a device for longer than one device access, except the control writes
-// (power_state, reset, remove), which drain in-flight accesses first. DOE
-// responses are delivered asynchronously (doe_read), never by parking a thread.
+// Thread safety: every method is safe to call from any thread. read() and
+// write() may wait for a running device operation (a power transition or reset
+// -- through sysfs an FLR can take about a minute --, a ROM capture, a
+// quiesce), and the control writes (power_state, reset, remove, a Command
+// write that turns decode off) run one themselves, which waits for the kernel's
+// writeback of dirty mapped BAR pages. A FUSE worker must never make such a
+// call: it calls try_read()/try_write(), which wait for nothing but their own
+// single device access, and makes the waiting call from another thread when
+// they answer kWouldWait. DOE responses are delivered asynchronously
+// (doe_read), never by parking a thread.
 // The RevocationSink is called without any core lock held.
 #pragma once
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -29,6 +36,10 @@
 #include "pcifs/view.hpp"
 
 namespace pcifs {
+
+// Not an errno a client sees: try_read()/try_write() would have had to wait
+// for a device operation other than their own access, and touched nothing.
+inline constexpr int kWouldWait = EINPROGRESS;
 
 // What a device file is. Index: BAR number for kBar, mailbox number for kDoe.
 enum class FileKind : uint8_t {
@@ -110,7 +121,14 @@ struct HostLockOptions {
 // What happened to a device, for `pcifs view watch` [S16]. Delivered to the
 // event sink without any core lock held, on the thread that made it happen.
 struct MediatorEvent {
-  enum class Kind : uint8_t { kDeviceArrived, kDeviceLeft, kPower, kClaimTaken, kClaimReleased };
+  enum class Kind : uint8_t {
+    kDeviceArrived,
+    kDeviceLeft,
+    kPower,
+    kClaimTaken,
+    kClaimReleased,
+    kHandedOver,  // detail: the reset method ("flr"), or "failed: EIO"
+  };
   Kind kind = Kind::kDeviceArrived;
   Bdf bdf;
   std::string detail;  // kPower: the new state ("D3hot"); claims: the claim key ("group:3")
@@ -192,6 +210,10 @@ class Mediator {
   // is never reused: devices() of it is empty and open() gives ENODEV. The
   // handles stay in the table until release(). Idempotent.
   void remove_view(ViewId id);
+  // Waits until the tenant hand-overs of every claim ended so far are done
+  // (each resets its group's devices to their clean baseline: handover.hpp).
+  // The daemon calls it after ending its views, before unmounting.
+  void drain_handovers();
   bool view_removed(ViewId id) const;
   ViewUsage view_usage(ViewId id) const;
   // Why `candidate` may not be added beside the live views: an endpoint it
@@ -220,6 +242,12 @@ class Mediator {
   Result<HandleId> open(ViewId view, const Caller& caller, const FileRef& ref, OpenFlags flags);
   Result<size_t> read(HandleId h, uint64_t offset, std::span<uint8_t> out);
   Result<size_t> write(HandleId h, uint64_t offset, std::span<const uint8_t> in);
+  // The same, for threads that must not wait (FUSE workers): Errno(kWouldWait)
+  // at once, before any device access, where read()/write() would wait for a
+  // running control operation (transition, reset, capture, quiesce) or would
+  // run one (control files, a Command write that changes decode, a wake).
+  Result<size_t> try_read(HandleId h, uint64_t offset, std::span<uint8_t> out);
+  Result<size_t> try_write(HandleId h, uint64_t offset, std::span<const uint8_t> in);
   void release(HandleId h);
 
   // --- DOE file (S8). write() queues an exchange; the response is read here.

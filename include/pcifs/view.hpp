@@ -75,6 +75,14 @@ struct ViewPolicy {
   // has an endpoint in a view of another uid (DMA isolation is per group),
   // unless it says so here.
   bool share_iommu_group = false;
+  // Bus Master Enable and the MSI/MSI-X message addresses on real devices.
+  // pcifs attaches no IOMMU domain, so a device that may master can read and
+  // write any host memory its IOMMU group can reach (all of it with iommu=pt
+  // or no IOMMU): only a view that says so lets its privileged callers set
+  // them, and only root grants it (a --view file with it must be root's and
+  // not writable by others; the control socket is root's). The simulator's
+  // devices reach no host memory and always allow them.
+  bool allow_dma = false;
 
   bool selects(const Bdf& b, uint16_t ven, uint16_t dev, uint32_t class_code) const {
     if (!devices) return true;

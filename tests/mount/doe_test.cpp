@@ -263,7 +263,9 @@ TEST_F(DoeTest, DoeDoesNotClaim) {
               return fd >= 0 ? 0 : 1;
             }),
             0);
-  // ...control: a BAR handle does claim, so owner is not "none" while it is open.
+  // ...control: a BAR handle does claim, so owner is not "none" while it is open
+  // (once the child's claim has been handed over).
+  ASSERT_TRUE(wait_handed_over(dev(kCxl)));
   const int bar = open((dev(kCxl) + "/resource2").c_str(), O_RDWR);
   ASSERT_GE(bar, 0);
   EXPECT_NE(read_text(dev(kCxl) + "/owner"), "none\n");

@@ -125,6 +125,7 @@ TEST_F(HostLeaseMountTest, WhenTheFirstDaemonEndsTheSecondTakesOver) {
   EXPECT_EQ(open_errno(second.dev(kBdf) + "/resource0", O_RDWR), EBUSY);
   EXPECT_EQ(first.stop(), 0);
   eventually([&] { return open_errno(second.dev(kBdf) + "/resource0", O_RDWR) == 0; });
+  ASSERT_TRUE(wait_handed_over(second.dev(kBdf)));  // that open's claim ended with it
   EXPECT_EQ(open_errno(second.dev(kBdf) + "/resource0", O_RDWR), 0) << second.log();
   char b[4];
   EXPECT_EQ(pread(cfg, b, 4, 0), -1);

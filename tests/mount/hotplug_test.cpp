@@ -339,6 +339,8 @@ TEST_F(HotplugTest, UnboundAndPciStubFunctionsAreMediatedInFull) {
   for (const char* bdf : {kUnbound, kStub}) {
     for (const auto& m : {m1_, m2_}) {
       ++value;
+      // The previous round's claim ended when its files closed: handed over first.
+      ASSERT_TRUE(wait_handed_over(m + "/devices/" + bdf));
       Fd cfg(file(m, bdf, "config"), O_RDWR);
       ASSERT_TRUE(cfg.ok()) << bdf << " " << m << ": " << strerror(cfg.err());
       EXPECT_EQ(reg_put(cfg.get(), PCI_CACHE_LINE_SIZE, 1, value).n, 1);

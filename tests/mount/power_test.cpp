@@ -14,7 +14,20 @@ constexpr off_t kCacheLine = 0x0c;  // PCI_CACHE_LINE_SIZE: a plain RW byte
 class PowerTest : public MountTest {
  protected:
   std::string path(const char* file) const { return dev(kBdf) + "/" + file; }
-  IoResult set_power(const std::string& state) { return write_file(path("power_state"), state); }
+  // Through one fd kept open for the test, as a process that holds the file:
+  // closing it would end the claim, whose hand-over brings the device to D0.
+  IoResult set_power(const std::string& state) {
+    if (power_fd_ < 0) power_fd_ = ::open(path("power_state").c_str(), O_WRONLY);
+    IoResult r;
+    r.n = ::pwrite(power_fd_, state.data(), state.size(), 0);
+    r.err = r.n < 0 ? errno : 0;
+    return r;
+  }
+  void TearDown() override {
+    if (power_fd_ >= 0) ::close(power_fd_);
+    MountTest::TearDown();
+  }
+  int power_fd_ = -1;
   std::string power() const { return read_text(path("power_state")); }
   long viol() const { return violations(d_->mnt(), kBdf); }
   uint32_t config32(off_t off) const { return le32(pread_file(path("config"), 4, off).data); }
@@ -79,6 +92,7 @@ TEST_F(PowerTest, WritingNeedsTheClaim) {
   (void)!::write(done[1], "x", 1);
   int st = 0;
   waitpid(holder, &st, 0);
+  ASSERT_TRUE(wait_handed_over(dev(kBdf)));  // the holder's claim ended: its group is cleaned
   // Control: with the holder gone the same write works.
   r = set_power("D3hot");
   EXPECT_EQ(r.n, 5) << strerror(r.err);

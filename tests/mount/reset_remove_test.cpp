@@ -168,6 +168,7 @@ class RemoveTest : public ::testing::Test {
 // files must be negotiated on every one of them, whichever INIT comes first.
 TEST_F(RemoveTest, EveryViewCanMapABar) {
   for (const auto& m : {m1_, m2_}) {
+    ASSERT_TRUE(wait_handed_over(m + "/devices/" + kBdf));  // the previous map's claim
     BarMap map(m + "/devices/" + kBdf + "/resource0", 1 << 20);
     EXPECT_TRUE(map.ok()) << m << ": " << strerror(errno);
   }

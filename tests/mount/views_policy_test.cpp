@@ -187,16 +187,15 @@ TEST_F(ViewPolicyTest, ConfigWriteFalseRefusesEvenRoot) {
   ASSERT_EQ(stat((d + "/config").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0222, 0u) << std::oct << st.st_mode;
   EXPECT_NE(read_config(d, 1, kCacheLine), "\x20");
-  // Control: the same write through "full" works and shows through "ro".
-  ASSERT_EQ(
-      as(std::nullopt,
-         [&] { return write_file(dev("full") + "/config", "\x20", kCacheLine).n == 1 ? 0 : 1; }),
-      0);
-  EXPECT_EQ(read_config(d, 1, kCacheLine), "\x20");
-  ASSERT_EQ(
-      as(std::nullopt,
-         [&] { return write_file(dev("full") + "/config", std::string(1, '\0'), kCacheLine).n; }),
-      1);
+  // Control: the same write through "full" works and shows through "ro" while
+  // the writer holds its claim (closing hands the device over: baseline again).
+  ASSERT_EQ(as(std::nullopt,
+               [&] {
+                 Fd w(dev("full") + "/config", O_RDWR);
+                 if (::pwrite(w.get(), "\x20", 1, kCacheLine) != 1) return 1;
+                 return read_config(d, 1, kCacheLine) == "\x20" ? 0 : 2;
+               }),
+            0);
 }
 
 TEST_F(ViewPolicyTest, BarAccessFalseHidesBarFilesEvenFromRoot) {
@@ -211,10 +210,11 @@ TEST_F(ViewPolicyTest, BarAccessFalseHidesBarFilesEvenFromRoot) {
     EXPECT_EQ(as(std::nullopt, [&] { return open_errno(dev("full") + "/" + bar, O_RDWR); }), 0);
   }
   // README: power_state and reset stay the privileged callers' own.
+  ASSERT_TRUE(wait_handed_over(dev("full")));  // the control's BAR opens claimed the group
   EXPECT_EQ(as(kViewUid,
                [&] {
-                 return write_file(d + "/power_state", "D3hot").n == 5 &&
-                                write_file(d + "/power_state", "D0").n == 2
+                 Fd p(d + "/power_state", O_WRONLY);  // one claim for both writes
+                 return ::pwrite(p.get(), "D3hot", 5, 0) == 5 && ::pwrite(p.get(), "D0", 2, 0) == 2
                             ? 0
                             : 1;
                }),
@@ -267,9 +267,11 @@ TEST_F(ViewPolicyTest, MaskAddressesShowsNoPhysicalAddress) {
 TEST_F(ViewPolicyTest, MaskedBarsStillSize) {
   const std::string cfg = dev("mask") + "/config";
   const int rc = as(std::nullopt, [&] {
-    if (write_file(cfg, le32_bytes(0xffffffff), 0x18).n != 4) return 1;
+    Fd w(cfg, O_RDWR);  // one claim for the sizing and the restore
+    const std::string ones = le32_bytes(0xffffffff), addr = le32_bytes(0xfe000000);
+    if (::pwrite(w.get(), ones.data(), 4, 0x18) != 4) return 1;
     const uint32_t size_mask = cfg32(pread_file(cfg, 4, 0x18).data, 0);
-    if (write_file(cfg, le32_bytes(0xfe000000), 0x18).n != 4) return 2;
+    if (::pwrite(w.get(), addr.data(), 4, 0x18) != 4) return 2;
     return size_mask == 0xffff0000 ? 0 : 3;  // 64 KiB
   });
   EXPECT_EQ(rc, 0);

@@ -309,16 +309,17 @@ TEST_F(ViewsRuntimeTest, WatchStreamsViewsClaimsPowerAndHealth) {
     Holder h([&] { return ::open((dev + "/resource0").c_str(), O_RDWR) >= 0 ? 0 : 1; });
     ASSERT_EQ(h.result(), 0);
   }
-  {
-    Fd p(dev + "/power_state", O_WRONLY);
-    ASSERT_TRUE(p.ok());
-    ASSERT_EQ(::write(p.get(), "D3hot", 5), 5);
-  }
-  ASSERT_EQ(host_->view({"rm", "c1"}).status, 0);
-  // Until the view has gone and the health monitor (every second, against
-  // the state at start) has seen the device in D3hot; each wait is bounded.
+  ASSERT_TRUE(wait_handed_over(dev));  // the holder's claim ended: cleaned first
+  // Held open until the health monitor has seen D3hot: closing it ends the
+  // claim, and the hand-over brings the device back to D0.
+  Fd p(dev + "/power_state", O_WRONLY);
+  ASSERT_TRUE(p.ok());
+  ASSERT_EQ(::write(p.get(), "D3hot", 5), 5);
+  // Until the health monitor (every second, against the state at start) has
+  // seen the device in D3hot, then until the view has gone; bounded waits.
   std::vector<std::string> seen;
   bool removed = false, low_power = false;
+  size_t handed_over = 0;
   while (!removed || !low_power) {
     auto l = w.line();
     ASSERT_TRUE(l) << "events so far: " << json(seen).dump();
@@ -326,10 +327,18 @@ TEST_F(ViewsRuntimeTest, WatchStreamsViewsClaimsPowerAndHealth) {
     const std::string kind = e["event"].get<std::string>();
     if (kind == "health") {
       low_power |= e["bdf"] == "0000:02:00.0" && e["health"] == "low-power";
+      if (low_power && p.ok()) {
+        p.reset();
+        ASSERT_EQ(host_->view({"rm", "c1"}).status, 0);
+      }
       continue;
     }
     removed |= kind == "view_removed";
     if (kind == "claim_released") continue;  // the daemon sees a close a little later
+    if (kind == "handed_over") {             // from the hand-over thread, in its own time
+      ++handed_over;
+      continue;
+    }
     seen.push_back(kind +
                    (e.contains("power_state") ? ":" + e["power_state"].get<std::string>() : ""));
     if (kind == "claim_taken") {
@@ -338,6 +347,7 @@ TEST_F(ViewsRuntimeTest, WatchStreamsViewsClaimsPowerAndHealth) {
   }
   EXPECT_EQ(seen, (std::vector<std::string>{"view_added", "claim_taken", "claim_taken",
                                             "power:D3hot", "view_removed"}));
+  EXPECT_GE(handed_over, 1u) << "the first claim's hand-over came before the second claim";
 }
 
 TEST_F(ViewsRuntimeTest, BadControlClientsGetAnErrorAndEveryViewKeepsServing) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <future>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -70,14 +71,20 @@ class MediatorControlTest : public MediatorFixture {
     EXPECT_TRUE(v.ok()) << err;
     return med_->add_view(*v);
   }
-  // Writes power_state through a fresh handle of `c`, released afterwards.
+  // Writes power_state through a handle of `c` kept open for the test, as a
+  // process that holds the file open (closing it would end the claim, and the
+  // hand-over would bring the device back to D0).
   Result<size_t> set_power(const Bdf& b, const std::string& s, const Caller& c = kRoot) {
-    auto h = open(b, FileKind::kPowerState, 0, true, c);
-    if (!h) return h.error();
-    auto r = write_text(*h, s);
-    med_->release(*h);
-    return r;
+    auto key = std::make_pair(b, c.pid);
+    auto it = power_handles_.find(key);
+    if (it == power_handles_.end()) {
+      auto h = open(b, FileKind::kPowerState, 0, true, c);
+      if (!h) return h.error();
+      it = power_handles_.emplace(key, *h).first;
+    }
+    return write_text(it->second, s);
   }
+  std::map<std::pair<Bdf, pid_t>, HandleId> power_handles_;
   std::string power(const Bdf& b) {
     HandleId h = must_open(b, FileKind::kPowerState, 0, false, kUser);
     std::string t = text(h);
@@ -194,6 +201,7 @@ TEST_F(MediatorControlTest, WritingPowerStateClaims) {
   EXPECT_EQ(err(set_power(kEp0, "D3hot", kRoot2)), "EBUSY");
   EXPECT_EQ(sim(kEp0).physical_power_state(), PowerState::kD0) << "EBUSY moved nothing";
   med_->release(h);
+  med_->drain_handovers();  // the claim's end hands the group over first
   EXPECT_EQ(text(owner), "none\n");
   EXPECT_TRUE(open(kEp0, FileKind::kBar, 0, false, kRoot2).ok());
 }
@@ -389,6 +397,8 @@ TEST_F(MediatorControlTest, ResetRequiresTheClaim) {
   EXPECT_EQ(err(write_text(rs, "1")), "EBUSY");
   EXPECT_EQ(fdev(kEp0).calls(OpClass::kReset), 0u);
   med_->release(other);
+  med_->drain_handovers();  // other's claim ended: its group is handed over first
+  EXPECT_EQ(fdev(kEp0).calls(OpClass::kReset), 1u) << "the hand-over's FLR";
   ASSERT_TRUE(write_text(rs, "1").ok());
   EXPECT_EQ(text(must_open(kEp0, FileKind::kOwner, 0, false, kUser)),
             "pid=100 uid=0 view=default\n")
@@ -430,6 +440,7 @@ TEST_F(MediatorControlTest, RemoveRevokesEveryHandleForGood) {
     EXPECT_EQ(err(read(rom, 0, 512)), "ENODEV") << "even the shadowed ROM";
     EXPECT_EQ(err(read(ps, 0, 16)), "ENODEV");
   }
+  med_->drain_handovers();  // the ended claim hands 01:00.1 over
   EXPECT_EQ(std::count(sink_.gone.begin(), sink_.gone.end(), kEp0), 1);
   EXPECT_GE(invalidations(kEp0), 1u) << "mappings revoked";
   EXPECT_EQ(text(owner1), "none\n") << "the claim ended";
@@ -454,6 +465,7 @@ TEST_F(MediatorControlTest, RemoveKeepsTheGroupClaimOfSiblingHandles) {
   med_->release(a);
   EXPECT_EQ(err(open(kEp1, FileKind::kBar, 0, false, kRoot2)), "EBUSY");
   med_->release(b);
+  med_->drain_handovers();
   EXPECT_TRUE(open(kEp1, FileKind::kBar, 0, false, kRoot2).ok());
 }
 

@@ -641,7 +641,9 @@ class MediatorStressTest : public MediatorFixture {
     EXPECT_GE(counting_.ep1.load(), devs_[1].left_mapped.load());
     EXPECT_GT(counting_.ep0.load() + counting_.ep1.load(), 0u);
     EXPECT_EQ(counting_.gone.load(), 0u);
-    // The device is usable afterwards, through the Mediator.
+    // The device is usable afterwards, through the Mediator (once the ended
+    // claim's hand-over is done).
+    med_->drain_handovers();
     HandleId bar = must_open(kEp0, FileKind::kBar, 0, false, kHolder);
     auto id = bar_get(bar, kIdReg, 4);
     ASSERT_TRUE(id.ok()) << id.error().name();

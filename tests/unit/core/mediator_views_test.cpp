@@ -90,6 +90,7 @@ TEST_F(MediatorViewsTest, RemoveViewEndsItsClaimsAndInvalidatesItsMappings) {
   sink_.invalidations.clear();
 
   med_->remove_view(a);
+  med_->drain_handovers();  // its hand-over also invalidates, from the worker thread
   EXPECT_THAT(sink_.invalidations, ::testing::Contains(kEp2));
   EXPECT_EQ(bar_get(bar, kScratch0, 4).error(), Errno(ENODEV)) << "a mapping's fault reads this";
   EXPECT_EQ(med_->view_usage(a).open_handles, 0u);
@@ -221,14 +222,21 @@ TEST_F(MediatorViewsTest, EventsTellClaimsPowerAndDepartures) {
   const HandleId bar2 = must_open(kEp2, FileKind::kBar, 0, true);  // same process: one claim
   med_->release(bar);
   med_->release(bar2);
+  med_->drain_handovers();
   const HandleId p = must_open(kEp0, FileKind::kPowerState, 0, true);
   ASSERT_TRUE(write_text(p, "D3hot").ok());
   med_->release(p);
+  med_->drain_handovers();
   const HandleId r = remove_handle(kEp1);
   ASSERT_TRUE(write_text(r, "1").ok());
   med_->release(r);
   std::vector<std::string> seen;
+  size_t handed_over = 0;
   for (const auto& e : events()) {
+    if (e.kind == Kind::kHandedOver) {  // one per device of each ended claim's group
+      ++handed_over;
+      continue;
+    }
     seen.push_back(std::string(e.kind == Kind::kClaimTaken      ? "taken "
                                : e.kind == Kind::kClaimReleased ? "released "
                                : e.kind == Kind::kPower         ? "power " + e.detail + " "
@@ -239,11 +247,13 @@ TEST_F(MediatorViewsTest, EventsTellClaimsPowerAndDepartures) {
   EXPECT_EQ(seen, (std::vector<std::string>{"taken 0000:02:00.0", "released 0000:02:00.0",
                                             "taken 0000:01:00.0", "power D3hot 0000:01:00.0",
                                             "released 0000:01:00.0", "left 0000:01:00.1"}));
+  EXPECT_EQ(handed_over, 3u) << "02:00.0, then 01:00.0 and 01:00.1";
   const auto evs = events();
   ASSERT_FALSE(evs.empty());
   EXPECT_EQ(evs[0].pid, kRoot.pid);
   EXPECT_EQ(evs[0].detail, "group:3");
   med_->set_event_sink(nullptr);
+  med_->drain_handovers();
   const HandleId again = must_open(kEp2, FileKind::kBar, 0, true);
   med_->release(again);
   EXPECT_EQ(events().size(), evs.size()) << "no sink, no events";
