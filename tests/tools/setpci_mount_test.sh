@@ -25,12 +25,29 @@ expect() {
   got=$(sp "$1")
   [ "$got" = "$2" ] || fail "$1 reads '$got', expected '$2'"
 }
-# write_ok REG=VALUE: setpci as root writes without a complaint, and no claim
-# outlives it (S11: the claim ends when setpci exits).
+# unclaimed: no claim outlives setpci (S11: it ends when setpci exits, and the
+# group is handed over, README "Security", before it reads "none").
+unclaimed() {
+  local i
+  for ((i = 0; i < 400; i++)); do [ "$(cat "$DEV/owner")" = none ] && return 0; sleep 0.05; done
+  fail "owner is '$(cat "$DEV/owner")' after setpci exited"
+}
+# write_ok REG=VALUE...: setpci as root writes without a complaint.
 write_ok() {
-  "${SP[@]}" "$1" 2>"$TMP/w.err" || fail "setpci $1 exited $?"
-  [ ! -s "$TMP/w.err" ] || fail "setpci $1: $(cat "$TMP/w.err")"
-  [ "$(cat "$DEV/owner")" = none ] || fail "owner is '$(cat "$DEV/owner")' after setpci $1 exited"
+  "${SP[@]}" "$@" 2>"$TMP/w.err" || fail "setpci $* exited $?"
+  [ ! -s "$TMP/w.err" ] || fail "setpci $*: $(cat "$TMP/w.err")"
+  unclaimed
+}
+# wexpect REG VALUE WRITE...: one setpci makes the writes, then reads VALUE
+# from REG. One process: what it wrote lasts as long as its claim, since the
+# hand-over at the claim's end restores the device's baseline.
+wexpect() {
+  local reg=$1 want=$2 got
+  shift 2
+  got=$("${SP[@]}" "$@" "$reg" 2>"$TMP/w.err") || fail "setpci $* $reg exited $?"
+  [ ! -s "$TMP/w.err" ] || fail "setpci $*: $(cat "$TMP/w.err")"
+  [ "$got" = "$want" ] || fail "$reg reads '$got' after $*, expected '$want'"
+  unclaimed
 }
 violations() { awk '/"0000:01:00.0"/ {p = 1} p && /"violations"/ {gsub(/[^0-9]/, ""); print; exit}' "$MNT/status"; }
 
@@ -72,40 +89,32 @@ expect ECAP_DSN+4.l 00000001
 
 # --- Root: writes the policy allows take effect.
 cmd0=$(sp COMMAND)
-write_ok COMMAND=0x0507
-expect COMMAND 0507
-write_ok COMMAND=0x0000:0x0400
-expect COMMAND 0107
-write_ok "COMMAND=$cmd0"
-expect COMMAND "$cmd0"
+wexpect COMMAND 0507 COMMAND=0x0507
+wexpect COMMAND 0107 COMMAND=0x0507 COMMAND=0x0000:0x0400
+expect COMMAND "$(printf %04x $((0x$cmd0 & ~4)))"  # the hand-over: baseline, bus master off
 devctl=$(sp CAP_EXP+8.w)
-write_ok "CAP_EXP+8.w=$(printf %04x $((0x$devctl ^ 1)))"
-expect CAP_EXP+8.w "$(printf %04x $((0x$devctl ^ 1)))"
-write_ok "CAP_EXP+8.w=$devctl"
+wexpect CAP_EXP+8.w "$(printf %04x $((0x$devctl ^ 1)))" "CAP_EXP+8.w=$(printf %04x $((0x$devctl ^ 1)))"
+expect CAP_EXP+8.w "$devctl"
 # Device Status bits are RW1C: writing 1 to CorrErr clears it and only it.
 devsta=$(sp CAP_EXP+0xa.w)
 [ $((0x$devsta & 1)) = 1 ] || fail "DevSta $devsta has no CorrErr bit to clear: the RW1C check is vacuous"
-write_ok CAP_EXP+0xa.w=0x0001
-expect CAP_EXP+0xa.w "$(printf %04x $((0x$devsta & ~1)))"
+wexpect CAP_EXP+0xa.w "$(printf %04x $((0x$devsta & ~1)))" CAP_EXP+0xa.w=0x0001
 
 # Virtual BARs (S4): all-ones reads the size mask, the old value restores it.
 declare -A SIZED=([BASE_ADDRESS_0]=fff0000c [BASE_ADDRESS_1]=ffffffff [BASE_ADDRESS_2]=ffff0000
   [BASE_ADDRESS_4]=ffffff01)
 for r in BASE_ADDRESS_0 BASE_ADDRESS_1 BASE_ADDRESS_2 BASE_ADDRESS_4; do
   old=$(sp "$r")
-  write_ok "$r=ffffffff"
-  expect "$r" "${SIZED[$r]}"
-  write_ok "$r=$old"
-  expect "$r" "$old"
+  wexpect "$r" "${SIZED[$r]}" "$r=ffffffff"
+  wexpect "$r" "$old" "$r=ffffffff" "$r=$old"
 done
 rom=$(sp ROM_ADDRESS)
-write_ok ROM_ADDRESS=fffff800
-expect ROM_ADDRESS ffff0000
-write_ok "ROM_ADDRESS=$rom"
-expect ROM_ADDRESS "$rom"
+wexpect ROM_ADDRESS ffff0000 ROM_ADDRESS=fffff800
+wexpect ROM_ADDRESS "$rom" ROM_ADDRESS=fffff800 "ROM_ADDRESS=$rom"
 # The device kept decoding at its addresses: BAR2's ID register still reads.
 [ "$(dd if="$DEV/resource2" bs=4 skip=16 count=1 status=none | xxd -p)" = 46494350 ] \
   || fail "BAR2's ID register does not read after the sizing writes"
+unclaimed
 
 # Read-only bits: the write is accepted (as on hardware) and changes nothing.
 for w in VENDOR_ID=0x1234 DEVICE_ID=0x5678 CLASS_DEVICE=0x0101 HEADER_TYPE=0x01; do
@@ -141,9 +150,9 @@ done
 kill "${HELPER_PIDS[@]}"
 wait "${HELPER_PIDS[@]}" 2>/dev/null
 HELPER_PIDS=()
-write_ok COMMAND=0x0507
-expect COMMAND 0507
-write_ok "COMMAND=$cmd0"
+unclaimed  # the helper's claim ended: handed over
+wexpect COMMAND 0507 COMMAND=0x0507
+cmd_clean=$(sp COMMAND)  # the baseline again, as every claim's end leaves it
 
 # --- Nobody: every write refused, config unchanged.
 cat "$DEV/config" >"$TMP/config.before"
@@ -159,6 +168,6 @@ as_nobody bash -c 'exec 3<>"$1"' _ "$DEV/config" 2>"$TMP/open.err" && fail "nobo
 grep -q 'Permission denied' "$TMP/open.err" || fail "nobody opening config read-write: $(cat "$TMP/open.err")"
 grep -qE 'denied.*uid=65534' "$TMP/daemon.log" || fail "the daemon logged no denial for uid 65534"
 # Negative control: the same nobody can read, so the refusals are the policy's.
-[ "$(sp_nobody COMMAND 2>/dev/null)" = "$cmd0" ] || fail "nobody cannot read COMMAND"
+[ "$(sp_nobody COMMAND 2>/dev/null)" = "$cmd_clean" ] || fail "nobody cannot read COMMAND"
 
 mount_finish
