@@ -45,15 +45,33 @@ bool ClaimTable::release(const std::string& group, pid_t pid, bool hand_over) {
 }
 
 void ClaimTable::handed_over(const std::string& group) {
+  {
+    MutexLock lock(mu_);
+    auto it = claims_.find(group);
+    if (it != claims_.end() && it->second.handing_over) claims_.erase(it);
+  }
+  handed_over_cv_.notify_all();
+}
+
+bool ClaimTable::wait_handed_over(const std::string& group,
+                                  std::chrono::steady_clock::time_point deadline) {
   MutexLock lock(mu_);
+  auto settled = [&]() REQUIRES(mu_) {
+    auto it = claims_.find(group);
+    return it == claims_.end() || !it->second.handing_over || it->second.handover_failed;
+  };
+  handed_over_cv_.wait_until(mu_, deadline, [&]() NO_THREAD_SAFETY_ANALYSIS { return settled(); });
   auto it = claims_.find(group);
-  if (it != claims_.end() && it->second.handing_over) claims_.erase(it);
+  return it == claims_.end() || !it->second.handing_over;
 }
 
 void ClaimTable::handover_failed(const std::string& group) {
-  MutexLock lock(mu_);
-  auto it = claims_.find(group);
-  if (it != claims_.end() && it->second.handing_over) it->second.handover_failed = true;
+  {
+    MutexLock lock(mu_);
+    auto it = claims_.find(group);
+    if (it != claims_.end() && it->second.handing_over) it->second.handover_failed = true;
+  }
+  handed_over_cv_.notify_all();
 }
 
 bool ClaimTable::retry_handover(const std::string& group) {

@@ -24,6 +24,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -69,6 +70,10 @@ class ClaimTable {
   void handover_failed(const std::string& group) EXCLUDES(mu_);
   // True for exactly one caller while a failed hand-over waits for a retry.
   bool retry_handover(const std::string& group) EXCLUDES(mu_);
+  // Waits until `group` is not handing over (or its hand-over failed), at most
+  // until `deadline`; true when it is not handing over now.
+  bool wait_handed_over(const std::string& group, std::chrono::steady_clock::time_point deadline)
+      EXCLUDES(mu_);
   bool handing_over(const std::string& group) const EXCLUDES(mu_);
   // Ends the claim at once (daemon decision); returns who held it.
   std::optional<ClaimHolder> revoke(const std::string& group) EXCLUDES(mu_);
@@ -79,7 +84,8 @@ class ClaimTable {
   std::string owner_text(const std::string& group) const EXCLUDES(mu_);  // or "none"
 
  private:
-  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  mutable Mutex mu_;        // lock order: leaf (fs/core/mediator_state.hpp)
+  CondVar handed_over_cv_;  // a hand-over ended (done or failed)
   std::map<std::string, ClaimHolder, std::less<>> claims_ GUARDED_BY(mu_);
 };
 

@@ -296,18 +296,24 @@ std::optional<std::string> Mediator::driver(ViewId view, const Bdf& bdf) const {
 
 // --- claims [S11]
 
-Result<void> Mediator::Impl::claim(Handle& h) {
+Result<void> Mediator::Impl::claim(Handle& h, bool wait) {
   DeviceState& d = *h.dev;
   if (d.bridge() || h.claiming.load()) return Ok();  // bridges neither take nor block
   core::ClaimHolder holder;
   auto r = claims.acquire(d.group, h.caller, policy(h.view).name, &holder);
-  if (!r && holder.handing_over) {
-    d.counters.busy++;
+  const auto deadline = std::chrono::steady_clock::now() + kHandoverWait;
+  while (!r && holder.handing_over) {
     if (claims.retry_handover(d.group)) hand_over(d.group);  // the last one failed
-    PCIFS_LOG_LIMITED(info, "handover:" + d.bdf.str(),
-                      "{}: {} EAGAIN for pid={}: {} is being handed over ({})", d.bdf.str(),
-                      core::file_name(h.ref), h.caller.pid, d.group, core::to_string(holder));
-    return r.error();
+    if (!wait) return Errno(kWouldWait);
+    if (std::chrono::steady_clock::now() >= deadline) {
+      d.counters.busy++;
+      PCIFS_LOG_LIMITED(warn, "handover:" + d.bdf.str(),
+                        "{}: {} EAGAIN for pid={}: {} is still being handed over ({})", d.bdf.str(),
+                        core::file_name(h.ref), h.caller.pid, d.group, core::to_string(holder));
+      return r.error();
+    }
+    claims.wait_handed_over(d.group, deadline);
+    r = claims.acquire(d.group, h.caller, policy(h.view).name, &holder);
   }
   if (!r) {
     d.counters.busy++;
@@ -347,7 +353,7 @@ Result<void> Mediator::Impl::wake_if_allowed(Handle& h, bool wait) {
 // --- open / release
 
 Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef& ref,
-                                OpenFlags flags) {
+                                OpenFlags flags, bool wait) {
   if (impl_->removed(view)) return Errno(ENODEV);
   auto d = impl_->find_in(view, ref.bdf);
   if (!d || d->gone.load()) return Errno(ENOENT);
@@ -391,7 +397,7 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
       }
     }
   } undo{this, h->id};
-  if (ref.kind == FileKind::kBar) PCIFS_TRY(impl_->claim(*h));  // S11: opening a BAR claims
+  if (ref.kind == FileKind::kBar) PCIFS_TRY(impl_->claim(*h, wait));  // S11: opening a BAR claims
   undo.id = 0;
   return h->id;
 }

@@ -154,7 +154,7 @@ Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<c
                                             bool wait) {
   DeviceState& d = *h.dev;
   if (off >= d.config->size()) return size_t{0};  // as the kernel's config write: short
-  PCIFS_TRY(claim(h));
+  PCIFS_TRY(claim(h, wait));
   // S9: config writes pass in D3hot; only D3cold refuses them (EIO, or a wake).
   if (d.control->power_state() == PowerState::kD3cold) PCIFS_TRY(wake_if_allowed(h, wait));
   // Lock order: the config token, then write_mu (a physical operation waits

@@ -294,7 +294,11 @@ struct Mediator::Impl {
   std::shared_ptr<core::DeviceState> find_in(ViewId view, const Bdf& bdf) const;
   std::shared_ptr<core::Handle> handle(HandleId h);
   const ViewPolicy& policy(ViewId view) const;
-  Result<void> claim(core::Handle& h);
+  // Takes the handle's claim. While its group is handed over: with `wait`,
+  // waits for the hand-over (bounded by kHandoverWait, then EAGAIN); without,
+  // Errno(kWouldWait) at once (the FUSE layer retries on the device's lane).
+  Result<void> claim(core::Handle& h, bool wait = true);
+  static constexpr std::chrono::seconds kHandoverWait{120};  // a sysfs FLR can take ~1 min
   void emit(const MediatorEvent& e) const EXCLUDES(event_mu);
   // A claim just ended, its group left handing over (ClaimTable::release with
   // hand_over): tells watchers and queues the group's hand-over.

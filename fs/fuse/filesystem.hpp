@@ -41,7 +41,7 @@ class Filesystem {
   std::string name_;
   timespec started_{};
   Deferred deferred_;
-  Lanes lanes_;  // requests that wait for a device, off the loop's workers
+  Lanes lanes_;        // requests that wait for a device, off the loop's workers
   FhObjects handles_;  // status and directory snapshots still open
   std::atomic<bool> dead_{false};
 };

@@ -118,6 +118,24 @@ void write_later(Reply& r, Filesystem& fs, const NodeId& id, HandleId fh, const 
   });
 }
 
+// A BAR open while its group is handed over to the next tenant: it waits for
+// the hand-over on the device's lane and is answered from there.
+void open_later(Reply& r, Filesystem& fs, const NodeId& id, const Caller& caller, OpenFlags flags,
+                fuse_file_info fi) {
+  Mediator* m = &fs.mediator();
+  const ViewId view = fs.view();
+  const FileRef ref = id.file_ref();
+  on_lane(r, fs, id, [m, view, ref, caller, flags, fi](fuse_req_t req) mutable {
+    Reply lr(req);
+    guarded("open", [&] {
+      auto h = m->open(view, caller, ref, flags, /*wait=*/true);
+      if (!h) return lr.error(h.error());
+      fi.fh = *h;
+      if (fuse_reply_open(lr.take(), &fi) != 0) m->release(*h);
+    });
+  });
+}
+
 }  // namespace
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
@@ -142,13 +160,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     // the caller's process id, which costs a read of /proc; the others keep
     // the thread id, which only their log lines show.
     const bool may_claim = ref.kind == FileKind::kBar || flags.write;
-    auto h = fs.mediator().open(fs.view(), may_claim ? claiming_caller_of(req) : caller_of(req),
-                                ref, flags);
-    if (!h) return r.error(h.error());
-    fi->fh = *h;
+    const Caller caller = may_claim ? claiming_caller_of(req) : caller_of(req);
     fi->direct_io = entry->direct_io ? 1 : 0;
     fi->keep_cache = entry->keep_cache ? 1 : 0;
     fi->nonseekable = entry->nonseekable ? 1 : 0;
+    auto h = fs.mediator().open(fs.view(), caller, ref, flags, /*wait=*/false);
+    if (!h && h.error() == Errno(kWouldWait)) return open_later(r, fs, *id, caller, flags, *fi);
+    if (!h) return r.error(h.error());
+    fi->fh = *h;
     // An open the kernel gave up on (interrupted) gets no release: end it here.
     if (fuse_reply_open(r.take(), fi) != 0) fs.mediator().release(*h);
   });

@@ -239,7 +239,11 @@ class Mediator {
   std::optional<std::string> driver(ViewId view, const Bdf& bdf) const;
 
   // --- Files.
-  Result<HandleId> open(ViewId view, const Caller& caller, const FileRef& ref, OpenFlags flags);
+  // A claiming open (a BAR) while the group is handed over to its next tenant
+  // waits for the hand-over (bounded: EAGAIN after 2 minutes); with `wait`
+  // false it answers Errno(kWouldWait) at once instead.
+  Result<HandleId> open(ViewId view, const Caller& caller, const FileRef& ref, OpenFlags flags,
+                        bool wait = true);
   Result<size_t> read(HandleId h, uint64_t offset, std::span<uint8_t> out);
   Result<size_t> write(HandleId h, uint64_t offset, std::span<const uint8_t> in);
   // The same, for threads that must not wait (FUSE workers): Errno(kWouldWait)
