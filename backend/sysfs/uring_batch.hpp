@@ -45,7 +45,8 @@ class UringBatch {
   size_t submit_all(size_t queued) REQUIRES(mu_);
   static void run_plain(std::span<ReadOp> ops);
 
-  mutable Mutex mu_;  // lock order: leaf, held across the ring's syscalls (fs/core/mediator_state.hpp)
+  mutable Mutex
+      mu_;  // lock order: leaf, held across the ring's syscalls (fs/core/mediator_state.hpp)
   io_uring ring_ GUARDED_BY(mu_){};
   bool ring_ok_ GUARDED_BY(mu_) = false;
   const unsigned entries_;
