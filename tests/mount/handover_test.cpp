@@ -59,8 +59,9 @@ TEST_F(HandoverMountTest, TheNextTenantReadsACleanDevice) {
       if (cfg < 0 || bar < 0) return 1;
       uint16_t cmd =
           static_cast<uint16_t>(u16(c0, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
-      uint16_t flags = static_cast<uint16_t>(
-          (u16(c0, msix + PCI_MSIX_FLAGS) | PCI_MSIX_FLAGS_ENABLE) & ~PCI_MSIX_FLAGS_MASKALL);
+      uint16_t flags =
+          static_cast<uint16_t>((u16(c0, msix + PCI_MSIX_FLAGS) | PCI_MSIX_FLAGS_ENABLE) &
+                                ~unsigned{PCI_MSIX_FLAGS_MASKALL});
       if (reg_put(cfg, PCI_COMMAND, 2, cmd).n != 2) return 2;
       if (reg_put(cfg, msix + PCI_MSIX_FLAGS, 2, flags).n != 2) return 3;
       if (reg_put(bar, kTable, 8, 0xfee00000ull).n != 8) return 4;

@@ -182,10 +182,10 @@ TEST_F(NoParkTest, StuckResetParksNoWorker) {
   reset.add([&] { return pwrite_fd(reset_fd.get(), "1"); });
   ASSERT_TRUE(wait_until([&] { return entered(); })) << "A's reset never reached the device\n"
                                                      << d_->log();
-  for (int i = 0; i < 64; ++i) {
+  for (size_t i = 0; i < 64; ++i) {
     readers.add([&, i] { return pread_fd(fds[i].get(), 4, kCacheLine); });
   }
-  for (int i = 64; i < 80; ++i) {
+  for (size_t i = 64; i < 80; ++i) {
     readers.add([&, i] { return pread_fd(fds[i].get(), 8, kRamPage); });
   }
   // Every config read has reached the mount (a reader blocked in pread64); the
@@ -242,7 +242,7 @@ TEST_F(NoParkTest, QuiesceGetsItsWriteback) {
   capture.add([&] { return pread_fd(rom.get(), 4, 0); });
   ASSERT_TRUE(wait_until([&] { return entered(); })) << "A's ROM capture never reached the device\n"
                                                      << d_->log();
-  for (int i = 0; i < 24; ++i) {
+  for (size_t i = 0; i < 24; ++i) {
     writers.add([&, i] { return pwrite_fd(fds[i].get(), "D3hot"); });
   }
   ASSERT_TRUE(wait_until([&] { return writers.all_blocked_in(SYS_pwrite64); }));
