@@ -181,6 +181,13 @@ class HandoverGateTest : public MediatorFixture {
     open_ = true;
     cv_.notify_all();
   }
+  // The hook uses this fixture's mutex and condition variable, which die
+  // before the base's Mediator: no hand-over may run the hook after this.
+  void TearDown() override {
+    open_gate();
+    med_->drain_handovers();
+    fault_->device(kEp2)->set_hook(backend::fault::OpClass::kReset, nullptr);
+  }
   Result<HandleId> try_open(const Bdf& b, const Caller& c) {
     return med_->open(view_, c, FileRef{b, FileKind::kBar, 0, {}}, OpenFlags{true, true, false},
                       /*wait=*/false);
