@@ -219,8 +219,11 @@ Result<void> DeviceControl::set_power_state(PowerState target) {
 
 Result<void> DeviceControl::wake(bool wait) {
   if (gate_.revoked()) return Errno(ENODEV);
+  // Not kWouldWait: the caller may be a page fault, and the lane it would move
+  // to may hold, ahead of it, an operation whose quiesce waits for that
+  // fault's page lock. So a wake that cannot start now fails fast (EIO).
   if (!wait) {
-    if (!slot_.try_acquire()) return Errno(kWouldWait);
+    if (!slot_.try_acquire()) return Errno(EIO);
   } else if (!slot_.try_acquire_unless_quiescing()) {
     return Errno(EIO);
   }
@@ -407,9 +410,10 @@ Result<std::shared_ptr<const RomImage>> DeviceControl::rom(bool wait) {
   if (cached || cached.error() != Errno(EAGAIN)) return cached;
   if (gate_.revoked()) return Errno(ENODEV);
   if (!dev_->info().has_rom()) return Errno(EIO);
-  // A page fault on the rom file may land here: never wait behind a quiesce.
+  // A page fault on the rom file may land here: never wait behind a quiesce,
+  // nor move to a lane behind one (see wake()): EIO, retried by the next read.
   if (!wait) {
-    if (!slot_.try_acquire()) return Errno(kWouldWait);
+    if (!slot_.try_acquire()) return Errno(EIO);
   } else if (!slot_.try_acquire_unless_quiescing()) {
     return Errno(EIO);
   }

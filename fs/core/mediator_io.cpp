@@ -206,7 +206,10 @@ Result<size_t> Mediator::Impl::read_bar(Handle& h, uint64_t off, std::span<uint8
   auto n = core::check_bar_access(off, out.size(), res.size(), false);  // EINVAL before EIO
   if (!n || *n == 0) return n;
   PCIFS_TRY(wake_if_allowed(h, wait));
-  auto token = d.control->enter_bar(h.ref.index, wait);  // one admission for the whole request
+  // A BAR request may be a page fault: it never moves to a lane, where an
+  // operation ahead of it could be waiting for its page lock. It waits here
+  // only for a running ROM capture (one ROM read; a capture calls no sink).
+  auto token = d.control->enter_bar(h.ref.index, /*wait=*/true);
   if (!token) return token.error();
   d.counters.bar_reads++;
   return core::read_bar(*d.dev, h.ref.index, off, out, res.size(), res.is_io());
@@ -219,7 +222,7 @@ Result<size_t> Mediator::Impl::write_bar(Handle& h, uint64_t off, std::span<cons
   auto n = core::check_bar_access(off, in.size(), res.size(), true);
   if (!n || *n == 0) return n;
   PCIFS_TRY(wake_if_allowed(h, wait));
-  auto token = d.control->enter_bar(h.ref.index, wait);
+  auto token = d.control->enter_bar(h.ref.index, /*wait=*/true);
   if (!token) return token.error();
   d.counters.bar_writes++;
   if (d.msix && !dma_allowed(h)) return write_bar_guarded(h, off, in);
