@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -28,9 +29,12 @@ namespace pcifs::bench {
 namespace {
 
 constexpr long kFuseSuperMagic = 0x65735546;
-volatile sig_atomic_t g_stop = 0;
+// An atomic, not a volatile sig_atomic_t: the handler may run on any thread
+// while the workload threads poll it (a data race for TSan, rightly).
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "signal-safe only when lock-free");
 
-void on_stop_signal(int) { g_stop = 1; }
+void on_stop_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
 
 // In a freshly forked child: its own process group (a terminal's Ctrl-C goes
 // to the bench only) and SIGTERM when the bench dies, however it dies.
@@ -76,7 +80,7 @@ void install_stop_handlers() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
 }
 
-bool stop_requested() { return g_stop != 0; }
+bool stop_requested() { return g_stop.load(std::memory_order_relaxed); }
 
 bool is_mounted(const std::string& path) {
   std::ifstream in("/proc/self/mountinfo");
