@@ -40,6 +40,7 @@ struct Args {
   std::string cdi_dir = "/var/run/cdi";
   std::string view_root = "/run/pcifs/views";
   unsigned doe_timeout_ms = 1000;  // PCIe 6.0 §6.30.2: 1 s
+  unsigned max_threads = 16;       // FUSE workers per view
   bool foreground = false;
 };
 
@@ -298,6 +299,11 @@ int run(int argc, char** argv) {
                  "ETIMEDOUT (PCIe 6.0 section 6.30.2: 1 s)")
       ->check(CLI::Range(1u, 60000u))
       ->capture_default_str();
+  app.add_option("--max-threads", a.max_threads,
+                 "FUSE worker threads per view; a worker never waits for a device operation, "
+                 "so any number serves every device (more: more accesses in flight at once)")
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
   app.add_option("MOUNTPOINT", a.mountpoint,
                  "where to mount (optional with --view files or --control)");
   ToolArgs cdi_args, mp_args;
@@ -323,6 +329,7 @@ int run(int argc, char** argv) {
   if (geteuid() == 0) o.mount_options.insert(o.mount_options.begin(), "allow_other");
   o.backend_name = a.backend;
   o.mediator.doe_timeout = std::chrono::milliseconds(a.doe_timeout_ms);
+  o.max_threads = a.max_threads;
   if (a.lock_dir != "none") {
     if (a.lock_dir.empty() || a.lock_dir[0] != '/')
       usage_error("--lock-dir: expected an absolute path or none");

@@ -47,8 +47,9 @@ class CliTest : public ::testing::Test {
 TEST_F(CliTest, HelpListsEveryOptionAndExitsZero) {
   CmdResult r = run_pcifs({"--help"});
   EXPECT_EQ(r.status, 0) << r.err;
-  for (const char* opt : {"--backend", "--view", "-f", "-o", "--log-level", "--lock-dir",
-                          "--version", "--help", "MOUNTPOINT", "sim:FILE", "sysfs:DIR"}) {
+  for (const char* opt :
+       {"--backend", "--view", "-f", "-o", "--log-level", "--lock-dir", "--max-threads",
+        "--doe-timeout", "--version", "--help", "MOUNTPOINT", "sim:FILE", "sysfs:DIR"}) {
     EXPECT_TRUE(contains(r.out, opt)) << "--help does not mention " << opt << ":\n" << r.out;
   }
   // Control: an option that does not exist is not in the text.
@@ -84,6 +85,16 @@ TEST_F(CliTest, BadLogLevelExitsTwo) {
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "loud") || contains(r.err, "log-level")) << r.err;
   EXPECT_FALSE(is_fuse_mount(m.path()));
+}
+
+TEST_F(CliTest, MaxThreadsOutOfRangeExitsTwo) {
+  for (const char* bad : {"--max-threads=0", "--max-threads=1025", "--max-threads=many"}) {
+    TempDir m;
+    CmdResult r = run_pcifs({"-f", bad, m.path()}, {m.path()});
+    EXPECT_EQ(r.status, 2) << bad << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "--max-threads")) << r.err;
+    EXPECT_FALSE(is_fuse_mount(m.path()));
+  }
 }
 
 TEST_F(CliTest, RelativeLockDirExitsTwo) {

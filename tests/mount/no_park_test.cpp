@@ -9,13 +9,19 @@
 //     config and 16 its BAR; B still answers, while A is provably still stuck.
 //     Before the fix the config readers parked every worker in the gate and
 //     B's read hung (the bounded wait failed).
-//   QuiesceGetsItsWriteback: with a dirty MAP_SHARED page of A's BAR, A is held
-//     in a ROM capture while 24 threads write power_state=D3hot; the capture
-//     ends and the first transition's quiesce invalidates the mapping, which
-//     waits for the kernel's writeback of the page, a FUSE write. Before the
-//     fix the writers had parked every worker on the control slot and nothing
-//     served the writeback: deadlock (the bounded wait failed, the daemon is
-//     killed and lazily unmounted).
+//   QuiesceGetsItsWriteback: the daemon has two FUSE workers. With a dirty
+//     MAP_SHARED page of A's BAR, A is held in a ROM capture (it takes one
+//     worker) while one thread writes power_state=D3hot and another turns
+//     memory decode off through config: two control operations that quiesce.
+//     The capture ends; the first quiesce invalidates the mapping, which waits
+//     for the kernel's writeback of the page, a FUSE WRITE queued behind the
+//     second operation's request. Before the fix both workers ended up parked
+//     (one quiescing, one waiting for the control slot) and nothing served the
+//     writeback: deadlock (the bounded wait failed, the daemon is killed and
+//     lazily unmounted). Writes to one file are serialised by the kernel's
+//     inode lock, so many writers of one file park only one worker: the small
+//     pool is what makes the deadlock reachable with two files.
+#include <linux/pci_regs.h>
 #include <sys/syscall.h>
 
 #include <atomic>
@@ -136,8 +142,13 @@ class NoParkTest : public ::testing::Test {
     dir_ = dir;
     stall_ = dir_ + "/stall";
     set_ = std::make_unique<TempFile>(device_set(stall_));
-    d_ = std::make_unique<Daemon>(std::vector<std::string>{"--backend=sim:" + set_->path()});
+  }
+  // The daemon, with its default worker pool unless `extra` says otherwise.
+  void start(std::vector<std::string> extra = {}) {
+    extra.insert(extra.begin(), "--backend=sim:" + set_->path());
+    d_ = std::make_unique<Daemon>(std::move(extra));
     ASSERT_TRUE(d_->mounted()) << d_->log();
+    conn_ = fuse_connection_of(d_->mnt());
   }
   void TearDown() override {
     release();
@@ -150,11 +161,15 @@ class NoParkTest : public ::testing::Test {
   void hold() { std::ofstream(stall_) << "held\n"; }
   void release() { (void)unlink(stall_.c_str()); }
   bool entered() const { return exists(stall_ + ".entered"); }
-  // A hang: let everything go (the stall, then the daemon) so that the test's
-  // threads return and the mount goes; the caller's assertion reports it.
+  // A hang: let everything go (the stall, the connection, then the daemon) so
+  // that the test's threads return and the mount goes; the caller's assertion
+  // reports it. The abort comes first: a daemon thread waiting for a
+  // writeback no worker serves is in an uninterruptible wait SIGKILL cannot
+  // end.
   void give_up() {
     release();
     if (!d_) return;
+    abort_fuse_connection(conn_);
     d_->signal_and_wait(SIGKILL);
     // A dead connection fails statfs (ENOTCONN): the fixture cannot see it.
     unmount_all_on(d_->mnt());
@@ -162,11 +177,13 @@ class NoParkTest : public ::testing::Test {
   }
 
   std::string dir_, stall_;
+  unsigned conn_ = 0;
   std::unique_ptr<TempFile> set_;
   std::unique_ptr<Daemon> d_;
 };
 
 TEST_F(NoParkTest, StuckResetParksNoWorker) {
+  ASSERT_NO_FATAL_FAILURE(start());
   // Control: B and A answer before anything is stuck.
   ASSERT_EQ(pread_file(path(kB, "config"), 4, kCacheLine).n, 4);
   ASSERT_EQ(pread_file(path(kA, "config"), 4, kCacheLine).n, 4);
@@ -224,43 +241,51 @@ TEST_F(NoParkTest, StuckResetParksNoWorker) {
 }
 
 TEST_F(NoParkTest, QuiesceGetsItsWriteback) {
+  ASSERT_NO_FATAL_FAILURE(start({"--max-threads=2"}));
   const std::string bar = path(kA, "resource0");
   Fd fd(bar, O_RDWR);  // claims A for this process [S11]
   ASSERT_TRUE(fd.ok()) << strerror(fd.err());
+  Fd cfg(path(kA, "config"), O_RDWR), power(path(kA, "power_state"), O_WRONLY);
+  Fd rom(path(kA, "rom"), O_RDONLY);
+  ASSERT_TRUE(cfg.ok() && power.ok() && rom.ok());
+  const Reg cmd = reg_get(cfg.get(), PCI_COMMAND, 2);
+  ASSERT_EQ(cmd.n, 2) << strerror(cmd.err);
+  ASSERT_TRUE(cmd.value & PCI_COMMAND_MEMORY) << "memory decode must start on";
   void* ram = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), kRamPage);
   ASSERT_NE(ram, MAP_FAILED) << strerror(errno);
   const uint64_t v = 0x5ca1ab1e0ddba11ull;
   static_cast<volatile uint64_t*>(ram)[3] = v;  // dirty, not yet written back
   // (No control read here: a direct_io read of the BAR writes the page back.)
-  Fd rom(path(kA, "rom"), O_RDONLY);
-  std::vector<Fd> fds;
-  for (int i = 0; i < 24; ++i) fds.emplace_back(path(kA, "power_state"), O_WRONLY);
-  ASSERT_TRUE(rom.ok()) << strerror(rom.err());
-  for (const auto& f : fds) ASSERT_TRUE(f.ok()) << strerror(f.err());
   hold();
-  Crowd capture([this] { give_up(); }), writers([this] { give_up(); });
+  Crowd capture([this] { give_up(); }), ops([this] { give_up(); });
   capture.add([&] { return pread_fd(rom.get(), 4, 0); });
   ASSERT_TRUE(wait_until([&] { return entered(); })) << "A's ROM capture never reached the device\n"
                                                      << d_->log();
-  for (size_t i = 0; i < 24; ++i) {
-    writers.add([&, i] { return pwrite_fd(fds[i].get(), "D3hot"); });
-  }
-  ASSERT_TRUE(wait_until([&] { return writers.all_blocked_in(SYS_pwrite64); }));
-  release();  // the capture ends; a transition quiesces and needs the writeback
+  ops.add([&] { return pwrite_fd(power.get(), "D3hot"); });
+  ops.add([&] {
+    const Reg w = reg_put(cfg.get(), PCI_COMMAND, 2, cmd.value & ~uint64_t{PCI_COMMAND_MEMORY});
+    IoResult r;
+    r.n = w.n;
+    r.err = w.err;
+    return r;
+  });
+  // Both requests are in FUSE's queue before the writeback is: the order that
+  // deadlocked.
+  ASSERT_TRUE(wait_until([&] { return ops.all_blocked_in(SYS_pwrite64); }));
+  release();  // the capture ends; a quiesce waits for the writeback
   const bool finished =
-      wait_until([&] { return capture.done() == 1 && writers.done() == writers.size(); }, kHang);
+      wait_until([&] { return capture.done() == 1 && ops.done() == ops.size(); }, kHang);
   if (!finished) give_up();
   munmap(ram, 4096);
   ASSERT_TRUE(finished) << "deadlock: the quiesce waits for a writeback no worker can serve";
   EXPECT_EQ(capture.result(0).n, 4) << strerror(capture.result(0).err);
-  size_t ok = 0, busy = 0;
-  for (size_t i = 0; i < writers.size(); ++i) {
-    ok += writers.result(i).n == 5 ? 1 : 0;
-    busy += writers.result(i).err == EAGAIN ? 1 : 0;
-  }
-  EXPECT_EQ(ok, writers.size()) << busy << " refused with EAGAIN";
+  EXPECT_EQ(ops.result(0).n, 5) << "power_state: " << strerror(ops.result(0).err);
+  EXPECT_EQ(ops.result(1).n, 2) << "config: " << strerror(ops.result(1).err);
   EXPECT_EQ(read_text(path(kA, "power_state")), "D3hot\n");
-  ASSERT_EQ(write_file(path(kA, "power_state"), "D0").n, 2);
+  // Back to D0 with memory decode on: the page reached the device.
+  ASSERT_EQ(pwrite(power.get(), "D0", 2, 0), 2) << strerror(errno);
+  const Reg on = reg_put(cfg.get(), PCI_COMMAND, 2, cmd.value);
+  ASSERT_EQ(on.n, 2) << strerror(on.err);
   EXPECT_EQ(reg_get(fd.get(), kRamPage + 24, 8).value, v) << "the dirty page was not written back";
 }
 
