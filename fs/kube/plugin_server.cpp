@@ -92,9 +92,50 @@ void fill(const PrepareResult& r, dra::NodePrepareResourceResponse* out) {
   }
 }
 
-// The sentence a claim gets when the handler threw (it promises not to).
-std::string thrown(const char* what, const char* op) {
-  return std::string("pcifs-kube: internal error while ") + op + " the claim: " + what;
+void fill_unprepared(const std::string& error, dra::NodeUnprepareResourceResponse* out) {
+  out->set_error(error);
+}
+
+// Calls the handler and answers every claim of the request in `resp`: with
+// the handler's result, or with an error sentence when the handler left the
+// claim out or threw (DraHandler promises not to; a bug must not cost the
+// other claims or the agent).
+template <class Results, class Resp, class Call, class Fill>
+void answer_every_claim(const char* op, const std::vector<ClaimRef>& claims, Call call, Resp* resp,
+                        Fill fill) {
+  Results results;
+  std::string failure;
+  try {
+    results = call();
+  } catch (const std::exception& e) {
+    failure = std::string("pcifs-kube: internal error while ") + op + " the claim: " + e.what();
+  } catch (...) {
+    failure =
+        std::string("pcifs-kube: internal error while ") + op + " the claim: unknown exception";
+  }
+  for (const ClaimRef& c : claims) {
+    auto& out = (*resp->mutable_claims())[c.uid];
+    const auto it = results.find(c.uid);
+    if (!failure.empty()) {
+      out.set_error(failure);
+    } else if (it == results.end()) {
+      out.set_error("pcifs-kube: the driver returned no result for this claim");
+    } else {
+      fill(it->second, &out);
+    }
+    if (!out.error().empty()) spdlog::warn("kube: {} {}: {}", op, claim_name(c), out.error());
+  }
+}
+
+// An RPC error only when not even the response could be built (no memory).
+template <class F>
+grpc::Status guarded(F f) {
+  try {
+    f();
+    return grpc::Status::OK;
+  } catch (const std::exception& e) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
+  }
 }
 
 }  // namespace
@@ -129,69 +170,21 @@ class DraService final : public dra::DRAPlugin::Service {
   grpc::Status NodePrepareResources(grpc::ServerContext*,
                                     const dra::NodePrepareResourcesRequest* req,
                                     dra::NodePrepareResourcesResponse* resp) override {
-    try {
+    return guarded([&] {
       const std::vector<ClaimRef> claims = to_refs(req->claims());
-      std::map<std::string, PrepareResult> results;
-      std::string failure;
-      try {
-        results = handler_.prepare(claims);
-      } catch (const std::exception& e) {
-        failure = thrown(e.what(), "preparing");
-      } catch (...) {
-        failure = thrown("unknown exception", "preparing");
-      }
-      for (const ClaimRef& c : claims) {
-        dra::NodePrepareResourceResponse& out = (*resp->mutable_claims())[c.uid];
-        const auto it = results.find(c.uid);
-        if (!failure.empty()) {
-          out.set_error(failure);
-        } else if (it == results.end()) {
-          out.set_error("pcifs-kube: the driver returned no result for this claim");
-        } else {
-          fill(it->second, &out);
-        }
-        if (!out.error().empty()) {
-          spdlog::warn("kube: prepare {}: {}", claim_name(c), out.error());
-        }
-      }
-      return grpc::Status::OK;
-    } catch (const std::exception& e) {  // out of memory building the response
-      return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
-    }
+      answer_every_claim<std::map<std::string, PrepareResult>>(
+          "preparing", claims, [&] { return handler_.prepare(claims); }, resp, fill);
+    });
   }
 
   grpc::Status NodeUnprepareResources(grpc::ServerContext*,
                                       const dra::NodeUnprepareResourcesRequest* req,
                                       dra::NodeUnprepareResourcesResponse* resp) override {
-    try {
+    return guarded([&] {
       const std::vector<ClaimRef> claims = to_refs(req->claims());
-      std::map<std::string, std::string> results;
-      std::string failure;
-      try {
-        results = handler_.unprepare(claims);
-      } catch (const std::exception& e) {
-        failure = thrown(e.what(), "unpreparing");
-      } catch (...) {
-        failure = thrown("unknown exception", "unpreparing");
-      }
-      for (const ClaimRef& c : claims) {
-        dra::NodeUnprepareResourceResponse& out = (*resp->mutable_claims())[c.uid];
-        const auto it = results.find(c.uid);
-        if (!failure.empty()) {
-          out.set_error(failure);
-        } else if (it == results.end()) {
-          out.set_error("pcifs-kube: the driver returned no result for this claim");
-        } else {
-          out.set_error(it->second);
-        }
-        if (!out.error().empty()) {
-          spdlog::warn("kube: unprepare {}: {}", claim_name(c), out.error());
-        }
-      }
-      return grpc::Status::OK;
-    } catch (const std::exception& e) {
-      return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
-    }
+      answer_every_claim<std::map<std::string, std::string>>(
+          "unpreparing", claims, [&] { return handler_.unprepare(claims); }, resp, fill_unprepared);
+    });
   }
 
  private:
