@@ -84,6 +84,8 @@ class PluginServer {
   // start() after stop() serves again on the same paths.
   bool start(std::string* error);
   // Shuts both servers down and removes their socket files. Idempotent.
+  // Waits for handler calls in progress: gRPC cancels them after
+  // options.shutdown_grace, but a DraHandler call must still return.
   void stop();
   bool running() const { return dra_server_ != nullptr; }
 
