@@ -1,10 +1,20 @@
 // DeviceInfo for a simulated function, shaped like what Linux shows in sysfs.
 #include <linux/pci_regs.h>
 
+#include <cstdio>
+#include <string>
+
 #include "sim/sim_device.hpp"
 
 namespace pcifs::backend::sim {
 namespace {
+
+// A simulated function hangs under its domain's root bus 00 ("pci0000:00").
+std::string fmt_root(uint16_t domain) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "pci%04x:00", domain);
+  return buf;
+}
 
 // The flags Linux puts on a BAR resource (drivers/pci/probe.c decode_bar and
 // __pci_read_base): the BAR's low type bits, IORESOURCE_MEM/IO, PREFETCH,
@@ -51,6 +61,7 @@ DeviceInfo make_device_info(const DeviceSpec& s) {
   info.header_type = s.header_type;
   info.irq = s.irq;
   info.numa_node = -1;
+  info.pcie_root = fmt_root(s.bdf.domain);
   info.config_size = s.config_size;
   for (const BarSpec& bar : s.bars) {
     info.resources.push_back(

@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <climits>
+#include <cstdlib>
 
 #include "sysfs/unique_fd.hpp"
 
@@ -56,6 +58,15 @@ std::vector<DoeFeature> read_doe_features(const std::string& dir) {
   return out;
 }
 
+// The root of a device directory's real path (see pcie_root_from_path).
+std::string pcie_root_of(const std::string& dir) {
+  char* real = ::realpath(dir.c_str(), nullptr);
+  if (real == nullptr) return {};
+  std::string out = pcie_root_from_path(real);
+  std::free(real);
+  return out;
+}
+
 std::optional<int> iommu_group_of(const std::string& dir) {
   auto name = link_basename(dir + "/iommu_group");
   if (!name) return std::nullopt;
@@ -65,6 +76,23 @@ std::optional<int> iommu_group_of(const std::string& dir) {
 }
 
 }  // namespace
+
+std::string pcie_root_from_path(std::string_view path) {
+  auto is_hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+  size_t start = 0;
+  while (start < path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    const std::string_view c = path.substr(start, end - start);
+    // "pciDDDD:BB": 3 + 4 + 1 + 2 characters.
+    if (c.size() == 10 && c.starts_with("pci") && c[7] == ':' &&
+        std::all_of(c.begin() + 3, c.begin() + 7, is_hex) && is_hex(c[8]) && is_hex(c[9])) {
+      return std::string(c);
+    }
+    start = end + 1;
+  }
+  return {};
+}
 
 std::optional<uint64_t> parse_hex_attr(std::string_view text) {
   text = trim(text);
@@ -173,6 +201,7 @@ Result<DeviceInfo> read_device_info(const std::string& dir, const Bdf& bdf,
   info.resources = std::move(*res);
   info.driver = link_basename(dir + "/driver");
   info.iommu_group = iommu_group_of(dir);
+  info.pcie_root = pcie_root_of(dir);
   info.kernel_doe_features = read_doe_features(dir);
   return info;
 }

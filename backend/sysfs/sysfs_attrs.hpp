@@ -20,6 +20,10 @@ namespace pcifs::backend::sysfs {
 
 // "0x8086\n" -> 0x8086 (prefix optional, one trailing newline allowed).
 std::optional<uint64_t> parse_hex_attr(std::string_view text);
+// The PCI root in a device's real sysfs path: the first component shaped
+// "pciDDDD:BB" ("/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0" gives
+// "pci0000:00"); empty when there is none.
+std::string pcie_root_from_path(std::string_view path);
 // "-1\n" -> -1: irq and numa_node are decimal.
 std::optional<int64_t> parse_dec_attr(std::string_view text);
 // Every line of a sysfs `resource` file, padded with empty entries to 7.

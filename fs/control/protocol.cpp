@@ -9,11 +9,11 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::string_view kVerbList = "add, rm, ls, watch, ping";
+constexpr std::string_view kVerbList = "add, rm, ls, devices, watch, ping";
 constexpr size_t kMaxEcho = 64;  // how much of a bad value an error message quotes
 
 bool known_verb(std::string_view v) {
-  return v == "add" || v == "rm" || v == "ls" || v == "watch" || v == "ping";
+  return v == "add" || v == "rm" || v == "ls" || v == "devices" || v == "watch" || v == "ping";
 }
 
 Errno fail(std::string* error, std::string text, int err = EINVAL) {

@@ -1,6 +1,6 @@
 // The control socket's wire protocol [S16]: line-delimited JSON over a
 // SOCK_STREAM unix socket. Each request is one line holding one JSON object
-// with a "verb" (add, rm, ls, watch, ping); each response is one line,
+// with a "verb" (add, rm, ls, devices, watch, ping); each response is one line,
 // {"ok":true,...} or {"ok":false,"error":"text"}. After a successful "watch"
 // the daemon writes event lines ({"event":...}) until the client closes.
 //
@@ -29,7 +29,7 @@ inline constexpr size_t kMaxDepth = 64;
 inline constexpr std::string_view kDefaultControlPath = "/run/pcifs/control.sock";
 
 struct Request {
-  std::string verb;     // one of add, rm, ls, watch, ping
+  std::string verb;     // one of add, rm, ls, devices, watch, ping
   nlohmann::json body;  // the whole request object; for "add", body["source"] is normalised
 };
 
@@ -41,7 +41,7 @@ struct Request {
 //          came from, for error messages; "-" becomes "<stdin>", absent
 //          becomes "<request>".
 //   rm:    "name" (non-empty string, required).
-//   ls, watch, ping: nothing.
+//   ls, devices, watch, ping: nothing.
 Result<Request> parse_request(std::string_view line, std::string* error);
 
 // The text a daemon sends for a line over kMaxLine: "request over 1048576 bytes".

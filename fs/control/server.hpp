@@ -44,6 +44,12 @@ class Handler {
   virtual nlohmann::json add(const nlohmann::json& view, const std::string& source) = 0;
   virtual nlohmann::json rm(const std::string& name) = 0;
   virtual nlohmann::json ls() = 0;
+  // The host's devices for an orchestrator (pcifs-kube): {"ok":true,
+  // "devices":[...]} (host_control.cpp lists the fields). A handler that
+  // keeps no inventory answers that it does not.
+  virtual nlohmann::json devices() {
+    return nlohmann::json{{"ok", false}, {"error", "devices: not served by this daemon"}};
+  }
 };
 
 struct ServerOptions {

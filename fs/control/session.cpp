@@ -131,6 +131,8 @@ json Session::call_handler(const Request& r) {
       response = env_.handler->add(r.body.at("view"), r.body.at("source").get<std::string>());
     } else if (r.verb == "rm") {
       response = env_.handler->rm(r.body.at("name").get<std::string>());
+    } else if (r.verb == "devices") {
+      response = env_.handler->devices();
     } else {
       response = env_.handler->ls();
     }

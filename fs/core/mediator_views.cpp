@@ -151,6 +151,18 @@ std::string Mediator::health(const Bdf& bdf) const {
   return "ok";
 }
 
+std::vector<Mediator::HostDevice> Mediator::host_devices() const {
+  std::vector<std::shared_ptr<core::DeviceState>> devs;
+  {
+    SharedLock lock(impl_->devices_mu);
+    for (const auto& [bdf, d] : impl_->devices) devs.push_back(d);
+  }
+  std::vector<HostDevice> out;
+  out.reserve(devs.size());
+  for (const auto& d : devs) out.push_back(HostDevice{d->info, health(d->bdf)});
+  return out;
+}
+
 std::vector<std::pair<Bdf, std::string>> Mediator::health_all() const {
   std::vector<Bdf> bdfs;
   {

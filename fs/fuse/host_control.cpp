@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
+
 namespace pcifs::fuse {
 
 using nlohmann::json;
@@ -95,6 +97,32 @@ json HostControl::rm(const std::string& name) {
 }
 
 json HostControl::ls() { return json{{"ok", true}, {"views", host_.list()}}; }
+
+// One object per function: bdf, vendor/device/class as "0x" hex (class: 24
+// bits), bridge, iommu_group and numa_node (null when none), driver (null when
+// unbound), pcie_root (null when unknown), health (Mediator::health).
+json HostControl::devices() {
+  json out = json::array();
+  for (const auto& d : mediator_.host_devices()) {
+    const auto& i = d.info;
+    char vendor[8], device[8], cls[10];
+    std::snprintf(vendor, sizeof vendor, "0x%04x", i.vendor);
+    std::snprintf(device, sizeof device, "0x%04x", i.device);
+    std::snprintf(cls, sizeof cls, "0x%06x", i.class_code & 0xffffffu);
+    json j{{"bdf", i.bdf.str()},
+           {"vendor", vendor},
+           {"device", device},
+           {"class", cls},
+           {"bridge", i.is_bridge()},
+           {"iommu_group", i.iommu_group ? json(*i.iommu_group) : json(nullptr)},
+           {"numa_node", i.numa_node >= 0 ? json(i.numa_node) : json(nullptr)},
+           {"driver", i.driver ? json(*i.driver) : json(nullptr)},
+           {"pcie_root", i.pcie_root.empty() ? json(nullptr) : json(i.pcie_root)},
+           {"health", d.health}};
+    out.push_back(std::move(j));
+  }
+  return json{{"ok", true}, {"devices", std::move(out)}};
+}
 
 void HostControl::poll_health() {
   const bool baseline = health_.empty();

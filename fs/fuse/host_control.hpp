@@ -28,6 +28,7 @@ class HostControl final : public control::Handler {
   nlohmann::json add(const nlohmann::json& view, const std::string& source) override;
   nlohmann::json rm(const std::string& name) override;
   nlohmann::json ls() override;
+  nlohmann::json devices() override;
 
   // Publishes the devices whose health changed since the last call; the
   // first call takes the baseline. A check reads each D0 device's vendor ID.

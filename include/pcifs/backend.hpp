@@ -72,6 +72,11 @@ struct DeviceInfo {
   std::vector<Resource> resources;
   std::optional<std::string> driver;  // bound kernel driver, if any
   std::optional<int> iommu_group;     // none when the platform has no IOMMU
+  // The PCI root the function hangs under, as sysfs names it ("pci0000:00",
+  // the first component of /sys/devices/pciDDDD:BB/...): Kubernetes's
+  // resource.kubernetes.io/pcieRoot. Empty when unknown (a sysfs-shaped tree
+  // without the kernel's links). The simulator: its domain's root bus 00.
+  std::string pcie_root;
   // doe_features as the kernel lists them (sysfs backend); empty for the sim,
   // whose features pcifs discovers itself.
   std::vector<DoeFeature> kernel_doe_features;

@@ -228,6 +228,13 @@ class Mediator {
   std::string health(const Bdf& bdf) const;
   // Every device the backend has now, with its health.
   std::vector<std::pair<Bdf, std::string>> health_all() const;
+  // Every device the backend has now, as it describes it, with its health:
+  // the host's inventory for an orchestrator (the control socket's `devices`).
+  struct HostDevice {
+    backend::DeviceInfo info;
+    std::string health;
+  };
+  std::vector<HostDevice> host_devices() const;
 
   // --- The tree (S3). Only what the view selects; only files someone in the
   // view can open.

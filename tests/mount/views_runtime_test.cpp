@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <map>
 
 #include "fixtures/mount_host.hpp"
 
@@ -295,6 +296,34 @@ TEST_F(ViewsRuntimeTest, AnIommuGroupIsNeverSplitBetweenUids) {
   // Bridges are exempt: a root port's group holds nothing else here, and the
   // host bridge alone in its group conflicts with nobody.
   EXPECT_EQ(host_->add(view_json("e", "\"0000:00:01.0\"", 3000)).status, 0);
+}
+
+// The host's inventory for an orchestrator (pcifs-kube): every function with
+// what the scheduler needs, bridges marked, whatever views exist.
+TEST_F(ViewsRuntimeTest, DevicesListsTheHostInventory) {
+  ControlConn c(host_->sock());
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.send("{\"verb\":\"devices\"}\n"));
+  auto l = c.line();
+  ASSERT_TRUE(l);
+  const json r = json::parse(*l);
+  ASSERT_TRUE(r.value("ok", false)) << *l;
+  std::map<std::string, json> by_bdf;
+  for (const auto& d : r["devices"]) by_bdf[d["bdf"]] = d;
+  ASSERT_EQ(by_bdf.count("0000:01:00.0"), 1u) << *l;
+  const json& a = by_bdf["0000:01:00.0"];
+  EXPECT_EQ(a["iommu_group"], 2);
+  EXPECT_EQ(by_bdf["0000:01:00.1"]["iommu_group"], 2);
+  EXPECT_EQ(a["bridge"], false);
+  EXPECT_EQ(a["health"], "ok");
+  EXPECT_EQ(a["pcie_root"], "pci0000:00");
+  EXPECT_TRUE(a["driver"].is_null());
+  EXPECT_EQ(a["vendor"].get<std::string>().size(), 6u);
+  EXPECT_EQ(a["class"].get<std::string>().size(), 8u);
+  ASSERT_EQ(by_bdf.count("0000:00:01.0"), 1u);
+  EXPECT_EQ(by_bdf["0000:00:01.0"]["bridge"], true);
+  // Every function of the backend, views or not: no view exists yet.
+  EXPECT_TRUE(host_->ls().empty());
 }
 
 TEST_F(ViewsRuntimeTest, WatchStreamsViewsClaimsPowerAndHealth) {

@@ -72,7 +72,7 @@ TEST_F(ServerTest, GarbageGetsAnErrorAndTheConnectionStaysUsable) {
   EXPECT_EQ(r["ok"], false);
   EXPECT_EQ(r["error"].get<std::string>().rfind("not JSON: ", 0), 0u) << r;
   r = c.request({{"verb", "x"}});
-  EXPECT_EQ(r["error"], "verb: expected one of add, rm, ls, watch, ping (got \"x\")");
+  EXPECT_EQ(r["error"], "verb: expected one of add, rm, ls, devices, watch, ping (got \"x\")");
   ASSERT_TRUE(c.send("\n\n"));  // blank lines are skipped, not answered
   EXPECT_EQ(c.request({{"verb", "rm"}})["error"], "name: expected a string");
   EXPECT_EQ(c.request({{"verb", "ping"}})["ok"], true);

@@ -27,6 +27,16 @@ INSTANTIATE_TEST_SUITE_P(Sysfs, HexAttrTest,
                                            HexCase{"0x12g4\n", std::nullopt},
                                            HexCase{"0x1 2", std::nullopt}));
 
+TEST(PcieRoot, FirstRootComponentOfTheRealPath) {
+  EXPECT_EQ(pcie_root_from_path("/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0"), "pci0000:00");
+  EXPECT_EQ(pcie_root_from_path("/sys/devices/pci0001:3a/0001:3a:00.0"), "pci0001:3a");
+  // Not a root: a sysfs-shaped tree without the kernel's links, a BDF, junk.
+  EXPECT_EQ(pcie_root_from_path("/tmp/tree/bus/pci/devices/0000:01:00.0"), "");
+  EXPECT_EQ(pcie_root_from_path("/sys/devices/pci0000:0g/x"), "");
+  EXPECT_EQ(pcie_root_from_path("/sys/devices/pci0000:000/x"), "");
+  EXPECT_EQ(pcie_root_from_path(""), "");
+}
+
 TEST(DecAttr, ParsesNegativeAndRejectsJunk) {
   EXPECT_EQ(parse_dec_attr("-1\n"), -1);
   EXPECT_EQ(parse_dec_attr("17\n"), 17);

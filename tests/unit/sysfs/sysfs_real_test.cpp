@@ -56,6 +56,8 @@ TEST_P(RealSysfsTest, EnumeratesEveryDevice) {
     EXPECT_EQ(parse_hex_attr(*vendor), d->info().vendor);
     EXPECT_GE(d->info().resources.size(), 7u);
     EXPECT_TRUE(d->info().config_size == 256 || d->info().config_size == 4096);
+    // The real /sys links every function under its root: pcieRoot is known.
+    EXPECT_EQ(d->info().pcie_root.rfind("pci", 0), 0u) << d->info().bdf.str();
   }
 }
 
