@@ -6,7 +6,14 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libfuse3-dev fuse3 liburing-dev libspdlog-dev libfmt-dev
       libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
       pciutils clang clang-format clang-tidy libclang-rt-14-dev util-linux xxd
-      podman runc)
+      podman runc
+      python3-yaml # tests/tools/kube_manifests_test.sh parses tools/kubernetes/*.yaml
+      libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+      libcurl4-openssl-dev libssl-dev libcpp-httplib-dev openssl)
+# gRPC + protobuf: pcifs-kube serves the kubelet's plugin-registration and DRA
+# services on unix sockets; libcurl: its HTTPS client of the API server;
+# cpp-httplib + OpenSSL (libssl-dev, the openssl tool for test certificates):
+# the tests' fake API server.
 # podman + runc: tests/tools/podman_test.sh runs containers with CDI devices
 # (as root, --network=none, storage driver overlay). apt pulls in what podman
 # strictly needs (conmon, containers-common, containernetworking-plugins);
