@@ -203,6 +203,10 @@ PluginServer::~PluginServer() { stop(); }
 
 bool PluginServer::start(std::string* error) {
   if (running()) return true;
+  // spdlog's registry is a function-local static inside libspdlog, which is
+  // not built with TSan: made here, before gRPC's threads exist, its creation
+  // is ordered before their first log line where TSan can see it.
+  (void)spdlog::default_logger_raw();
   {
     MutexLock lock(mu_);
     state_ = {};  // a new registration: the kubelet will call again

@@ -62,7 +62,8 @@ std::string bytes_of(const M& m) {
 std::string hex(const std::string& s) {
   static const char* d = "0123456789abcdef";
   std::string out;
-  for (unsigned char c : s) {
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
     out += d[c >> 4];
     out += d[c & 15];
     out += ' ';
