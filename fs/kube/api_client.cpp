@@ -116,6 +116,9 @@ bool set_options(CURL* c, const ApiConfig& cfg, const Request& rq, curl_slist* h
   ok = ok && curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_body) == CURLE_OK;
   ok = ok && curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp->body) == CURLE_OK;
   ok = ok && curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK;
+  // Only HTTP(S), whatever --api-server names (no file://, no ldap://).
+  ok = ok && curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https,http") == CURLE_OK;
+  ok = ok && curl_easy_setopt(c, CURLOPT_USERAGENT, "pcifs-kube") == CURLE_OK;
   ok = ok && curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq.method) == CURLE_OK;
   if (!cfg.ca_file.empty()) {
     ok = ok && curl_easy_setopt(c, CURLOPT_CAINFO, cfg.ca_file.c_str()) == CURLE_OK;

@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -455,20 +457,39 @@ TEST_F(ApiClientTest, TrailingSlashOfTheServerIsDropped) {
   EXPECT_THAT(api.requests().back().target, StartsWith("/apis/"));
 }
 
+TEST_F(ApiClientTest, OnlyHttpAndHttpsAreSpoken) {
+  // A claim laid out as files: file:// would read it if curl were allowed to.
+  std::string root = api.dir() + "/files";
+  std::filesystem::create_directories(root +
+                                      "/apis/resource.k8s.io/v1/namespaces/default/"
+                                      "resourceclaims");
+  std::ofstream(root + "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/c1")
+      << claim("default", "c1").dump();
+  auto cfg = api.config();
+  cfg.server = "file://" + root;
+  ApiClient c(cfg);
+  auto r = c.get_claim("default", "c1", &err);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Errno(EIO));
+  EXPECT_THAT(err, HasSubstr("file"));
+  EXPECT_THAT(err, ::testing::Not(HasSubstr("HTTP")));
+}
+
 TEST_F(ApiClientTest, ConcurrentRequestsFromManyThreads) {
   api.put_claim("default", "c1", claim("default", "c1"));
-  constexpr int kThreads = 6, kEach = 4;
+  constexpr size_t kThreads = 6, kEach = 4;
   std::vector<std::thread> threads;
-  std::vector<int> ok(kThreads, 0);
-  for (int i = 0; i < kThreads; ++i) {
+  std::vector<size_t> ok(kThreads, 0);
+  for (size_t i = 0; i < kThreads; ++i) {
     threads.emplace_back([&, i] {
       std::string e;
-      for (int k = 0; k < kEach; ++k) ok[i] += client.get_claim("default", "c1", &e).ok() ? 1 : 0;
+      for (size_t k = 0; k < kEach; ++k)
+        ok[i] += client.get_claim("default", "c1", &e).ok() ? 1 : 0;
     });
   }
   for (auto& t : threads) t.join();
-  for (int i = 0; i < kThreads; ++i) EXPECT_EQ(ok[i], kEach) << "thread " << i;
-  EXPECT_EQ(api.requests().size(), size_t{kThreads * kEach});
+  for (size_t i = 0; i < kThreads; ++i) EXPECT_EQ(ok[i], kEach) << "thread " << i;
+  EXPECT_EQ(api.requests().size(), kThreads * kEach);
 }
 
 class EnvVar {
