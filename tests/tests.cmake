@@ -33,6 +33,12 @@ foreach(t ${mount_tests})
   target_include_directories(mount_${n} PRIVATE ${CMAKE_SOURCE_DIR}/tests)
   target_link_libraries(mount_${n} PRIVATE pcifs_core pcifs_sim GTest::gtest GTest::gtest_main)
   add_dependencies(mount_${n} pcifs)
+  # kube_*: pcifs-kube end to end (the agent binary, a fake kubelet over gRPC,
+  # a fake API server over HTTPS).
+  if(n MATCHES "^kube_" AND TARGET pcifs-kube)
+    target_link_libraries(mount_${n} PRIVATE pcifs_kube PkgConfig::HTTPLIB)
+    add_dependencies(mount_${n} pcifs-kube)
+  endif()
   add_test(NAME mount.${n} COMMAND mount_${n} --gtest_brief=1)
   set_tests_properties(mount.${n} PROPERTIES LABELS "mount" TIMEOUT 600
     ENVIRONMENT "PCIFS_BUILD_DIR=${CMAKE_BINARY_DIR};PCIFS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
@@ -40,3 +46,7 @@ endforeach()
 pcifs_layer_probe(core_cannot_include_fuse pcifs_core core_includes_fuse.cpp TRUE)
 # The control room sits beside the core: it cannot reach the FUSE adapter.
 pcifs_layer_probe(control_cannot_include_fuse pcifs_control core_includes_fuse.cpp TRUE)
+# pcifs-kube reaches the daemon only through the control socket: no FUSE layer.
+if(TARGET pcifs_kube)
+  pcifs_layer_probe(kube_cannot_include_fuse pcifs_kube core_includes_fuse.cpp TRUE)
+endif()

@@ -30,7 +30,7 @@ for c in "${configs[@]}"; do
              -DCMAKE_CXX_COMPILER=clang++ -DPCIFS_SANITIZE=address,undefined ;;
     # detect_deadlocks: lock-order inversions fail the run (the order is in
     # fs/core/mediator_state.hpp); second_deadlock_stack: both nestings shown.
-    tsan)  TSAN_OPTIONS="halt_on_error=1 detect_deadlocks=1 second_deadlock_stack=1" \
+    tsan)  TSAN_OPTIONS="halt_on_error=1 detect_deadlocks=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
            build_and_test tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
              -DCMAKE_CXX_COMPILER=clang++ -DPCIFS_SANITIZE=thread ;;
     lint)  bash tools/lint.sh ;;

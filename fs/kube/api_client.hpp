@@ -57,8 +57,8 @@ class ApiClient {
   // GET /apis/resource.k8s.io/v1/namespaces/NS/resourceclaims/NAME.
   Result<nlohmann::json> get_claim(const std::string& ns, const std::string& name,
                                    std::string* error) const;
-  // GET /apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.driver=D,spec.nodeName=N
-  // (a ResourceSliceList: its "items").
+  // GET /apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.driver=D,spec.nodeName=N:
+  // the ResourceSliceList's "items" array (empty when it has none).
   Result<nlohmann::json> list_slices(const std::string& driver, const std::string& node,
                                      std::string* error) const;
   // POST a ResourceSlice (metadata.name or metadata.generateName set); returns it as stored.

@@ -11,6 +11,9 @@
 
 namespace pcifs::kube {
 
+// The DRA driver's name: its kubelet plugin, ResourceSlices, CDI vendor.
+inline constexpr const char* kDriverName = "pcifs.io";
+
 // A claim as the kubelet names it (v1 Claim: namespace, UID, name).
 struct ClaimRef {
   std::string ns;

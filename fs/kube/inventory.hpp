@@ -22,11 +22,11 @@
 #include <string>
 #include <vector>
 
+#include "kube/dra_handler.hpp"
 #include "pcifs/result.hpp"
 
 namespace pcifs::kube {
 
-inline constexpr const char* kDriverName = "pcifs.io";
 // resource.k8s.io/v1 ResourceSliceMaxDevices.
 inline constexpr size_t kMaxDevicesPerSlice = 128;
 

@@ -44,7 +44,6 @@ class Server;
 
 namespace pcifs::kube {
 
-inline constexpr const char* kDriverName = "pcifs.io";
 inline constexpr const char* kDefaultRegistryDir = "/var/lib/kubelet/plugins_registry";
 inline constexpr const char* kDefaultPluginsDir = "/var/lib/kubelet/plugins";
 
