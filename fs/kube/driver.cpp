@@ -2,9 +2,11 @@
 #include "kube/driver.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <set>
 
+#include "control/cdi_dir.hpp"
 #include "control/client.hpp"
 #include "kube/claim.hpp"
 #include "kube/inventory.hpp"
@@ -19,8 +21,10 @@ Result<json> ControlSocketDaemon::call(const json& request, std::string* error) 
   return client->request(request, error);
 }
 
-Driver::Driver(std::string node, HostDaemon& daemon, ClaimReader& claims, Checkpoint checkpoint)
+Driver::Driver(std::string node, HostDaemon& daemon, ClaimReader& claims, Checkpoint checkpoint,
+               std::string cdi_dir)
     : node_(std::move(node)),
+      cdi_dir_(std::move(cdi_dir)),
       daemon_(daemon),
       claims_(claims),
       checkpoint_(std::move(checkpoint)) {}
@@ -134,6 +138,15 @@ PrepareResult Driver::prepare_one(const ClaimRef& c) {
   const std::string cdi = v.is_object() ? v.value("cdi_device", "") : "";
   if (cdi.empty()) {
     res.error = "pcifs.io: the pcifs host daemon named no CDI device for view " + entry.view;
+    return res;
+  }
+  if (!cdi_dir_.empty() &&
+      ::access(control::view_spec_path(cdi_dir_, entry.view).c_str(), F_OK) != 0) {
+    // The runtime would not find the device: undo, and say where we looked.
+    std::string ignored;
+    if (remove_view(entry.view, &ignored)) (void)checkpoint_.erase(c.uid, &ignored);
+    res.error = "pcifs.io: the pcifs host daemon wrote no CDI spec for view " + entry.view +
+                " in " + cdi_dir_ + " (is pcifs.service started with --cdi-dir=" + cdi_dir_ + "?)";
     return res;
   }
   for (const auto& d : plan->devices) {

@@ -61,7 +61,11 @@ class ClaimReader {
 
 class Driver : public DraHandler {
  public:
-  Driver(std::string node, HostDaemon& daemon, ClaimReader& claims, Checkpoint checkpoint);
+  // `cdi_dir`: where the host daemon writes its CDI specs (the runtime reads
+  // them there); a prepared view must have its spec there, or the container
+  // could not get it. Empty: not checked.
+  Driver(std::string node, HostDaemon& daemon, ClaimReader& claims, Checkpoint checkpoint,
+         std::string cdi_dir = "");
 
   std::map<std::string, PrepareResult> prepare(const std::vector<ClaimRef>& claims) override;
   std::map<std::string, std::string> unprepare(const std::vector<ClaimRef>& claims) override;
@@ -81,6 +85,7 @@ class Driver : public DraHandler {
   Result<void> remove_view(const std::string& view, std::string* error) REQUIRES(mu_);
 
   const std::string node_;
+  const std::string cdi_dir_;
   HostDaemon& daemon_;
   ClaimReader& claims_;
   mutable Mutex mu_;

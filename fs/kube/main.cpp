@@ -131,6 +131,7 @@ struct Args {
   std::string registry_dir = kDefaultRegistryDir;
   std::string plugins_dir = kDefaultPluginsDir;
   std::string state_dir;  // default: PLUGINS_DIR/pcifs.io
+  std::string cdi_dir = "/var/run/cdi";
   std::string api_server, token_file, ca_file;
   unsigned api_timeout_ms = 10000;
   unsigned resync_s = 60;
@@ -171,6 +172,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--state-dir", a.state_dir,
                  "where the checkpoint lives (default: PLUGINS_DIR/pcifs.io)");
+  app.add_option("--cdi-dir", a.cdi_dir,
+                 "where the host daemon writes its CDI specs: a prepared view must have its "
+                 "spec there ('none': not checked)")
+      ->capture_default_str();
   app.add_option("--api-server", a.api_server,
                  "the API server, https://HOST:PORT (default: in-cluster, from "
                  "$KUBERNETES_SERVICE_HOST/PORT)");
@@ -224,7 +229,8 @@ int main(int argc, char** argv) {
   ApiClient api(api_config);
   ApiClaimReader claims(api);
   ControlSocketDaemon daemon(a.control);
-  Driver driver(a.node, daemon, claims, std::move(*checkpoint));
+  Driver driver(a.node, daemon, claims, std::move(*checkpoint),
+                a.cdi_dir == "none" ? std::string() : a.cdi_dir);
   if (const size_t unsettled = driver.recover()) {
     spdlog::info("{} claim(s) in the checkpoint wait for the kubelet's next call", unsettled);
   }

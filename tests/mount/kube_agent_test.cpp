@@ -44,8 +44,9 @@ class KubeAgentTest : public ::testing::Test {
     host_ = std::make_unique<HostDaemon>();
     ASSERT_TRUE(host_->alive()) << host_->log();
     api_ = std::make_unique<FakeApiServer>();
-    agent_ = std::make_unique<KubeAgent>(host_->sock(), *api_, "node-a",
-                                         std::vector<std::string>{"--api-timeout=2000"});
+    agent_ =
+        std::make_unique<KubeAgent>(host_->sock(), *api_, "node-a",
+                                    std::vector<std::string>{"--api-timeout=2000"}, host_->cdi());
     ASSERT_TRUE(kubelet_.discover(agent_->registry())) << kubelet_.last_error() << agent_->log();
   }
   void TearDown() override {

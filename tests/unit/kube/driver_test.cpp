@@ -4,6 +4,7 @@
 #include "kube/driver.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -241,6 +242,27 @@ TEST_F(DriverTest, AnUnprepareInterruptedIsFinishedAtTheNextStart) {
   EXPECT_EQ(driver_->recover(), 0u);
   EXPECT_TRUE(daemon_.views.empty()) << "recover removed the view";
   EXPECT_TRUE(driver_->entries().empty());
+}
+
+// A view whose CDI spec the runtime cannot find is no answer: undone, and
+// the error says where the agent looked.
+TEST_F(DriverTest, AViewWithoutItsCdiSpecIsUndone) {
+  const std::string cdi = dir_ + "/cdi";
+  ASSERT_EQ(::mkdir(cdi.c_str(), 0755), 0);
+  std::string error;
+  auto cp = Checkpoint::load(path(), &error);
+  ASSERT_TRUE(cp) << error;
+  Driver d("node-a", daemon_, claims_, std::move(*cp), cdi);
+  const ClaimRef c = add_claim(ClaimSpec{});
+  auto r = d.prepare({c})[c.uid];
+  EXPECT_NE(r.error.find("wrote no CDI spec for view " + view_name_for(c.uid) + " in " + cdi),
+            std::string::npos)
+      << r.error;
+  EXPECT_TRUE(daemon_.views.empty()) << "the view was removed again";
+  EXPECT_TRUE(d.entries().empty());
+  // Control: with the spec where the host daemon writes it, the claim prepares.
+  std::ofstream(cdi + "/pcifs.io-view_" + view_name_for(c.uid) + ".json") << "{}";
+  EXPECT_EQ(d.prepare({c})[c.uid].error, "");
 }
 
 TEST_F(DriverTest, ACorruptCheckpointIsAnErrorNotAFreshStart) {
