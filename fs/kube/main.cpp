@@ -104,7 +104,9 @@ class Watcher {
             auto e = client->next_event(&error);
             if (!e) break;
             const std::string kind = e->value("event", "");
-            if (kind == "device_arrived" || kind == "device_left" || kind == "health") {
+            // overflow: the daemon dropped events for us; whatever they were, look again.
+            if (kind == "device_arrived" || kind == "device_left" || kind == "health" ||
+                kind == "overflow") {
               spdlog::debug("host daemon event {}: republishing", e->dump());
               publisher_.poke();
             }
