@@ -1,14 +1,13 @@
 // The checkpoint file (checkpoint.hpp).
 #include "kube/checkpoint.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "control/state_dir.hpp"
 
 namespace pcifs::kube {
 
@@ -74,17 +73,6 @@ bool entry_from(const json& j, CheckpointEntry* e) {
   return true;
 }
 
-bool write_all(int fd, const std::string& s) {
-  size_t done = 0;
-  while (done < s.size()) {
-    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 }  // namespace
 
 Result<Checkpoint> Checkpoint::load(const std::string& path, std::string* error) {
@@ -144,24 +132,7 @@ Result<void> Checkpoint::save(const std::map<std::string, CheckpointEntry>& entr
   json claims = json::object();
   for (const auto& [uid, e] : entries) claims[uid] = entry_json(e);
   const std::string text = json{{"version", kVersion}, {"claims", claims}}.dump(2) + "\n";
-  const std::string tmp = path_ + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return fail(error, tmp + ": " + std::strerror(errno), errno);
-  const bool ok = write_all(fd, text) && ::fsync(fd) == 0;
-  const int saved = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path_.c_str()) != 0) {
-    const int e = ok ? errno : saved;
-    ::unlink(tmp.c_str());
-    return fail(error, path_ + ": cannot write the checkpoint: " + std::strerror(e), e);
-  }
-  const std::string dir = path_.substr(0, path_.find_last_of('/') + 1);
-  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
-  return Ok();
+  return control::write_atomically(path_, text, 0600, error);
 }
 
 }  // namespace pcifs::kube

@@ -1,7 +1,8 @@
 // The agent's checkpoint: what it has prepared, so that a restarted agent
 // answers the kubelet's repeated Prepare from it and can finish an Unprepare
 // it started. One JSON file, replaced atomically (write a temporary, fsync,
-// rename, fsync the directory) at every change; small (one entry per claim).
+// rename: control::write_atomically) at every change; small (one entry per
+// claim).
 //
 // An entry is written "preparing" BEFORE the view is added and "prepared"
 // after, and marked "unpreparing" before the view is removed and dropped
