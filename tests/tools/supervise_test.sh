@@ -24,7 +24,10 @@ cleanup() {
     kill -KILL "$SUP_PID" 2>/dev/null
     wait "$SUP_PID" 2>/dev/null
   fi
-  [ "$FAILED" = 0 ] && [ "$rc" = 0 ] || { echo "---- supervisor log ----"; cat "$TMP"/sup*.log; }
+  if [ "$FAILED" != 0 ] || [ "$rc" != 0 ]; then
+    echo "---- supervisor log ----"
+    cat "$TMP"/sup*.log
+  fi
   rm -rf "$TMP"
   [ "$FAILED" = 0 ] || exit 1
   exit "$rc"
