@@ -12,8 +12,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -42,6 +46,7 @@ struct Args {
   unsigned doe_timeout_ms = 1000;  // PCIe 6.0 §6.30.2: 1 s
   unsigned max_threads = 16;       // FUSE workers per view
   bool foreground = false;
+  bool fd_store = false;  // README "Restarts"
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -62,7 +67,45 @@ std::vector<std::string> split_options(const std::vector<std::string>& raw) {
   return out;
 }
 
+// Whether `path` (as written, not resolved) is where a pcifs FUSE mount
+// sits, per /proc/self/mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT ... - TYPE ...".
+bool is_pcifs_mount(const std::string& path) {
+  std::string want = std::filesystem::path(path).lexically_normal().string();
+  while (want.size() > 1 && want.back() == '/') want.pop_back();
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, dev, root, mp;
+    f >> id >> parent >> dev >> root >> mp;
+    std::string unescaped;  // the kernel writes ' ', '\t', '\n', '\\' as \ooo
+    for (size_t i = 0; i < mp.size(); ++i) {
+      const bool octal =
+          mp[i] == '\\' && i + 3 < mp.size() &&
+          std::all_of(mp.begin() + static_cast<long>(i) + 1, mp.begin() + static_cast<long>(i) + 4,
+                      [](char c) { return c >= '0' && c <= '7'; });
+      if (!octal) {
+        unescaped += mp[i];
+        continue;
+      }
+      unescaped +=
+          static_cast<char>((mp[i + 1] - '0') * 64 + (mp[i + 2] - '0') * 8 + (mp[i + 3] - '0'));
+      i += 3;
+    }
+    const size_t dash = line.find(" - ");
+    if (unescaped == want && dash != std::string::npos &&
+        line.compare(dash + 3, 11, "fuse.pcifs ") == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// A directory, or the mount a previous daemon left there: dead (ENOTCONN,
+// detached before mounting) or kept by the service manager's fd store (taken
+// over; any stat of it would wait for the daemon that is starting).
 bool is_dir(const std::string& path) {
+  if (is_pcifs_mount(path)) return true;
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
@@ -113,7 +156,9 @@ std::vector<pcifs::ViewPolicy> build_views(const Args& a) {
   for (const auto& v : views) {
     const std::string where = v.source.empty() ? "MOUNTPOINT" : v.source + ": mountpoint";
     if (!is_dir(v.mountpoint)) usage_error(where + ": expected a directory, got " + v.mountpoint);
-    char* resolved = ::realpath(v.mountpoint.c_str(), nullptr);
+    // realpath would stat a mount kept by the fd store: taken as written.
+    char* resolved =
+        is_pcifs_mount(v.mountpoint) ? nullptr : ::realpath(v.mountpoint.c_str(), nullptr);
     const std::string real = resolved != nullptr ? resolved : v.mountpoint;
     std::free(resolved);
     for (const auto& other : seen) {
@@ -304,6 +349,10 @@ int run(int argc, char** argv) {
                  "so any number serves every device (more: more accesses in flight at once)")
       ->check(CLI::Range(1u, 1024u))
       ->capture_default_str();
+  app.add_flag("--fd-store", a.fd_store,
+               "keep each view's FUSE connection in the service manager's file-descriptor "
+               "store ($NOTIFY_SOCKET, FDSTORE=1) and hand the mounts over on SIGTERM: the "
+               "next start takes them over (LISTEN_FDS) without any caller noticing; needs -f");
   app.add_option("MOUNTPOINT", a.mountpoint,
                  "where to mount (optional with --view files or --control)");
   ToolArgs cdi_args, mp_args;
@@ -336,6 +385,10 @@ int run(int argc, char** argv) {
     o.lock_dir = a.lock_dir;
   }
   if (!a.control.empty()) host_daemon_options(a, o);
+  if (a.fd_store && !a.foreground) {
+    usage_error("--fd-store: expected -f (the service manager must see the daemon's own pid)");
+  }
+  o.fd_store = a.fd_store;
   std::string error;
   auto backend = pcifs::backend::open_backend(a.backend, &error);
   if (!backend) usage_error(error);

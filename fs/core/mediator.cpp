@@ -327,6 +327,7 @@ Result<void> Mediator::Impl::claim(Handle& h, bool wait) {
     claims.release(d.group, h.caller.pid);  // a racing write on this handle claimed first
     return Ok();
   }
+  journal_changed_locking(h);
   if (!dma_allowed(h)) stop_mastering(h);  // each function of the group as it is claimed
   if (holder.handles == 1) {               // the first claiming handle of this process
     spdlog::info("{}: claimed by pid={} uid={} view={} ({})", d.bdf.str(), h.caller.pid,
@@ -398,8 +399,86 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
     }
   } undo{this, h->id};
   if (ref.kind == FileKind::kBar) PCIFS_TRY(impl_->claim(*h, wait));  // S11: opening a BAR claims
+  if (auto* j = impl_->journal.load()) {
+    HandleRecord rec{h->id, v.name, ref, flags, caller, h->claiming.load(), false};
+    j->opened(rec);
+  }
   undo.id = 0;
   return h->id;
+}
+
+// ------------------------------------------------------------------ restarts
+
+void Mediator::set_handle_journal(HandleJournal* journal) { impl_->journal.store(journal); }
+
+void Mediator::confirm_open(HandleId h) {
+  if (auto* j = impl_->journal.load()) j->confirmed(h);
+}
+
+void Mediator::Impl::journal_changed(core::Handle& h) {
+  if (auto* j = journal.load()) {
+    j->changed(h.id, h.claiming.load(), h.doe.state != core::DoeSlot::State::kIdle);
+  }
+}
+
+void Mediator::Impl::journal_changed_locking(core::Handle& h) {
+  if (!journal.load()) return;
+  MutexLock lock(h.mu);
+  journal_changed(h);
+}
+
+void Mediator::reserve_handle_ids(HandleId first) {
+  MutexLock lock(impl_->handles_mu);
+  impl_->next_handle = std::max(impl_->next_handle, first);
+}
+
+Result<void> Mediator::adopt_handle(ViewId view, const HandleRecord& r) {
+  if (impl_->removed(view)) return Errno(ENODEV);
+  if (r.id == 0) return Errno(EINVAL);
+  auto d = impl_->find_in(view, r.ref.bdf);
+  if (!d || d->gone.load()) return Errno(ENOENT);
+  PCIFS_TRY(stat(view, r.ref));  // the file is (still) in the view
+  auto h = std::make_shared<Handle>();
+  h->id = r.id;
+  h->view = view;
+  h->caller = r.caller;
+  h->ref = r.ref;
+  h->flags = r.flags;
+  h->dev = d;
+  {
+    MutexLock lock(impl_->handles_mu);
+    if (impl_->handles.count(r.id)) return Errno(EEXIST);
+    impl_->handles[r.id] = h;
+    impl_->next_handle = std::max(impl_->next_handle, r.id + 1);
+  }
+  d->open_handles++;
+  const ViewPolicy& v = impl_->policy(view);
+  if (r.claiming && !d->bridge()) {
+    core::ClaimHolder holder;
+    if (auto c = impl_->claims.acquire(d->group, r.caller, v.name, &holder); c) {
+      h->claiming.store(true);
+      if (!impl_->dma_allowed(*h)) impl_->stop_mastering(*h);
+      if (holder.handles == 1) {
+        spdlog::info("{}: claim of pid={} uid={} view={} taken over from the previous daemon",
+                     d->bdf.str(), r.caller.pid, r.caller.uid, v.name);
+      }
+    } else {
+      // Only a journal that contradicts itself gets here: the handle goes on
+      // without the claim (its next BAR access claims again or gets EBUSY).
+      spdlog::warn("{}: the claim of pid={} could not be taken over: {} holds {}", d->bdf.str(),
+                   r.caller.pid, core::to_string(holder), d->group);
+    }
+  }
+  MutexLock lock(h->mu);
+  if (r.ref.kind == FileKind::kDoe && r.doe_busy) {
+    // The exchange died with the old process: its reader learns it once.
+    h->doe.state = core::DoeSlot::State::kReady;
+    h->doe.response = Errno(EIO);
+    h->doe.pos = 0;
+    h->doe.lost = true;
+  }
+  if (h->claiming.load() != r.claiming) impl_->journal_changed(*h);
+  return Ok();
 }
 
 void Mediator::release(HandleId id) {
@@ -424,6 +503,7 @@ void Mediator::release(HandleId id) {
   }
   if (ticket && h->ref.index < d.mailboxes.size()) d.mailboxes[h->ref.index]->cancel(ticket);
   if (pending) pending(Errno(ECANCELED));
+  if (auto* j = impl_->journal.load()) j->released(id);
   if (h->claiming.exchange(false) && impl_->claims.release(d.group, h->caller.pid, true)) {
     spdlog::info("{}: claim of pid={} released", d.bdf.str(), h->caller.pid);
     impl_->claim_ended(*h);

@@ -41,6 +41,7 @@ std::vector<uint8_t> to_bytes(const std::vector<uint32_t>& dw) {
 // Back to idle, keeping a poll waiter.
 void to_idle(DoeSlot& s) {
   s.state = DoeSlot::State::kIdle;
+  s.lost = false;
   s.ticket = 0;
   s.response = std::vector<uint8_t>{};
   s.pos = 0;
@@ -132,6 +133,11 @@ Result<void> Mediator::Impl::doe_submit(Handle& h, std::span<const uint8_t> in) 
   auto& mb = d.mailboxes[h.ref.index];
   {
     MutexLock lock(h.mu);
+    if (h.doe.lost) {  // the old daemon's exchange (maybe this very write, resent) died with it
+      to_idle(h.doe);
+      journal_changed(h);
+      return Errno(EIO);
+    }
     if (h.doe.state != DoeSlot::State::kIdle) return Errno(EBUSY);  // one in flight per handle
   }
   // The bound on exchanges held per uid and in total [S13]: EAGAIN past it.
@@ -148,6 +154,7 @@ Result<void> Mediator::Impl::doe_submit(Handle& h, std::span<const uint8_t> in) 
     if (h.doe.state != DoeSlot::State::kIdle) return Errno(EBUSY);  // a racing write won
     h.doe.state = DoeSlot::State::kInFlight;
     h.doe.budget = std::move(*share);
+    journal_changed(h);
   }
   d.counters.doe_exchanges++;
   std::weak_ptr<Handle> wh = handle(h.id);
@@ -161,6 +168,7 @@ Result<void> Mediator::Impl::doe_submit(Handle& h, std::span<const uint8_t> in) 
   } catch (...) {  // not queued (no memory): the handle must not stay in flight
     MutexLock lock(h.mu);
     if (h.doe.state == DoeSlot::State::kInFlight) to_idle(h.doe);
+    journal_changed(h);
     throw;
   }
   {
@@ -199,6 +207,7 @@ void Mediator::Impl::doe_complete(const std::weak_ptr<Handle>& wh, uint64_t,
       pending = std::move(h->doe.pending);
       h->doe.pending = nullptr;
       part = take(h->doe, h->doe.pending_max);
+      if (h->doe.state == DoeSlot::State::kIdle) journal_changed(*h);
     }
     wake = std::move(h->doe.wake);
     h->doe.wake = nullptr;
@@ -214,7 +223,10 @@ void Mediator::Impl::doe_read(const std::shared_ptr<Handle>& h, size_t max, bool
     MutexLock lock(h->mu);
     switch (h->doe.state) {
       case DoeSlot::State::kIdle: break;  // nothing asked: end of file
-      case DoeSlot::State::kReady: now = take(h->doe, max); break;
+      case DoeSlot::State::kReady:
+        now = take(h->doe, max);
+        if (h->doe.state == DoeSlot::State::kIdle) journal_changed(*h);
+        break;
       case DoeSlot::State::kInFlight:
         if (nonblock) {
           now = Errno(EAGAIN);

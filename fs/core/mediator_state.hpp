@@ -177,6 +177,9 @@ struct DoeSlot {
   size_t pending_max = 0;
   std::function<void()> wake;    // poll notification, fired once
   std::vector<uint8_t> partial;  // the first pieces of a write the kernel split
+  // Taken over from a daemon that died with this exchange in flight: the
+  // next read or write gets EIO once (Mediator::adopt_handle).
+  bool lost = false;
   // This exchange's share of the DOE bound (Impl::doe_budget): held from the
   // write until the response is read to its end (or the handle ends).
   std::shared_ptr<void> budget;
@@ -277,6 +280,7 @@ struct Mediator::Impl {
   Mutex handles_mu;
   std::unordered_map<HandleId, std::shared_ptr<core::Handle>> handles GUARDED_BY(handles_mu);
   HandleId next_handle GUARDED_BY(handles_mu) = 1;
+  std::atomic<HandleJournal*> journal{nullptr};  // null: nothing is journaled
   // Last: its jobs use the members above; ~Mediator drains it first.
   core::HandoverWorker handovers;
 
@@ -308,6 +312,9 @@ struct Mediator::Impl {
   void hand_over(const std::string& group);
   void run_hand_over(const std::string& group,
                      const std::vector<std::shared_ptr<core::DeviceState>>& members);
+  // Tells the journal the handle's claim and DOE state (README "Restarts").
+  void journal_changed(core::Handle& h) REQUIRES(h.mu);
+  void journal_changed_locking(core::Handle& h) EXCLUDES(h.mu);
   bool removed(ViewId view) const;
   // A handle of a removed view, or on a removed device, is dead (ENODEV).
   static bool dead(const core::Handle& h) { return h.revoked.load() || h.dev->gone.load(); }

@@ -29,45 +29,6 @@ void summary(const DaemonOptions& o, size_t views) {
                o.control.empty() ? "" : ", control socket " + o.control);
 }
 
-// systemd's readiness protocol (sd_notify(3)) without libsystemd: one
-// datagram of "KEY=VALUE" lines to the AF_UNIX socket named by $NOTIFY_SOCKET
-// ('@' = the abstract namespace). Read once, before any thread starts. A
-// failure is logged and never fatal: the mounts serve either way.
-class Notifier {
- public:
-  Notifier() {
-    const char* s = std::getenv("NOTIFY_SOCKET");
-    if (s) socket_ = s;
-  }
-  void send(const std::string& state) const {
-    if (socket_.empty()) return;
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    const bool abstract = socket_[0] == '@';
-    if ((!abstract && socket_[0] != '/') || socket_.size() >= sizeof(addr.sun_path)) {
-      spdlog::warn("NOTIFY_SOCKET={}: not an absolute path or @name: not notified", socket_);
-      return;
-    }
-    std::memcpy(addr.sun_path, socket_.data(), socket_.size());
-    if (abstract) addr.sun_path[0] = '\0';
-    // A path's length counts its NUL; an abstract name is exactly its bytes.
-    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + socket_.size() +
-                                            (abstract ? 0 : 1));
-    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    const ssize_t n = fd < 0 ? -1
-                             : ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
-                                        reinterpret_cast<const sockaddr*>(&addr), len);
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    if (n != static_cast<ssize_t>(state.size())) {
-      spdlog::warn("NOTIFY_SOCKET={}: cannot notify: {}", socket_, std::strerror(err));
-    }
-  }
-
- private:
-  std::string socket_;
-};
-
 // READY=1 with a STATUS= line a person reads in `systemctl status`.
 std::string ready_message(const std::vector<std::string>& mountpoints, const std::string& control) {
   std::string status = "STATUS=serving";
@@ -77,27 +38,26 @@ std::string ready_message(const std::vector<std::string>& mountpoints, const std
   return "READY=1\n" + status + "\n";
 }
 
-// Serves until a stop signal, or (without a control socket) until every mount
-// is gone. `tick` runs about every 100 ms on this thread.
-void wait_for_end(ViewHost& host, bool host_daemon, const std::function<void()>& tick,
-                  const std::function<void()>& stop_notice) {
+// Serves until a stop signal (returns true), or (without a control socket)
+// until every mount is gone. `tick` runs about every 100 ms on this thread.
+bool wait_for_end(ViewHost& host, bool host_daemon, const std::function<void()>& tick) {
   const sigset_t set = stop_signals();
   for (;;) {
-    if (host.reap() == 0 && !host_daemon) return;
+    if (host.reap() == 0 && !host_daemon) return false;
     tick();
     const timespec period{0, 100L * 1000 * 1000};
     siginfo_t info;
     const int sig = sigtimedwait(&set, &info, &period);
     if (sig > 0) {
-      spdlog::info("signal {}: unmounting", sig);
-      stop_notice();
-      return;
+      spdlog::info("signal {}", sig);
+      return true;
     }
   }
 }
 
-HostOptions host_options(const DaemonOptions& o) {
+HostOptions host_options(const DaemonOptions& o, Restart* restart) {
   HostOptions h;
+  h.restart = restart;
   h.session.mount_options = o.mount_options;
   h.session.max_threads = o.max_threads;
   h.state_dir = o.state_dir;
@@ -151,11 +111,19 @@ void block_stop_signals() {
 
 int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& options,
           const std::function<void(bool, const std::string&)>& ready) {
-  const Notifier notifier;
+  std::string restart_error;
+  auto restart = Restart::start(options.fd_store, &restart_error);
+  if (!restart) {
+    ready(false, restart_error);
+    return 1;
+  }
+  const control::Notifier& notifier = restart->notifier();
   auto mediator = std::make_unique<Mediator>(std::move(backend), mediator_options(options));
+  restart->reserve_ids(*mediator);
+  if (restart->storing()) mediator->set_handle_journal(restart->journal());
   Revoker revoker;
   mediator->set_revocation_sink(&revoker);
-  auto host = std::make_unique<ViewHost>(*mediator, revoker, host_options(options));
+  auto host = std::make_unique<ViewHost>(*mediator, revoker, host_options(options, restart.get()));
   HostControl control(*mediator, *host);
   auto fail = [&](const std::string& error) {
     control.stop();
@@ -179,6 +147,7 @@ int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& option
     if (!control.start(so, &error)) return fail("--control: " + error);
     control.poll_health();  // the baseline health changes are told against
   }
+  restart->drop_leftovers();
   summary(options, host->mountpoints().size());
   ready(true, "");
   notifier.send(ready_message(host->mountpoints(), options.control));
@@ -189,13 +158,21 @@ int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& option
     last_health = now;
     control.poll_health();
   };
-  bool stop_sent = false;
-  auto stop_notice = [&] {
-    if (!stop_sent) notifier.send("STOPPING=1\n");
-    stop_sent = true;
-  };
-  wait_for_end(*host, !options.control.empty(), tick, stop_notice);
-  stop_notice();  // the mounts went away by themselves (fusermount3 -u)
+  const bool signalled = wait_for_end(*host, !options.control.empty(), tick);
+  notifier.send("STOPPING=1\n");
+  if (signalled && restart->storing()) {
+    // The successor takes everything over from the fd store: nothing may be
+    // undone here (no revocation, no hand-over reset, no unmount). Answer
+    // what the loops are doing, then end without destructors; what is still
+    // unanswered (DOE reads, requests on a device's lane) is resent to the
+    // successor.
+    spdlog::info("handing the mounts over to the next daemon (fd store)");
+    control.stop();
+    host->hand_over();
+    spdlog::shutdown();
+    std::_Exit(0);
+  }
+  spdlog::info("unmounting");
   control.stop();
   host->stop_all();
   spdlog::info("all mounts gone: exiting");

@@ -36,6 +36,9 @@ struct DaemonOptions {
   std::string view_root = "/run/pcifs/views";  // where a view that names no mountpoint goes
   std::string hook_binary;                     // the CDI specs' hook: this binary
   std::chrono::milliseconds health_interval{1000};
+  // Keep each view's connection in the service manager's fd store and hand
+  // the mounts over on a stop signal (README "Restarts"): needs $NOTIFY_SOCKET.
+  bool fd_store = false;
 };
 
 // SIGINT, SIGTERM, SIGHUP: the signals that end a daemon (and the floor).

@@ -1,6 +1,13 @@
 // fuse_file_info::fh for files the adapter serves itself (status, directory
-// snapshots): it carries the address of a heap object, alive from open to
-// release. Device files carry a Mediator HandleId instead.
+// snapshots): a number naming a heap object, alive from open to release.
+// Device files carry a Mediator HandleId instead.
+//
+// The number is never an address: after a restart (README "Restarts") the
+// kernel still holds the fh values of the previous daemon and sends them, so
+// every lookup goes through the table (an unknown fh is a handle opened
+// before the restart: the caller rebuilds its object and adopt()s it), and
+// each process numbers from its own random epoch (the high 32 bits), so a
+// new handle never takes an fh an old one still has.
 //
 // The objects are owned by their view's FhObjects, not by the kernel's
 // handle: a handle still open when the daemon stops never gets its release,
@@ -9,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <unordered_map>
 
 #include "fuse/reply.hpp"
@@ -20,12 +28,32 @@ namespace pcifs::fuse {
 // The open objects of one view, keyed by their fh. Thread-safe.
 class FhObjects {
  public:
+  FhObjects() : epoch_(uint64_t{std::random_device{}()} << 32) {}
+
   template <typename T>
   uint64_t add(std::unique_ptr<T> obj) EXCLUDES(mu_) {
-    const auto fh = reinterpret_cast<uint64_t>(obj.get());
+    std::shared_ptr<void> held(std::move(obj));  // keeps T's deleter
     MutexLock lock(mu_);
-    objects_.emplace(fh, std::shared_ptr<void>(std::move(obj)));  // keeps T's deleter
+    uint64_t fh = 0;
+    do {  // after 2^32 opens the numbers wrap: skip those still open
+      fh = epoch_ | (next_++ & 0xffffffffu);
+    } while (fh == 0 || !objects_.try_emplace(fh, held).second);
     return fh;
+  }
+  // The object of `fh`; null when this process did not open it.
+  template <typename T>
+  std::shared_ptr<T> get(uint64_t fh) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    auto it = objects_.find(fh);
+    return it == objects_.end() ? nullptr : std::static_pointer_cast<T>(it->second);
+  }
+  // Keeps `obj` under an fh the kernel already holds (opened before a
+  // restart), unless another request adopted one meanwhile.
+  template <typename T>
+  void adopt(uint64_t fh, std::shared_ptr<T> obj) EXCLUDES(mu_) {
+    std::shared_ptr<void> held = std::const_pointer_cast<std::remove_const_t<T>>(obj);
+    MutexLock lock(mu_);
+    objects_.emplace(fh, std::move(held));
   }
   void remove(uint64_t fh) EXCLUDES(mu_) {
     std::shared_ptr<void> gone;  // freed after the lock is released
@@ -37,14 +65,11 @@ class FhObjects {
   }
 
  private:
+  const uint64_t epoch_;
   Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  uint64_t next_ GUARDED_BY(mu_) = 1;
   std::unordered_map<uint64_t, std::shared_ptr<void>> objects_ GUARDED_BY(mu_);
 };
-
-template <typename T>
-T* fh_object(const fuse_file_info* fi) {
-  return reinterpret_cast<T*>(fi->fh);  // NOLINT(performance-no-int-to-ptr): see above
-}
 
 // Opens with `obj` as the handle's object, registered in `objects`; the
 // kernel's release removes it (fh_delete). An open the kernel gave up on gets

@@ -36,8 +36,17 @@ void open_status(Reply& r, Filesystem& fs, fuse_file_info* fi) {
 // kernel has taken the reply the client may close, and the release (another
 // thread) frees the text while this writev is still returning -- and the
 // sanitizers' writev interceptors read the iovec after the syscall.
-void read_status(Reply& r, const fuse_file_info* fi, size_t size, off_t off) {
-  const std::string* text = &fh_object<const StatusSnapshot>(fi)->text;
+void read_status(Reply& r, Filesystem& fs, const fuse_file_info* fi, size_t size, off_t off) {
+  auto snap = fs.handles().get<const StatusSnapshot>(fi->fh);
+  if (!snap) {
+    // Opened before a restart: the snapshot died with the old daemon. Take
+    // one now, as an open would, and keep it for the handle's later reads.
+    auto fresh = fs.mediator().status_snapshot(fs.view(), caller_of(r.req()));
+    if (!fresh) return r.error(fresh.error());
+    snap = std::make_shared<const StatusSnapshot>(std::move(*fresh));
+    fs.handles().adopt(fi->fh, snap);
+  }
+  const std::string* text = &snap->text;
   const size_t start = std::min(text->size(), static_cast<size_t>(off));
   thread_local std::string slice;
   slice.assign(*text, start, std::min(size, text->size() - start));
@@ -131,7 +140,11 @@ void open_later(Reply& r, Filesystem& fs, const NodeId& id, const Caller& caller
       auto h = m->open(view, caller, ref, flags, /*wait=*/true);
       if (!h) return lr.error(h.error());
       fi.fh = *h;
-      if (fuse_reply_open(lr.take(), &fi) != 0) m->release(*h);
+      if (fuse_reply_open(lr.take(), &fi) != 0) {
+        m->release(*h);
+      } else {
+        m->confirm_open(*h);
+      }
     });
   });
 }
@@ -169,7 +182,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     if (!h) return r.error(h.error());
     fi->fh = *h;
     // An open the kernel gave up on (interrupted) gets no release: end it here.
-    if (fuse_reply_open(r.take(), fi) != 0) fs.mediator().release(*h);
+    if (fuse_reply_open(r.take(), fi) != 0) {
+      fs.mediator().release(*h);
+    } else {
+      fs.mediator().confirm_open(*h);  // the handle survives a restart from now on
+    }
   });
 }
 
@@ -179,7 +196,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     auto id = decode(ino);
     if (!id) return r.error(Errno(ENOENT));
     Filesystem& fs = fs_of(req);
-    if (id->node == Node::kStatus) return read_status(r, fi, size, off);
+    if (id->node == Node::kStatus) return read_status(r, fs, fi, size, off);
     if (is_doe(*id)) return read_doe(r, fs, fi, size);
     thread_local std::vector<uint8_t> buf;
     if (buf.size() < size) buf.resize(size);

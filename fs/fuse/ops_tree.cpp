@@ -102,25 +102,39 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
   });
 }
 
+Result<std::unique_ptr<DirSnapshot>> dir_snapshot(fuse_req_t req, fuse_ino_t ino) {
+  auto id = decode(ino);
+  if (!id) return Errno(ENOENT);
+  auto list = fs_of(req).tree().children(*id);
+  if (!list) return list.error();
+  auto snap = std::make_unique<DirSnapshot>();
+  snap->entries.push_back({".", *id, S_IFDIR});
+  snap->entries.push_back({"..", *id, S_IFDIR});
+  for (auto& e : *list) snap->entries.push_back(std::move(e));
+  return snap;
+}
+
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   Reply r(req);
   guarded("opendir", [&] {
-    auto id = decode(ino);
-    if (!id) return r.error(Errno(ENOENT));
-    auto list = fs_of(req).tree().children(*id);
-    if (!list) return r.error(list.error());
-    auto snap = std::make_unique<DirSnapshot>();
-    snap->entries.push_back({".", *id, S_IFDIR});
-    snap->entries.push_back({"..", *id, S_IFDIR});
-    for (auto& e : *list) snap->entries.push_back(std::move(e));
-    fh_reply_open(r, fi, std::move(snap), fs_of(req).handles());
+    auto snap = dir_snapshot(req, ino);
+    if (!snap) return r.error(snap.error());
+    fh_reply_open(r, fi, std::move(*snap), fs_of(req).handles());
   });
 }
 
-void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                fuse_file_info* fi) noexcept {
   Reply r(req);
   guarded("readdir", [&] {
-    const auto* snap = fh_object<const DirSnapshot>(fi);
+    auto snap = fs_of(req).handles().get<const DirSnapshot>(fi->fh);
+    if (!snap) {
+      // Opened before a restart: list the directory again under the same fh.
+      auto fresh = dir_snapshot(req, ino);
+      if (!fresh) return r.error(fresh.error());
+      snap = std::shared_ptr<const DirSnapshot>(std::move(*fresh));
+      fs_of(req).handles().adopt(fi->fh, snap);
+    }
     std::vector<char> buf(size);
     size_t used = 0;
     for (size_t i = static_cast<size_t>(off); i < snap->entries.size(); ++i) {

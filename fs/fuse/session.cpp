@@ -3,6 +3,8 @@
 #include <linux/fuse.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/mount.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -29,7 +31,13 @@ struct InitState {
   bool negotiated = false;  // we set it in the reply
   bool wanted = true;
   bool replied = false;  // INIT answered: negotiation is over
+  // The INIT request as the kernel sent it: a successor replays it (adopt()).
+  std::vector<uint8_t> request;
 };
+
+// The unique of a replayed INIT: the kernel's are even and far below it
+// (FUSE_UNIQUE_RESEND is bit 63), and its reply is never written.
+constexpr uint64_t kReplayUnique = uint64_t{1} << 62;
 std::mutex g_init_mu;
 std::map<int, InitState> g_init;
 std::atomic<int> g_init_pending{0};
@@ -47,6 +55,7 @@ void note_init_request(int fd, const void* buf, size_t len) {
   std::lock_guard lock(g_init_mu);
   InitState& s = g_init[fd];
   s.unique = in.unique;
+  s.request.assign(static_cast<const uint8_t*>(buf), static_cast<const uint8_t*>(buf) + len);
   s.offered = ext && (init.flags2 & kFlags2DirectIoAllowMmap) != 0;
   s.pending = true;
   g_init_pending.fetch_add(1);
@@ -61,26 +70,34 @@ ssize_t channel_read(int fd, void* buf, size_t len, void*) {
   return n;
 }
 
-// Returns true and fills `out` when this reply is the INIT reply to patch.
-bool patch_init_reply(int fd, const iovec* iov, int count, std::vector<char>* out) {
-  if (count < 1 || iov[0].iov_len < sizeof(fuse_out_header)) return false;
+enum class InitReply { kOther, kPatched, kReplayed };
+
+// kPatched fills `out` when this reply is the INIT reply to patch; kReplayed:
+// the reply to a replayed INIT, which the kernel must not see.
+InitReply patch_init_reply(int fd, const iovec* iov, int count, std::vector<char>* out) {
+  if (count < 1 || iov[0].iov_len < sizeof(fuse_out_header)) return InitReply::kOther;
   fuse_out_header oh;
   std::memcpy(&oh, iov[0].iov_base, sizeof oh);
   std::lock_guard lock(g_init_mu);
   auto it = g_init.find(fd);
-  if (it == g_init.end() || !it->second.pending || it->second.unique != oh.unique) return false;
+  if (it == g_init.end() || !it->second.pending || it->second.unique != oh.unique) {
+    return InitReply::kOther;
+  }
   InitState& s = it->second;
   s.pending = false;
   s.replied = true;
   g_init_pending.fetch_sub(1);
-  if (!s.offered || !s.wanted || oh.error != 0) return false;
+  const InitReply done = oh.unique == kReplayUnique ? InitReply::kReplayed : InitReply::kOther;
+  // The replayed reply is patched too: negotiated() says what the kernel
+  // agreed to with the first daemon, which made the same reply.
+  if (!s.offered || !s.wanted || oh.error != 0) return done;
   for (int i = 0; i < count; ++i) {
     const char* p = static_cast<const char*>(iov[i].iov_base);
     out->insert(out->end(), p, p + iov[i].iov_len);
   }
   constexpr size_t kFlags2 = sizeof(fuse_out_header) + offsetof(fuse_init_out, flags2);
   constexpr size_t kFlags = sizeof(fuse_out_header) + offsetof(fuse_init_out, flags);
-  if (out->size() < kFlags2 + sizeof(uint32_t)) return false;
+  if (out->size() < kFlags2 + sizeof(uint32_t)) return done;
   uint32_t flags = 0, flags2 = 0;
   std::memcpy(&flags, out->data() + kFlags, sizeof flags);
   std::memcpy(&flags2, out->data() + kFlags2, sizeof flags2);
@@ -89,14 +106,20 @@ bool patch_init_reply(int fd, const iovec* iov, int count, std::vector<char>* ou
   std::memcpy(out->data() + kFlags, &flags, sizeof flags);
   std::memcpy(out->data() + kFlags2, &flags2, sizeof flags2);
   s.negotiated = true;
-  return true;
+  return done == InitReply::kReplayed ? done : InitReply::kPatched;
 }
 
 ssize_t channel_writev(int fd, iovec* iov, int count, void*) {
   if (g_init_pending.load() != 0) {
     std::vector<char> patched;
-    if (patch_init_reply(fd, iov, count, &patched)) {
-      return ::write(fd, patched.data(), patched.size());
+    switch (patch_init_reply(fd, iov, count, &patched)) {
+      case InitReply::kPatched: return ::write(fd, patched.data(), patched.size());
+      case InitReply::kReplayed: {
+        ssize_t n = 0;
+        for (int i = 0; i < count; ++i) n += static_cast<ssize_t>(iov[i].iov_len);
+        return n;
+      }
+      case InitReply::kOther: break;
     }
   }
   return ::writev(fd, iov, count);
@@ -116,9 +139,10 @@ void install_wake_handler() {
 
 }  // namespace
 
-std::unique_ptr<Session> Session::mount(const fuse_lowlevel_ops& ops, void* userdata,
-                                        const std::string& mountpoint,
-                                        const SessionOptions& options, std::string* error) {
+namespace {
+
+fuse_session* new_session(const fuse_lowlevel_ops& ops, void* userdata,
+                          const SessionOptions& options, std::string* error) {
   std::vector<std::string> argv_s = {options.fsname, "-o",
                                      "fsname=" + options.fsname + ",subtype=" + options.fsname};
   for (const auto& o : options.mount_options) {
@@ -133,15 +157,12 @@ std::unique_ptr<Session> Session::mount(const fuse_lowlevel_ops& ops, void* user
   // fuse_session_new's option parser leaves an allocated copy of the
   // arguments in `args` (LeakSanitizer: fuse_opt_add_arg); nothing keeps it.
   fuse_opt_free_args(&args);
-  if (!se) {
-    *error = "bad FUSE options";
-    return nullptr;
-  }
-  if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
-    fuse_session_destroy(se);
-    *error = "cannot mount " + mountpoint;
-    return nullptr;
-  }
+  if (!se) *error = "bad FUSE options";
+  return se;
+}
+
+// Our channel on the session's fd; false (and *error) when libfuse refused.
+bool install_channel(fuse_session* se, const SessionOptions& options, std::string* error) {
   const int fd = fuse_session_fd(se);
   {
     std::lock_guard lock(g_init_mu);
@@ -149,15 +170,98 @@ std::unique_ptr<Session> Session::mount(const fuse_lowlevel_ops& ops, void* user
   }
   static const fuse_custom_io kIo = {channel_writev, channel_read, nullptr, nullptr};
   if (fuse_session_custom_io(se, &kIo, fd) != 0) {
-    fuse_session_unmount(se);
-    fuse_session_destroy(se);
     *error = "cannot install the FUSE channel";
-    return nullptr;
+    return false;
   }
   install_wake_handler();
+  return true;
+}
+
+}  // namespace
+
+std::unique_ptr<Session> Session::mount(const fuse_lowlevel_ops& ops, void* userdata,
+                                        const std::string& mountpoint,
+                                        const SessionOptions& options, std::string* error) {
+  fuse_session* se = new_session(ops, userdata, options, error);
+  if (!se) return nullptr;
+  if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
+    fuse_session_destroy(se);
+    *error = "cannot mount " + mountpoint;
+    return nullptr;
+  }
+  if (!install_channel(se, options, error)) {
+    fuse_session_unmount(se);
+    fuse_session_destroy(se);
+    return nullptr;
+  }
   auto s = std::unique_ptr<Session>(new Session(se, mountpoint));
   s->max_threads_ = options.max_threads;
   return s;
+}
+
+std::unique_ptr<Session> Session::adopt(const fuse_lowlevel_ops& ops, void* userdata,
+                                        const std::string& mountpoint, int fd,
+                                        const std::vector<uint8_t>& init,
+                                        const SessionOptions& options, std::string* error) {
+  if (init.size() < sizeof(fuse_in_header) + sizeof(uint32_t) * 2) {
+    *error = "no INIT request recorded";
+    return nullptr;
+  }
+  fuse_in_header in;
+  std::memcpy(&in, init.data(), sizeof in);
+  if (in.opcode != FUSE_INIT || in.len != init.size()) {
+    *error = "the recorded INIT request is not one";
+    return nullptr;
+  }
+  fuse_session* se = new_session(ops, userdata, options, error);
+  if (!se) return nullptr;
+  // libfuse takes "/dev/fd/N" as an fd already connected: no mount(2).
+  const std::string dev = "/dev/fd/" + std::to_string(fd);
+  if (fuse_session_mount(se, dev.c_str()) != 0) {
+    fuse_session_destroy(se);
+    *error = "cannot take over the FUSE connection (fd " + std::to_string(fd) + ")";
+    return nullptr;
+  }
+  auto s = std::unique_ptr<Session>(new Session(se, mountpoint));
+  s->max_threads_ = options.max_threads;
+  s->adopted_ = true;
+  if (!install_channel(se, options, error)) {
+    s->disown();  // closes our fd only: the mount and the store's fd stay
+    return nullptr;
+  }
+  // The kernel answered INIT with the first daemon; this session's libfuse
+  // must see one too before it takes any other request. Replay the recorded
+  // request with a unique the kernel never uses; its reply is swallowed.
+  std::vector<uint8_t> msg = init;
+  in.unique = kReplayUnique;
+  std::memcpy(msg.data(), &in, sizeof in);
+  note_init_request(fd, msg.data(), msg.size());
+  fuse_buf buf{};
+  buf.mem = msg.data();
+  buf.size = msg.size();
+  fuse_session_process_buf(se, &buf);
+  if (!s->wait_for_init(std::chrono::milliseconds(0))) {
+    *error = "libfuse did not take the replayed INIT";
+    s->disown();
+    return nullptr;
+  }
+  return s;
+}
+
+std::vector<uint8_t> Session::init_request() const {
+  std::lock_guard lock(g_init_mu);
+  auto it = g_init.find(fuse_session_fd(se_));
+  return it == g_init.end() ? std::vector<uint8_t>{} : it->second.request;
+}
+
+int Session::resend() const {
+  // FUSE_NOTIFY_RESEND (Linux 6.9, include/uapi/linux/fuse.h: 7): the kernel
+  // queues again every request the connection's previous reader took and
+  // never answered, its unique marked with bit 63.
+  constexpr int32_t kNotifyResend = 7;
+  fuse_out_header oh{sizeof oh, kNotifyResend, 0};
+  if (::write(fuse_session_fd(se_), &oh, sizeof oh) == static_cast<ssize_t>(sizeof oh)) return 0;
+  return errno;
 }
 
 namespace {
@@ -181,6 +285,12 @@ Session::~Session() {
     std::lock_guard lock(g_disowned_mu);
     g_disowned->push_back(se_);
   } else {
+    // An adopted session has no mountpoint of libfuse's to unmount: the
+    // mount was made by a predecessor. Detach it by path, as libfuse would.
+    if (adopted_ && ::umount2(mountpoint_.c_str(), MNT_DETACH) != 0 && errno != EINVAL &&
+        errno != ENOENT) {
+      spdlog::warn("{}: cannot detach: {}", mountpoint_, std::strerror(errno));
+    }
     fuse_session_unmount(se_);
     fuse_session_destroy(se_);
   }
@@ -226,15 +336,15 @@ void Session::exit() {
 bool Session::wait_for_init(std::chrono::milliseconds timeout) const {
   const auto end = std::chrono::steady_clock::now() + timeout;
   const int fd = fuse_session_fd(se_);
-  while (std::chrono::steady_clock::now() < end) {
+  for (;;) {
     {
       std::lock_guard lock(g_init_mu);
       auto it = g_init.find(fd);
       if (it != g_init.end() && it->second.replied) return true;
     }
+    if (std::chrono::steady_clock::now() >= end) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  return false;
 }
 
 bool Session::direct_io_mmap_negotiated(fuse_session* se) {

@@ -45,6 +45,15 @@ class Session {
   static std::unique_ptr<Session> mount(const fuse_lowlevel_ops& ops, void* userdata,
                                         const std::string& mountpoint,
                                         const SessionOptions& options, std::string* error);
+  // Takes over a connection a previous daemon made (its /dev/fuse fd `fd`,
+  // from the service manager's fd store, owned from now on) and serves the
+  // mount at `mountpoint` without mounting: the kernel sends no INIT, so
+  // `init` (the INIT request the kernel sent the first daemon, init_request())
+  // is replayed into libfuse and its reply dropped.
+  static std::unique_ptr<Session> adopt(const fuse_lowlevel_ops& ops, void* userdata,
+                                        const std::string& mountpoint, int fd,
+                                        const std::vector<uint8_t>& init,
+                                        const SessionOptions& options, std::string* error);
   ~Session();  // unmounts
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -61,10 +70,17 @@ class Session {
   // Waits until the kernel's INIT has been answered (the loop must run).
   bool wait_for_init(std::chrono::milliseconds timeout) const;
   // For a mount already detached whose connection still lives (a container
-  // holds it) and that must end now, with the daemon: the destructor then
-  // closes the channel without touching the mountpoint path, which may hold
-  // another mount by now, and keeps the session's memory until exit.
+  // holds it) and that must end now, with the daemon, or a mount handed to a
+  // successor through the fd store (which holds the connection): the
+  // destructor then closes the channel without touching the mountpoint path,
+  // and keeps the session's memory until exit.
   void disown();
+  // The INIT request of this connection (empty until it came).
+  std::vector<uint8_t> init_request() const;
+  // Asks the kernel to queue again the requests a dead predecessor read and
+  // never answered (FUSE_NOTIFY_RESEND, Linux 6.9+). 0, or the errno.
+  int resend() const;
+  int fd() const { return fuse_session_fd(se_); }
   // Whether the kernel agreed to shared mmap of direct_io files.
   static bool direct_io_mmap_negotiated(fuse_session* se);
 
@@ -74,6 +90,7 @@ class Session {
   std::string mountpoint_;
   unsigned max_threads_ = 16;
   bool disowned_ = false;
+  bool adopted_ = false;  // adopt(): the mount is not libfuse's to unmount
   std::atomic<bool> running_{false};
   std::atomic<bool> started_{false};
   std::atomic<pthread_t> loop_thread_{};

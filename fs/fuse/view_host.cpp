@@ -24,6 +24,7 @@ struct ViewHost::Hosted {
   ViewId id = 0;
   bool runtime = false;      // added through the control socket: persisted
   bool created_dir = false;  // the host made the mountpoint directory
+  bool adopted = false;      // its connection came from the fd store (a restart)
   std::string stored;        // the view object as persisted (runtime): for idempotency
   std::unique_ptr<Filesystem> fs;
   std::unique_ptr<Session> session;
@@ -181,10 +182,6 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
   }
   auto h = std::make_unique<Hosted>();
   h->runtime = runtime;
-  if (!make_mountpoint(v.mountpoint, &h->created_dir, error)) {
-    *error = where + ": " + *error;
-    return Errno(EINVAL);
-  }
   auto undo_dir = [&] {
     if (h->created_dir) ::rmdir(v.mountpoint.c_str());
   };
@@ -192,8 +189,34 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
   h->id = mediator_.add_view(v);
   h->fs = std::make_unique<Filesystem>(mediator_, h->id, drivers_);
   mediator_.wait_for_discovery();  // doe_features/ is complete before anyone looks
-  h->session =
-      Session::mount(Filesystem::ops(), h->fs.get(), v.mountpoint, options_.session, error);
+  if (Restart* r = options_.restart) {
+    if (auto kept = r->take_view(v.name)) {
+      std::string why;
+      h->session = Session::adopt(Filesystem::ops(), h->fs.get(), v.mountpoint, kept->fd,
+                                  kept->init, options_.session, &why);
+      if (h->session) {
+        h->adopted = true;
+        // Before the loop reads a request: the kernel's handles find theirs.
+        r->adopt_handles(mediator_, v.name, h->id);
+      } else {
+        // The stored connection cannot be served: it ends, and the view is
+        // mounted afresh (a container's bind of the old mount sees ENOTCONN).
+        spdlog::error("{}: cannot take over the stored connection ({}): mounting afresh", where,
+                      why);
+        r->view_ended(v.name);
+        ::umount2(v.mountpoint.c_str(), MNT_DETACH);
+      }
+    }
+  }
+  if (!h->session) {
+    if (!make_mountpoint(v.mountpoint, &h->created_dir, error)) {
+      mediator_.remove_view(h->id);
+      *error = where + ": " + *error;
+      return Errno(EINVAL);
+    }
+    h->session =
+        Session::mount(Filesystem::ops(), h->fs.get(), v.mountpoint, options_.session, error);
+  }
   if (!h->session) {
     mediator_.remove_view(h->id);
     undo_dir();
@@ -214,6 +237,19 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
     undo_dir();
     return Errno(EIO);
   }
+  if (h->adopted) {
+    // Requests the dead daemon read and never answered come again (6.9+).
+    if (const int e = h->session->resend()) {
+      spdlog::warn(
+          "view {}: the kernel cannot resend requests in flight at the restart ({}): "
+          "their callers wait until they are killed",
+          v.name, std::strerror(e));
+    }
+    // Pages the old daemon filled belong to devices it reset: fault in afresh.
+    for (const Bdf& b : mediator_.devices(h->id)) revoker_.invalidate_mappings(b);
+    spdlog::info("view {} at {}: taken over from the previous daemon", v.name, v.mountpoint);
+  }
+  if (options_.restart) options_.restart->view_serving(v.name, *h->session, h->adopted);
   h->stored = stored.dump();
   if (runtime && !options_.state_dir.empty() &&
       !control::save_state(options_.state_dir, v.name, stored.dump(2) + "\n", error)) {
@@ -273,6 +309,7 @@ Result<bool> ViewHost::remove(const std::string& name, std::string* error) {
 void ViewHost::retire_locked(std::unique_ptr<Hosted> h, const char* why) {
   const ViewPolicy& v = h->policy;
   if (!options_.cdi_dir.empty()) control::remove_view_spec(options_.cdi_dir, v.name);
+  if (options_.restart) options_.restart->view_ended(v.name);
   mediator_.remove_view(h->id);
   if (h->fs) h->fs->kill();
   if (h->session && !h->ended->load() && ::umount2(v.mountpoint.c_str(), MNT_DETACH) != 0 &&
@@ -319,6 +356,7 @@ void ViewHost::stop_all() {
   MutexLock lock(mu_);
   for (auto& [name, h] : views_) {
     if (!options_.cdi_dir.empty()) control::remove_view_spec(options_.cdi_dir, name);
+    if (options_.restart) options_.restart->view_ended(name);
     mediator_.remove_view(h->id);
     h->fs->kill();
   }
@@ -336,6 +374,18 @@ void ViewHost::stop_all() {
     stop(*h);
   }
   retired_.clear();
+}
+
+void ViewHost::hand_over() {
+  MutexLock lock(mu_);
+  for (auto& [name, h] : views_) {
+    while (h->session->running()) {
+      h->session->exit();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (h->loop.joinable()) h->loop.join();
+    h->session->disown();  // the store holds the connection; the mount stays
+  }
 }
 
 size_t ViewHost::load_state() {

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "fuse/filesystem.hpp"
+#include "fuse/restart.hpp"
 #include "fuse/revoker.hpp"
 #include "fuse/session.hpp"
 #include "pcifs/mediator.hpp"
@@ -44,6 +45,7 @@ struct HostOptions {
   std::string cdi_dir;                         // "": no CDI specs are written
   std::string view_root = "/run/pcifs/views";  // mountpoint of a view that names none
   std::string hook_binary;                     // the CDI spec's hook ("": none)
+  Restart* restart = nullptr;                  // the fd store (restart.hpp); null: none
 };
 
 struct AddedView {
@@ -75,6 +77,11 @@ class ViewHost {
   // of views still served.
   size_t reap() EXCLUDES(mu_);
   void stop_all() EXCLUDES(mu_);
+  // For a successor that takes the mounts over through the fd store: ends
+  // every loop once its requests in progress are answered and leaves
+  // everything else as it is (mounts, claims, CDI specs, state). The
+  // process must end right after, without destroying the Mediator.
+  void hand_over() EXCLUDES(mu_);
   std::vector<std::string> mountpoints() const EXCLUDES(mu_);
 
  private:

@@ -103,6 +103,32 @@ class RevocationSink {
   virtual void device_gone(const Bdf& bdf) { (void)bdf; }
 };
 
+// One open handle as a successor daemon needs it to take the handle over
+// after a restart (README "Restarts"): the kernel still holds the handle's
+// id as the file's fh and sends it with every request.
+struct HandleRecord {
+  HandleId id = 0;
+  std::string view;  // the view's name (ids are per process)
+  FileRef ref;
+  OpenFlags flags;
+  Caller caller;
+  bool claiming = false;  // it holds a share of its group's claim
+  bool doe_busy = false;  // a DOE request was written; its response is not read to the end
+};
+
+// Where the Mediator records its handle table as it changes (the FUSE layer
+// keeps it in a memfd that outlives the process: fs/control/restart_state).
+// Every method is called with at most Handle::mu held (level 7), must not
+// throw, and must not call back into the Mediator.
+class HandleJournal {
+ public:
+  virtual ~HandleJournal() = default;
+  virtual void opened(const HandleRecord& r) noexcept = 0;  // before the open is answered
+  virtual void confirmed(HandleId id) noexcept = 0;         // the kernel has the handle
+  virtual void changed(HandleId id, bool claiming, bool doe_busy) noexcept = 0;
+  virtual void released(HandleId id) noexcept = 0;
+};
+
 // Cross-daemon leases (fs/core/host_locks.hpp): with a backend whose devices
 // other processes can reach (Backend::shared_root), every served, unbound
 // device's IOMMU group is leased host-wide; a device whose lease another
@@ -201,6 +227,21 @@ class Mediator {
   void set_revocation_sink(RevocationSink* sink);
   // Called for every MediatorEvent from now on (nullptr: none).
   void set_event_sink(EventSink sink);
+
+  // --- Restarts (README "Restarts"). Set before anything is opened.
+  void set_handle_journal(HandleJournal* journal);
+  // The FUSE layer tells the journal that the open reply reached the kernel:
+  // only confirmed handles are taken over (an unanswered open is resent).
+  void confirm_open(HandleId h);
+  // Takes over a handle the previous daemon journaled, under the same id:
+  // its claim is taken again for the same pid (a claim is never lost while
+  // its handle is open), and a DOE exchange that was in flight answers its
+  // next read with EIO (the exchange died with the old process). ENODEV: the
+  // view was removed; ENOENT: the device or file is not in the view (any
+  // more); EEXIST: the id is taken. Nothing is journaled anew.
+  Result<void> adopt_handle(ViewId view, const HandleRecord& r);
+  // New handles get ids >= `first` (ids the old daemon gave out are never reused).
+  void reserve_handle_ids(HandleId first);
 
   // --- Views at runtime [S16].
   // Ends a view for good, as S12's revoke: every handle opened through it is

@@ -1,0 +1,153 @@
+// Restart (restart.hpp).
+#include "fuse/restart.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace pcifs::fuse {
+namespace {
+
+constexpr const char* kStateName = "state";
+constexpr const char* kViewPrefix = "fuse-";
+
+}  // namespace
+
+std::unique_ptr<Restart> Restart::start(bool fd_store, std::string* error) {
+  auto r = std::unique_ptr<Restart>(new Restart());
+  std::vector<control::ListenFd> fds = control::take_listen_fds();
+  int state_fd = -1;
+  for (const auto& f : fds) {
+    if (f.name == kStateName && state_fd < 0) {
+      state_fd = f.fd;
+    } else if (f.name.rfind(kViewPrefix, 0) == 0 && !r->stored_.count(f.name.substr(5))) {
+      r->stored_[f.name.substr(5)] = f.fd;
+    } else {
+      spdlog::warn("restart: passed fd {} named {}: not ours, closed", f.fd, f.name);
+      ::close(f.fd);
+    }
+  }
+  if (state_fd >= 0) {
+    std::string why;
+    r->state_ = control::RestartState::adopt(state_fd, &why);
+    if (!r->state_)
+      spdlog::warn("restart: the stored state is unusable ({}): starting afresh", why);
+  }
+  if (!r->state_ && !r->stored_.empty()) {
+    // Connections without their INIT cannot be served: let them go.
+    spdlog::warn("restart: {} stored connection(s) without their state: they end",
+                 r->stored_.size());
+    for (auto& [name, fd] : r->stored_) {
+      r->notifier_.remove_fds(kViewPrefix + name);
+      ::close(fd);
+    }
+    r->stored_.clear();
+  }
+  if (r->state_) {
+    r->records_ = r->state_->handles();
+    spdlog::info("restart: taking over {} view connection(s) and {} open handle(s)",
+                 r->stored_.size(), r->records_.size());
+  }
+  if (!fd_store) return r;
+  if (!r->notifier_.enabled()) {
+    *error = "--fd-store: $NOTIFY_SOCKET is not set (no service manager to keep the fds)";
+    return nullptr;
+  }
+  if (!r->state_) {
+    r->state_ = control::RestartState::create(error);
+    if (!r->state_) return nullptr;
+    // A stale "state" the manager may still hold goes first.
+    r->notifier_.remove_fds(kStateName);
+    if (!r->notifier_.store_fd(kStateName, r->state_->fd())) {
+      *error = "--fd-store: the service manager did not take the state fd";
+      return nullptr;
+    }
+  }
+  r->storing_ = true;
+  return r;
+}
+
+Restart::~Restart() {
+  MutexLock lock(mu_);
+  for (auto& [name, fd] : stored_) ::close(fd);
+}
+
+std::optional<Restart::Stored> Restart::take_view(const std::string& name) {
+  MutexLock lock(mu_);
+  auto it = stored_.find(name);
+  if (it == stored_.end()) return std::nullopt;
+  Stored s{it->second, {}};
+  stored_.erase(it);
+  auto init = state_ ? state_->view_init(name) : std::nullopt;
+  if (!init) {
+    spdlog::warn("view {}: stored connection without its INIT: it ends", name);
+    notifier_.remove_fds(kViewPrefix + name);
+    ::close(s.fd);
+    return std::nullopt;
+  }
+  s.init = std::move(*init);
+  return s;
+}
+
+void Restart::adopt_handles(Mediator& m, const std::string& view, ViewId id) {
+  std::vector<HandleRecord> mine;
+  {
+    MutexLock lock(mu_);
+    auto split = std::stable_partition(records_.begin(), records_.end(),
+                                       [&](const HandleRecord& r) { return r.view != view; });
+    mine.assign(std::make_move_iterator(split), std::make_move_iterator(records_.end()));
+    records_.erase(split, records_.end());
+  }
+  size_t kept = 0;
+  for (const auto& r : mine) {
+    if (m.adopt_handle(id, r)) {
+      ++kept;
+      continue;
+    }
+    // Its device or file left the view while no daemon ran: the kernel's
+    // handle gets EBADF from now on.
+    spdlog::info("view {}: handle {} ({} of pid={}) not taken over", view, r.id, r.ref.bdf.str(),
+                 r.caller.pid);
+    state_->released(r.id);
+  }
+  if (!mine.empty())
+    spdlog::info("view {}: {} of {} handle(s) taken over", view, kept, mine.size());
+}
+
+void Restart::reserve_ids(Mediator& m) const {
+  if (state_) m.reserve_handle_ids(state_->first_free_id());
+}
+
+void Restart::view_serving(const std::string& name, const Session& s, bool adopted) {
+  if (!storing_ || adopted) return;
+  state_->put_view(name, s.init_request());
+  notifier_.remove_fds(kViewPrefix + name);  // a stale one of a view of that name
+  if (!notifier_.store_fd(kViewPrefix + name, s.fd())) {
+    spdlog::warn("view {}: the service manager did not keep its connection: a restart ends it",
+                 name);
+  }
+}
+
+void Restart::view_ended(const std::string& name) {
+  if (!state_) return;
+  state_->drop_view(name);
+  if (storing_) notifier_.remove_fds(kViewPrefix + name);
+}
+
+void Restart::drop_leftovers() {
+  MutexLock lock(mu_);
+  for (auto& [name, fd] : stored_) {
+    spdlog::warn("restart: view {} is no longer configured: its stored connection ends", name);
+    notifier_.remove_fds(kViewPrefix + name);
+    if (state_) state_->drop_view(name);
+    ::close(fd);
+  }
+  stored_.clear();
+  for (const auto& r : records_) {
+    if (state_) state_->released(r.id);
+  }
+  records_.clear();
+}
+
+}  // namespace pcifs::fuse
