@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "sysfs/crash_points.hpp"
 #include "sysfs/sysfs_attrs.hpp"
 
 namespace pcifs::backend::sysfs {
@@ -69,6 +70,7 @@ SysfsBackend::SysfsBackend(std::string root, SysfsOptions options)
     : root_(absolute(std::move(root))),
       options_(std::move(options)),
       batch_(options_.ring_entries, options_.force_pread_batch) {
+  if (auto bad = arm_crash_point_from_env()) warn(*bad);  // tests only (crash_points.hpp)
   open_uevents();  // before the scan: what arrives meanwhile is queued, not missed
   Scan s = scan({});
   MutexLock lock(mu_);

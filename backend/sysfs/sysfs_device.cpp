@@ -10,6 +10,7 @@
 
 #include <thread>
 
+#include "sysfs/crash_points.hpp"
 #include "sysfs/pm_cap.hpp"
 #include "sysfs/sysfs_attrs.hpp"
 
@@ -117,7 +118,12 @@ Result<void> SysfsDevice::config_write(uint32_t offset, unsigned width, uint32_t
   if (!fd) return fd.error();
   uint8_t b[4];
   for (unsigned k = 0; k < 4; ++k) b[k] = static_cast<uint8_t>(value >> (8 * k));
-  return pwrite_exact(*fd, b, width, offset);
+  PCIFS_TRY(pwrite_exact(*fd, b, width, offset));
+  if (offset <= PCI_COMMAND && offset + width > PCI_COMMAND) restoring_.store(false);
+  if (offset >= PCI_BASE_ADDRESS_0 && offset <= PCI_BASE_ADDRESS_5 && restoring_.exchange(false)) {
+    crash_at(CrashPoint::kMidRestore);
+  }
+  return Ok();
 }
 
 Result<void> SysfsDevice::check_block(uint32_t offset, size_t length) const {
@@ -148,7 +154,13 @@ Result<void> SysfsDevice::set_power_state(PowerState target) {
   // PME_Status is RW1C: writing back the 1 we read would clear it for the driver.
   constexpr uint32_t kKeep = ~uint32_t{PCI_PM_CTRL_STATE_MASK | PCI_PM_CTRL_PME_STATUS};
   uint32_t value = (*pmcsr & kKeep) | want;
+  if (want == 3) crash_at(CrashPoint::kBeforeD3hot);
   PCIFS_TRY(config_write(pmcsr_off, 2, value));
+  if (want == 3) crash_at(CrashPoint::kAfterD3hot);
+  if (now == 3) {  // D3hot -> D0: the core's restore follows (crash_points.hpp)
+    restoring_.store(true);
+    crash_at(CrashPoint::kAfterD0);
+  }
   if (now == 3 || want == 3) std::this_thread::sleep_for(d3hot_delay_);
   return Ok();
 }
@@ -162,7 +174,9 @@ Result<void> SysfsDevice::write_attr(const char* name, std::string_view text, Er
 
 Result<void> SysfsDevice::reset() {
   if (gone()) return Errno(ENODEV);
-  return write_attr("reset", "1\n", Errno(EOPNOTSUPP));
+  PCIFS_TRY(write_attr("reset", "1\n", Errno(EOPNOTSUPP)));
+  crash_at(CrashPoint::kAfterReset);
+  return Ok();
 }
 
 }  // namespace pcifs::backend::sysfs

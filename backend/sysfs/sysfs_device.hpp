@@ -92,6 +92,9 @@ class SysfsDevice final : public Device {
   const std::chrono::milliseconds d3hot_delay_;
   DeviceInfo info_;  // written once in open(), then read-only
   std::atomic<bool> gone_{false};
+  // Between a D3hot -> D0 write and the next Command write: the core is
+  // restoring config (the mid-restore failpoint, crash_points.hpp).
+  std::atomic<bool> restoring_{false};
 
   mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
   UniqueFd config_rw_ GUARDED_BY(mu_);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sysfs/crash_points.hpp"
 #include "sysfs/sysfs_device.hpp"
 
 namespace pcifs::backend::sysfs {
@@ -123,7 +124,9 @@ Result<void> SysfsDevice::rom_enable(bool on) {
   if (gone()) return Errno(ENODEV);
   // The kernel's rom attribute disables only on a 2-byte write starting with
   // '0' at offset 0; anything else enables.
-  return write_attr("rom", on ? "1\n" : "0\n", Errno(ENXIO));
+  PCIFS_TRY(write_attr("rom", on ? "1\n" : "0\n", Errno(ENXIO)));
+  if (on) crash_at(CrashPoint::kRomEnabled);
+  return Ok();
 }
 
 Result<int> SysfsDevice::rom_fd() {
@@ -151,6 +154,7 @@ Result<size_t> SysfsDevice::rom_read(uint64_t offset, std::span<uint8_t> out) {
     if (n == 0) break;
     done += static_cast<size_t>(n);
   }
+  crash_at(CrashPoint::kRomRead);
   return done;
 }
 

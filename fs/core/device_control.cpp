@@ -126,11 +126,28 @@ ControlCounters DeviceControl::counters() const {
 // ----------------------------------------------------------------- accesses
 
 Result<AccessToken> DeviceControl::enter_bar(unsigned bar, bool wait) {
+  if (unrecovered()) return Errno(EIO);
   return gate_.enter_bar(bar_is_io(dev_->info(), bar), wait);
 }
 
+Result<AccessToken> DeviceControl::enter_config(bool write, bool wait) {
+  if (unrecovered()) return Errno(EIO);
+  return gate_.enter_config(write, wait);
+}
+
+Result<AccessToken> DeviceControl::enter_doe() {
+  if (unrecovered()) return Errno(EIO);
+  return gate_.enter_doe();
+}
+
+void DeviceControl::set_step_recorder(StepRecorder steps) {
+  slot_.acquire();
+  steps_ = std::move(steps);
+  slot_.release();
+}
+
 Result<uint32_t> DeviceControl::config_read(uint32_t offset, unsigned width) {
-  auto token = gate_.enter_config(false);
+  auto token = enter_config(false);
   if (!token) return token.error();
   return config_read(*token, offset, width);
 }
@@ -142,7 +159,7 @@ Result<uint32_t> DeviceControl::config_read(const AccessToken& token, uint32_t o
 }
 
 Result<void> DeviceControl::config_read_block(uint32_t offset, std::span<uint8_t> out) {
-  auto token = gate_.enter_config(false);
+  auto token = enter_config(false);
   if (!token) return token.error();
   return config_read_block(*token, offset, out);
 }
@@ -157,7 +174,7 @@ Result<void> DeviceControl::config_read_block(const AccessToken& token, uint32_t
 }
 
 Result<void> DeviceControl::config_write(uint32_t offset, unsigned width, uint32_t value) {
-  auto token = gate_.enter_config(true);
+  auto token = enter_config(true);
   if (!token) return token.error();
   return config_write(*token, offset, width, value);
 }
@@ -234,6 +251,7 @@ Result<void> DeviceControl::wake(bool wait) {
 
 Result<void> DeviceControl::set_power_locked(PowerState target) {
   if (gate_.revoked()) return Errno(ENODEV);
+  if (unrecovered()) return Errno(EIO);
   PowerState from = gate_.power();
   if (from == target) return Ok();
   ++transitions_;
@@ -249,18 +267,22 @@ Result<void> DeviceControl::power_down_locked(PowerState target) {
   quiesce();
   gate_.begin_physical();
   auto image = read_config_image(*dev_);
+  if (image) steps_.begin(restore_record(StepKind::kPowerDown, *image));
   Result<void> r = image ? dev_->set_power_state(PowerState::kD3hot) : Result<void>(image.error());
   if (!r) {  // still in D0: nothing happened
+    steps_.end();
     gate_.end_physical(PowerState::kD0, nullptr);
     gate_.reopen();
     return r;
   }
   saved_ = std::move(*image);
   if (target == PowerState::kD3hot) {
+    steps_.end();
     gate_.end_physical(PowerState::kD3hot, nullptr);
     return Ok();
   }
   r = dev_->set_power_state(PowerState::kD3cold);
+  steps_.end();  // D3cold or still D3hot: either is a state the next daemon can serve
   gate_.end_physical(r ? PowerState::kD3cold : PowerState::kD3hot,
                      r ? std::make_shared<const ConfigImage>(as_d3_snapshot(saved_)) : nullptr);
   return r;
@@ -270,7 +292,9 @@ Result<void> DeviceControl::d3hot_to_d3cold_locked() {
   slot_.set_phase(Phase::kPhysical);
   gate_.begin_physical();
   auto image = read_config_image(*dev_);  // D3hot: config still readable
+  if (image) steps_.begin(restore_record(StepKind::kPowerDown, *image));
   Result<void> r = image ? dev_->set_power_state(PowerState::kD3cold) : Result<void>(image.error());
+  steps_.end();
   if (!r) {
     gate_.end_physical(PowerState::kD3hot, nullptr);
     return r;
@@ -289,14 +313,17 @@ Result<void> DeviceControl::power_up_locked(bool reopen) {
     // Config writes made in D3hot are part of the state to keep.
     if (auto image = read_config_image(*dev_)) saved_ = std::move(*image);
   }
+  if (!saved_.empty()) steps_.begin(restore_record(StepKind::kPowerUp, saved_));
   auto r = dev_->set_power_state(PowerState::kD0);
   if (!r) {
+    steps_.end();  // still in low power, as the gate says
     gate_.end_physical(from, from == PowerState::kD3cold
                                  ? std::make_shared<const ConfigImage>(as_d3_snapshot(saved_))
                                  : nullptr);
     return r;
   }
   r = restore_locked(from);
+  if (r) steps_.end();  // a failed restore keeps the record: recovered at the next start
   gate_.end_physical(PowerState::kD0, nullptr);
   // A failed restore leaves BARs unprogrammed: keep them closed (EIO).
   if (r && reopen) gate_.reopen();
@@ -332,6 +359,7 @@ Result<void> DeviceControl::reset() {
 
 Result<void> DeviceControl::reset_locked() {
   if (gate_.revoked()) return Errno(ENODEV);
+  if (unrecovered()) return Errno(EIO);
   // As pci_reset_function: the function is brought to D0 before the reset.
   if (gate_.power() != PowerState::kD0) {
     ++transitions_;
@@ -341,9 +369,11 @@ Result<void> DeviceControl::reset_locked() {
   quiesce();
   gate_.begin_physical();
   if (auto image = read_config_image(*dev_)) saved_ = std::move(*image);
+  if (!saved_.empty()) steps_.begin(restore_record(StepKind::kReset, saved_));
   auto reset_result = dev_->reset();
   // Restore even after a failed reset: the function's state is unknown.
   auto restore_result = restore_locked(PowerState::kD0);
+  if (restore_result) steps_.end();
   gate_.end_physical(PowerState::kD0, nullptr);
   if (restore_result) gate_.reopen();
   return reset_result ? restore_result : reset_result;
@@ -379,7 +409,7 @@ Result<void> DeviceControl::change_decode(DecodeChange change,
 Result<void> DeviceControl::change_decode_locked(DecodeChange change,
                                                  const std::function<Result<void>()>& do_write) {
   if (gate_.revoked()) return Errno(ENODEV);
-  if (gate_.power() == PowerState::kD3cold) return Errno(EIO);
+  if (unrecovered() || gate_.power() == PowerState::kD3cold) return Errno(EIO);
   bool mem = change.memory.value_or(gate_.memory_decode());
   bool io = change.io.value_or(gate_.io_decode());
   bool turning_off = (!mem && gate_.memory_decode()) || (!io && gate_.io_decode());
@@ -409,7 +439,7 @@ Result<std::shared_ptr<const RomImage>> DeviceControl::rom(bool wait) {
   auto cached = cached_rom();
   if (cached || cached.error() != Errno(EAGAIN)) return cached;
   if (gate_.revoked()) return Errno(ENODEV);
-  if (!dev_->info().has_rom()) return Errno(EIO);
+  if (unrecovered() || !dev_->info().has_rom()) return Errno(EIO);
   // A page fault on the rom file may land here: never wait behind a quiesce,
   // nor move to a lane behind one (see wake()): EIO, retried by the next read.
   if (!wait) {
@@ -430,8 +460,13 @@ Result<std::shared_ptr<const RomImage>> DeviceControl::capture_locked() {
   // nothing remembered, so a later read retries.
   if (!gate_.begin_capture()) return Errno(EIO);
   ++rom_captures_;
+  StepRecord rec;
+  rec.step = StepKind::kRomCapture;
+  rec.rom_decode_off = true;
+  steps_.begin(rec);
   bool rom_off = true;
   auto bytes = capture_rom_window(*dev_, dev_->info().resources[6].size(), &rom_off);
+  if (rom_off) steps_.end();  // decode stuck on: the record stays for the next daemon
   gate_.end_capture(rom_off);
   if (!bytes) return bytes.error();  // device error: retried on the next read
   RomCheck check = validate_rom(*bytes);

@@ -48,6 +48,14 @@
 // reopen, power, decode); revoked() is final. A handle that sees revoked() is
 // dead (ENODEV); one that sees a new epoch was quiesced and works again.
 //
+// Crash hand-over (step_recovery.hpp): with a StepRecorder set, each physical
+// step is journaled before it runs (ROM capture: decode must go off; power-down,
+// power-up, reset, hand-over: the config image to restore, Command last) and
+// the record cleared once the device is in a known state again. A step that
+// leaves the device unsafe (ROM decode stuck on, a restore that failed) keeps
+// its record for the next daemon. A device whose recovery at attach failed is
+// marked unrecovered: every access and control operation fails with EIO.
+//
 // Ownership: shares the Device; borrows the RevocationSink (may be null),
 // which must outlive this object. Thread safety: every method is thread-safe.
 #pragma once
@@ -64,6 +72,7 @@
 #include "core/handover.hpp"
 #include "core/revocation.hpp"
 #include "core/rom_shadow.hpp"
+#include "core/step_recovery.hpp"
 #include "pcifs/backend.hpp"
 #include "pcifs/result.hpp"
 #include "pcifs/sync.hpp"
@@ -120,10 +129,8 @@ class DeviceControl {
 
   // --- admission (see access_gate.hpp for the rules)
   Result<AccessToken> enter_bar(unsigned bar, bool wait = true);
-  Result<AccessToken> enter_config(bool write, bool wait = true) {
-    return gate_.enter_config(write, wait);
-  }
-  Result<AccessToken> enter_doe() { return gate_.enter_doe(); }
+  Result<AccessToken> enter_config(bool write, bool wait = true);
+  Result<AccessToken> enter_doe();
 
   // --- admitted single accesses: device, or the D3cold snapshot for reads
   Result<uint32_t> config_read(uint32_t offset, unsigned width);
@@ -165,6 +172,12 @@ class DeviceControl {
   Result<std::shared_ptr<const RomImage>> rom(bool wait = true);
   std::string rom_error() const;  // why rom() fails with EIO; empty if none known
 
+  // --- crash hand-over (step_recovery.hpp). Both before the device is shared.
+  void set_step_recorder(StepRecorder steps);
+  // Recovery at attach failed (logged there): accesses and control operations EIO.
+  void mark_unrecovered() { unrecovered_.store(true, std::memory_order_release); }
+  bool unrecovered() const { return unrecovered_.load(std::memory_order_acquire); }
+
   // --- state for the Mediator and `status`
   bool revoked() const { return gate_.revoked(); }
   uint64_t epoch() const { return gate_.epoch(); }
@@ -203,7 +216,9 @@ class DeviceControl {
   RevocationSink* const sink_;
   AccessGate gate_;
   ControlSlot slot_ ACQUIRED_BEFORE(rom_mu_);
-  ConfigImage saved_ GUARDED_BY(slot_);  // config state to restore in D0
+  ConfigImage saved_ GUARDED_BY(slot_);   // config state to restore in D0
+  StepRecorder steps_ GUARDED_BY(slot_);  // the step journal of this device, if any
+  std::atomic<bool> unrecovered_{false};
 
   mutable Mutex rom_mu_;
   std::shared_ptr<const RomImage> rom_ GUARDED_BY(rom_mu_);

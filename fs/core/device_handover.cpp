@@ -17,6 +17,7 @@ Result<void> DeviceControl::hand_over(const ConfigImage& baseline, ResetMethod m
 
 Result<void> DeviceControl::hand_over_locked(const ConfigImage& baseline, ResetMethod method) {
   if (gate_.revoked()) return Errno(ENODEV);
+  if (unrecovered()) return Errno(EIO);
   ++handovers_;
   if (gate_.power() != PowerState::kD0) {  // a reset needs D0, and the next user gets D0
     ++transitions_;
@@ -24,6 +25,7 @@ Result<void> DeviceControl::hand_over_locked(const ConfigImage& baseline, ResetM
   }
   quiesce();
   gate_.begin_physical();
+  steps_.begin(restore_record(StepKind::kHandover, baseline));
   Result<void> reset = Ok();
   if (method == ResetMethod::kFlr) {  // counted in handovers_, not resets_ (the `reset` file's)
     reset = dev_->reset();
@@ -36,6 +38,7 @@ Result<void> DeviceControl::hand_over_locked(const ConfigImage& baseline, ResetM
   saved_ = baseline;
   auto restored = restore_config_state(*dev_, saved_);
   if (restored) {
+    steps_.end();  // a failed restore keeps the record: recovered at the next start
     gate_.clear_rom_stuck();
     decode_from_command(saved_);
   }

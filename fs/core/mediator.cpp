@@ -56,6 +56,8 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
   } else {
     lease(*d);
   }
+  core::StepRecorder steps = step_recorder(*d);
+  const bool unrecovered = core::recover_at_attach(*dev, steps).has_value();  // before any read
   // The image the config tables are built from: read once, while nobody else
   // can reach the device (it is not yet published).
   std::vector<uint8_t> image(d->info.config_size, 0);
@@ -71,6 +73,8 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
   d->config = std::make_unique<core::ConfigSpace>(d->info, image, reread);
   spdlog::debug("{}: config shadow: {} bytes", d->bdf.str(), d->config->shadow().shadowed_bytes());
   d->control = std::make_unique<core::DeviceControl>(dev, &sink, image);
+  d->control->set_step_recorder(std::move(steps));
+  if (unrecovered) d->control->mark_unrecovered();
   d->baseline = core::clean_baseline(image);
   d->reset_method = core::reset_method_of(image);
   d->msix = core::msix_table_of(image);
@@ -94,6 +98,15 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
   start_discovery(d);
   emit(MediatorEvent::device(MediatorEvent::Kind::kDeviceArrived, d->bdf,
                              d->owned_elsewhere.value_or("")));
+}
+
+// Crash hand-over (pcifs/step_journal.hpp): only a device leased here is
+// journaled and recovered -- the lease proves no live daemon is mid-step on it.
+core::StepRecorder Mediator::Impl::step_recorder(const core::DeviceState& d) const {
+  if (!d.lease || !options.step_journal) return {};
+  auto root = backend->shared_root();
+  if (!root) return {};
+  return core::StepRecorder(options.step_journal, *root, d.bdf);
 }
 
 // Before the device is published and before Discovery: a device another

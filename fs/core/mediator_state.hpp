@@ -287,6 +287,7 @@ struct Mediator::Impl {
   // --- mediator.cpp
   void attach(const std::shared_ptr<backend::Device>& dev) REQUIRES(attach_mu);
   void lease(core::DeviceState& d) REQUIRES(attach_mu);
+  core::StepRecorder step_recorder(const core::DeviceState& d) const;
   void watch_leases() EXCLUDES(watch_mu, attach_mu);
   void retry_refused_leases() EXCLUDES(attach_mu);
   void watch_failed(const char* what) noexcept;  // logs; the next pass reattaches

@@ -140,6 +140,7 @@ std::string Mediator::health(const Bdf& bdf) const {
   if (!d || d->gone.load()) return "removed";
   if (d->info.driver && *d->info.driver != "pci-stub") return "bound:" + *d->info.driver;
   if (d->lease_refused) return "served-elsewhere";
+  if (d->control->unrecovered()) return "recovery-failed";  // step_recovery.hpp
   if (d->control->power_state() != PowerState::kD0) return "low-power";
   for (const auto& mb : d->mailboxes) {
     if (mb->dead()) return "doe-dead";

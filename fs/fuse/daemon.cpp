@@ -17,6 +17,7 @@
 #include <cstring>
 #include <thread>
 
+#include "control/step_journal.hpp"
 #include "fuse/host_control.hpp"
 #include "fuse/revoker.hpp"
 #include "fuse/view_host.hpp"
@@ -73,6 +74,8 @@ MediatorOptions mediator_options(const DaemonOptions& options) {
   if (options.lock_dir.empty()) return mo;
   HostLockOptions hl;
   hl.dir = options.lock_dir;
+  // Crash hand-over of leased real devices (pcifs/step_journal.hpp).
+  mo.step_journal = std::make_shared<control::StepJournalDir>(options.lock_dir + "/steps");
   std::string names;
   for (const auto& v : options.views) names += (names.empty() ? "" : ",") + v.name;
   hl.owner = "pid " + std::to_string(getpid()) +

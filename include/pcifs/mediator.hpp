@@ -32,6 +32,7 @@
 
 #include "pcifs/backend.hpp"
 #include "pcifs/result.hpp"
+#include "pcifs/step_journal.hpp"
 #include "pcifs/types.hpp"
 #include "pcifs/view.hpp"
 
@@ -206,6 +207,10 @@ struct MediatorOptions {
   unsigned doe_threads = 1;
   std::chrono::milliseconds doe_timeout{1000};
   std::optional<HostLockOptions> host_locks;  // nullopt: no cross-daemon leases
+  // Crash hand-over of real devices (pcifs/step_journal.hpp): with host
+  // leases, each leased device's physical steps are journaled here, and a
+  // record a dead daemon left is recovered at attach. Null: none.
+  std::shared_ptr<StepJournal> step_journal;
 };
 
 // The text of `status` as one open saw it, and its share of the bound on
