@@ -129,6 +129,9 @@ std::optional<std::vector<Resource>> parse_resource_text(std::string_view text) 
       line = sp == std::string_view::npos ? std::string_view() : trim(line.substr(sp + 1));
     }
     if (!line.empty()) return std::nullopt;
+    // The kernel writes an empty resource as 0 0 or with end = start - 1; one
+    // that ends further before its start would have a size of nearly 2^64.
+    if (f[1] < f[0] && f[1] != f[0] - 1) return std::nullopt;
     out.push_back(Resource{f[0], f[1], f[2]});
   }
   if (out.size() < 7) out.resize(7);

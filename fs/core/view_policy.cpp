@@ -19,8 +19,10 @@ class Checker {
   Checker(const std::string& source, std::string* error) : source_(source), error_(error) {}
   bool fail(std::string_view field, std::string_view expected, const json& got) {
     if (error_) {
+      // replace: the echo of a document that is not JSON may hold invalid
+      // UTF-8 (or a character cut in half at 40 bytes); dump() would throw.
       *error_ = source_ + ": " + std::string(field) + ": expected " + std::string(expected) +
-                " (got " + got.dump() + ")";
+                " (got " + got.dump(-1, ' ', false, json::error_handler_t::replace) + ")";
     }
     return false;
   }

@@ -50,6 +50,20 @@ TEST(ViewPolicyTest, EveryFieldOptional) {
   EXPECT_EQ(v.low_power_access, LowPowerAccess::kDeny);
 }
 
+// Found by tests/fuzz/view_policy_fuzz.cpp: the error for a file that is not
+// JSON echoes its first 40 bytes, and echoing invalid UTF-8 (or a character
+// cut in two at byte 40) threw instead of failing with EINVAL.
+TEST(ViewPolicyTest, NotJsonWithInvalidUtf8IsAnError) {
+  for (const std::string& text : {std::string("\x31\x62\xf6\x36:10f0"),  // "1b?6:10f0"
+                                  std::string(39, 'x') + "\xc3\xa9 not json"}) {
+    std::string err;
+    auto v = parse_view(text, "v.json", &err);
+    ASSERT_FALSE(v.ok());
+    EXPECT_EQ(v.error(), Errno(EINVAL));
+    EXPECT_NE(err.find("v.json: (document): expected valid JSON"), std::string::npos) << err;
+  }
+}
+
 TEST(ViewPolicyTest, GidDefaultsToUid) { EXPECT_EQ(parse_ok(R"({"uid": 5})").gid, 5u); }
 
 TEST(ViewPolicyTest, SelectorsMatch) {

@@ -73,6 +73,16 @@ TEST(ResourceText, RejectsMalformedLines) {
   EXPECT_FALSE(parse_resource_text("zz 0x0 0x0\n"));
 }
 
+// Found by tests/fuzz/sysfs_attrs_fuzz.cpp: an entry that ends before it
+// starts had a size of nearly 2^64. The kernel's own empty entry (end =
+// start - 1) stays accepted, with size 0.
+TEST(ResourceText, EndBeforeStart) {
+  EXPECT_FALSE(parse_resource_text("0x2000 0x1000 0x200\n"));
+  auto r = parse_resource_text("0x1000 0xfff 0x200\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)[0].size(), 0u);
+}
+
 struct DoeCase {
   const char* name;
   std::optional<DoeFeature> want;
