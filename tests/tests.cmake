@@ -33,6 +33,9 @@ foreach(t ${mount_tests})
   target_include_directories(mount_${n} PRIVATE ${CMAKE_SOURCE_DIR}/tests)
   target_link_libraries(mount_${n} PRIVATE pcifs_core pcifs_sim GTest::gtest GTest::gtest_main)
   add_dependencies(mount_${n} pcifs)
+  if(n STREQUAL "restart_test")
+    add_dependencies(mount_${n} pcifs-supervise)
+  endif()
   # kube_*: pcifs-kube end to end (the agent binary, a fake kubelet over gRPC,
   # a fake API server over HTTPS).
   if(n MATCHES "^kube_" AND TARGET pcifs-kube)
@@ -50,6 +53,3 @@ pcifs_layer_probe(control_cannot_include_fuse pcifs_control core_includes_fuse.c
 if(TARGET pcifs_kube)
   pcifs_layer_probe(kube_cannot_include_fuse pcifs_kube core_includes_fuse.cpp TRUE)
 endif()
-
-# Fuzz harnesses and the replay of their seed corpora (tests/fuzz/fuzz.cmake).
-include(${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz.cmake)

@@ -108,12 +108,10 @@ std::vector<ListenFd> take_listen_fds() {
     if (colon == std::string::npos) break;
     start = colon + 1;
   }
-  for (int i = 0; i < n; ++i) {
-    const int fd = kFirst + i;
+  for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
+    const int fd = kFirst + static_cast<int>(i);
     if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) continue;  // not open: nothing to take
-    out.push_back(ListenFd{fd, static_cast<size_t>(i) < split.size() && !split[i].empty()
-                                   ? split[i]
-                                   : std::string("unknown")});
+    out.push_back(ListenFd{fd, i < split.size() && !split[i].empty() ? split[i] : "unknown"});
   }
   return out;
 }

@@ -207,7 +207,6 @@ void Mediator::Impl::doe_complete(const std::weak_ptr<Handle>& wh, uint64_t,
       pending = std::move(h->doe.pending);
       h->doe.pending = nullptr;
       part = take(h->doe, h->doe.pending_max);
-      if (h->doe.state == DoeSlot::State::kIdle) journal_changed(*h);
     }
     wake = std::move(h->doe.wake);
     h->doe.wake = nullptr;
@@ -222,11 +221,13 @@ void Mediator::Impl::doe_read(const std::shared_ptr<Handle>& h, size_t max, bool
   {
     MutexLock lock(h->mu);
     switch (h->doe.state) {
-      case DoeSlot::State::kIdle: break;  // nothing asked: end of file
-      case DoeSlot::State::kReady:
-        now = take(h->doe, max);
-        if (h->doe.state == DoeSlot::State::kIdle) journal_changed(*h);
+      case DoeSlot::State::kIdle:
+        // Nothing asked: end of file. Only now is the exchange journaled as
+        // over: the reply carrying the response's last part may have died
+        // with the daemon, and then its resent read must get EIO, not EOF.
+        journal_changed(*h);
         break;
+      case DoeSlot::State::kReady: now = take(h->doe, max); break;
       case DoeSlot::State::kInFlight:
         if (nonblock) {
           now = Errno(EAGAIN);

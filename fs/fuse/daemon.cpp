@@ -17,8 +17,10 @@
 #include <cstring>
 #include <thread>
 
+#include "control/service_manager.hpp"
 #include "control/step_journal.hpp"
 #include "fuse/host_control.hpp"
+#include "fuse/restart.hpp"
 #include "fuse/revoker.hpp"
 #include "fuse/view_host.hpp"
 

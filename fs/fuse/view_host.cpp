@@ -224,6 +224,17 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
     return Errno(EIO);
   }
   revoker_.add(h->session->raw());
+  if (h->adopted) {
+    // Requests the dead daemon read and never answered come again (6.9+).
+    // Before the loop starts: a resend moves every request being processed
+    // on the connection, and one of our own would then run twice.
+    if (const int e = h->session->resend()) {
+      spdlog::warn(
+          "view {}: the kernel cannot resend requests in flight at the restart ({}): "
+          "their callers wait until they are killed",
+          v.name, std::strerror(e));
+    }
+  }
   h->loop = std::thread([s = h->session.get(), ended = h->ended] {
     s->run();
     ended->store(true);
@@ -238,13 +249,6 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
     return Errno(EIO);
   }
   if (h->adopted) {
-    // Requests the dead daemon read and never answered come again (6.9+).
-    if (const int e = h->session->resend()) {
-      spdlog::warn(
-          "view {}: the kernel cannot resend requests in flight at the restart ({}): "
-          "their callers wait until they are killed",
-          v.name, std::strerror(e));
-    }
     // Pages the old daemon filled belong to devices it reset: fault in afresh.
     for (const Bdf& b : mediator_.devices(h->id)) revoker_.invalidate_mappings(b);
     spdlog::info("view {} at {}: taken over from the previous daemon", v.name, v.mountpoint);
