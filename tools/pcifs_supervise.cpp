@@ -490,7 +490,7 @@ void Supervisor::on_signal() {
       }
       continue;
     }
-    log("received %s", strsignal(sig));
+    log("received %s from pid %u", strsignal(sig), si.ssi_pid);
     if (sig == SIGUSR1) {
       if (child_ > 0)
         stop_child(SIGKILL, false);

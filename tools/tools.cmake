@@ -11,6 +11,10 @@ if(TARGET pcifs_select)
   endif()
 endif()
 file(GLOB tool_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tools/pcifs_*.cpp)
+# pcifs-supervise plays systemd's part (notify socket, fd store) for the
+# restart tests and tools/soak.sh: plain C++ and libc, none of pcifs.
+list(FILTER tool_srcs EXCLUDE REGEX "/pcifs_supervise\\.cpp$")
+add_executable(pcifs-supervise ${CMAKE_SOURCE_DIR}/tools/pcifs_supervise.cpp)
 foreach(src ${tool_srcs})
   get_filename_component(n ${src} NAME_WE)
   string(REPLACE "_" "-" exe ${n})
