@@ -3,8 +3,9 @@
 # (default 60), one at a time, each starting from its seed corpus
 # tests/fuzz/corpus/<name>/. New inputs go to build/fuzz/new/<name>/, not to
 # the repository, unless --merge is given: then the inputs that add coverage
-# are merged into the repository corpus (libFuzzer -merge=1, which keeps only
-# inputs that add coverage). Crashes, hangs, leaks and oracle findings are
+# are merged into the repository corpus (libFuzzer -merge=1 -use_counters=0:
+# only inputs that reach new edges, which keeps the corpora and their replay
+# small). Crashes, hangs, leaks and oracle findings are
 # written to build/fuzz/findings/<name>/.
 #
 # Usage: tools/fuzz.sh [--merge] [SECONDS] [NAME...]
@@ -74,8 +75,8 @@ for n in "${names[@]}"; do
     grep -E 'ERROR|FUZZ FINDING|SUMMARY|Test unit written' "$log" | head -20 || true
   fi
   if ((merge)); then
-    "$bin" -merge=1 -rss_limit_mb="$rss_limit_mb" -malloc_limit_mb="$malloc_limit_mb" \
-      -timeout="$timeout_s" "$corpus" "$new" >>"$log" 2>&1 || failed=1
+    "$bin" -merge=1 -use_counters=0 -rss_limit_mb="$rss_limit_mb" \
+      -malloc_limit_mb="$malloc_limit_mb" -timeout="$timeout_s" "$corpus" "$new" >>"$log" 2>&1 || failed=1
   fi
   line=$(printf '%-18s execs %-10s cov %-6s ft %-6s new units %-5s corpus %-5s findings %s (rc %s)' \
     "$n" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${units:-?}" "$(find "$corpus" -type f | wc -l)" \
