@@ -53,3 +53,6 @@ pcifs_layer_probe(control_cannot_include_fuse pcifs_control core_includes_fuse.c
 if(TARGET pcifs_kube)
   pcifs_layer_probe(kube_cannot_include_fuse pcifs_kube core_includes_fuse.cpp TRUE)
 endif()
+
+# Fuzz harnesses and the replay of their seed corpora (tests/fuzz/fuzz.cmake).
+include(${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz.cmake)
