@@ -189,6 +189,13 @@ bool check_unknown(const json& j, Checker& c) {
   return true;
 }
 
+// A view's name goes into JSON (status, the control socket), which must be
+// UTF-8: a file name that is not gets U+FFFD for its bad bytes.
+std::string utf8(const std::string& s) {
+  return json::parse(json(s).dump(-1, ' ', false, json::error_handler_t::replace))
+      .get<std::string>();
+}
+
 }  // namespace
 
 std::optional<DeviceSelector> parse_selector(std::string_view t) {
@@ -261,7 +268,7 @@ Result<ViewPolicy> load_view_file(const std::string& path, std::string* error) {
   std::string name = path.substr(path.find_last_of('/') + 1);
   auto dot = name.rfind('.');
   auto v = parse_view(ss.str(), path, error);
-  if (v && v->name == path) v->name = name.substr(0, dot);  // no mountpoint, no name field
+  if (v && v->name == path) v->name = utf8(name.substr(0, dot));  // no mountpoint, no name field
   return v;
 }
 

@@ -1,9 +1,11 @@
 #include "core/view_policy.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 
 namespace pcifs::core {
 namespace {
@@ -149,6 +151,25 @@ TEST(ViewPolicyTest, LoadFileNamesViewAfterFileWithoutMountpoint) {
   EXPECT_EQ(v->name.rfind("pcifs-view-", 0), 0u);
   EXPECT_EQ(load_view_file("/nonexistent/v.json", &err).error(), Errno(ENOENT));
   EXPECT_EQ(err, "/nonexistent/v.json: cannot be read");
+}
+
+// A view named after a file whose name is not UTF-8 (Latin-1 "\xe9"): the
+// name goes into status and control-socket JSON, where it threw at dump().
+TEST(ViewPolicyTest, LoadFileNameNotUtf8) {
+  char dir[] = "/tmp/pcifs-view-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/c\xe9.json";
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "{}", 2), 2);
+  close(fd);
+  std::string err;
+  auto v = load_view_file(path, &err);
+  unlink(path.c_str());
+  rmdir(dir);
+  ASSERT_TRUE(v.ok()) << err;
+  EXPECT_EQ(v->name, "c\xef\xbf\xbd");  // U+FFFD
+  EXPECT_NO_THROW((void)nlohmann::json(v->name).dump());
 }
 
 }  // namespace
