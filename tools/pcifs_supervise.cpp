@@ -219,12 +219,12 @@ void Supervisor::exec_child(const std::vector<int>& fds, const std::string& name
   // Copy every fd above the target range first, so that dup2 onto 3..3+n-1
   // cannot clobber a stored fd that happens to sit there.
   std::vector<int> high(fds.size());
-  for (int i = 0; i < n; ++i) {
+  for (size_t i = 0; i < fds.size(); ++i) {
     high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3 + n);
     if (high[i] < 0) _exit(127);
   }
-  for (int i = 0; i < n; ++i)
-    if (dup2(high[i], 3 + i) < 0) _exit(127);  // dup2 leaves the new fd inheritable
+  for (size_t i = 0; i < fds.size(); ++i)  // dup2 leaves the new fd inheritable
+    if (dup2(high[i], 3 + static_cast<int>(i)) < 0) _exit(127);
   // Nothing else crosses over, as under systemd: only 0-2 and the store.
   close_range(static_cast<unsigned>(3 + n), ~0U, 0);
   setrlimit(RLIMIT_NOFILE, &old_nofile_);

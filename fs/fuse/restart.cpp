@@ -16,13 +16,15 @@ constexpr const char* kViewPrefix = "fuse-";
 
 std::unique_ptr<Restart> Restart::start(bool fd_store, std::string* error) {
   auto r = std::unique_ptr<Restart>(new Restart());
+  Restart& self = *r;
+  MutexLock lock(self.mu_);  // no other thread yet; for the analysis
   std::vector<control::ListenFd> fds = control::take_listen_fds();
   int state_fd = -1;
   for (const auto& f : fds) {
     if (f.name == kStateName && state_fd < 0) {
       state_fd = f.fd;
-    } else if (f.name.rfind(kViewPrefix, 0) == 0 && !r->stored_.count(f.name.substr(5))) {
-      r->stored_[f.name.substr(5)] = f.fd;
+    } else if (f.name.rfind(kViewPrefix, 0) == 0 && !self.stored_.count(f.name.substr(5))) {
+      self.stored_[f.name.substr(5)] = f.fd;
     } else {
       spdlog::warn("restart: passed fd {} named {}: not ours, closed", f.fd, f.name);
       ::close(f.fd);
@@ -30,41 +32,41 @@ std::unique_ptr<Restart> Restart::start(bool fd_store, std::string* error) {
   }
   if (state_fd >= 0) {
     std::string why;
-    r->state_ = control::RestartState::adopt(state_fd, &why);
-    if (!r->state_)
+    self.state_ = control::RestartState::adopt(state_fd, &why);
+    if (!self.state_)
       spdlog::warn("restart: the stored state is unusable ({}): starting afresh", why);
   }
-  if (!r->state_ && !r->stored_.empty()) {
+  if (!self.state_ && !self.stored_.empty()) {
     // Connections without their INIT cannot be served: let them go.
     spdlog::warn("restart: {} stored connection(s) without their state: they end",
-                 r->stored_.size());
-    for (auto& [name, fd] : r->stored_) {
-      r->notifier_.remove_fds(kViewPrefix + name);
+                 self.stored_.size());
+    for (auto& [name, fd] : self.stored_) {
+      self.notifier_.remove_fds(kViewPrefix + name);
       ::close(fd);
     }
-    r->stored_.clear();
+    self.stored_.clear();
   }
-  if (r->state_) {
-    r->records_ = r->state_->handles();
+  if (self.state_) {
+    self.records_ = self.state_->handles();
     spdlog::info("restart: taking over {} view connection(s) and {} open handle(s)",
-                 r->stored_.size(), r->records_.size());
+                 self.stored_.size(), self.records_.size());
   }
   if (!fd_store) return r;
-  if (!r->notifier_.enabled()) {
+  if (!self.notifier_.enabled()) {
     *error = "--fd-store: $NOTIFY_SOCKET is not set (no service manager to keep the fds)";
     return nullptr;
   }
-  if (!r->state_) {
-    r->state_ = control::RestartState::create(error);
-    if (!r->state_) return nullptr;
+  if (!self.state_) {
+    self.state_ = control::RestartState::create(error);
+    if (!self.state_) return nullptr;
     // A stale "state" the manager may still hold goes first.
-    r->notifier_.remove_fds(kStateName);
-    if (!r->notifier_.store_fd(kStateName, r->state_->fd())) {
+    self.notifier_.remove_fds(kStateName);
+    if (!self.notifier_.store_fd(kStateName, self.state_->fd())) {
       *error = "--fd-store: the service manager did not take the state fd";
       return nullptr;
     }
   }
-  r->storing_ = true;
+  self.storing_ = true;
   return r;
 }
 
