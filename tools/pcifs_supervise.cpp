@@ -145,7 +145,7 @@ class Supervisor {
   [[noreturn]] void exec_child(const std::vector<int>& fds, const std::string& names);
   void on_notify();
   void handle_message(std::string_view text, const std::vector<int>& fds);
-  void store_fds(const std::vector<int>& fds, std::string name, bool poll);
+  void store_fds(const std::vector<int>& fds, const std::string& name, bool poll);
   void remove_fds(const std::string& name);
   void poll_store(const std::vector<pollfd>& pfds);
   void on_signal();
@@ -280,7 +280,7 @@ void Supervisor::write_status() {
     log("status %s: %s", opt_.status_file.c_str(), strerror(errno));
 }
 
-void Supervisor::store_fds(const std::vector<int>& fds, std::string name, bool poll) {
+void Supervisor::store_fds(const std::vector<int>& fds, const std::string& name, bool poll) {
   for (int fd : fds) {
     bool dup = false;
     for (const auto& s : store_) dup = dup || same_fd(s.fd, fd);
