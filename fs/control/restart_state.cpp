@@ -194,8 +194,7 @@ void RestartState::load(bool scan) {
   }
   for (uint32_t i = kHandleSlots; i-- > 0;) {
     HandleSlot* s = handle_slot(i);
-    if (touched(s) && aload(s->state) == kValid && (aload(s->flags) & kConfirmed) && s->id != 0 &&
-        !handle_index_.count(s->id)) {
+    if (touched(s) && aload(s->state) == kValid && s->id != 0 && !handle_index_.count(s->id)) {
       handle_index_[s->id] = i;
       continue;
     }
@@ -340,6 +339,13 @@ std::vector<HandleRecord> RestartState::handles() const {
     r.flags.nonblock = (f & kNonblock) != 0;
     r.caller = Caller{s->pid, s->uid, s->gid};
     r.claiming = (f & kClaiming) != 0;
+    // Unconfirmed: the daemon died between its open reply and the journal's
+    // confirmation, or before the reply reached the kernel (which then
+    // resends the open: the handle is an orphan). Without a claim it is
+    // taken over (the kernel may hold it; an orphan costs one table entry).
+    // With one it is not: an orphan would hold its group for good, and a
+    // BAR handle without its claim must not touch the device (EBADF).
+    if ((f & kConfirmed) == 0 && r.claiming) continue;
     r.doe_busy = (f & kDoeBusy) != 0;
     out.push_back(std::move(r));
   }

@@ -17,8 +17,11 @@
 //               (the successor replays it into its own session: no INIT
 //               comes from the kernel for a connection that already has one)
 //   handle slots  per open handle: HandleRecord, plus `confirmed` (the open
-//               reply reached the kernel; an unconfirmed open is resent by
-//               the kernel and opened afresh, so its slot is dropped)
+//               reply reached the kernel). An unconfirmed handle may be an
+//               orphan (the kernel resends an open whose reply it never got)
+//               or real (the confirmation died with the daemon): it is taken
+//               over unless it holds a claim, which an orphan would keep for
+//               good (then the kernel's handle, if real, gets EBADF)
 // A slot is free (0), being written (1) or valid (2); a valid slot's flags
 // word (claim, DOE state) changes by one atomic store.
 //

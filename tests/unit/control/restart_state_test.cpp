@@ -40,7 +40,8 @@ TEST(RestartStateTest, ConfirmedHandlesAndViewsSurvive) {
   s->drop_view("c2");
   s->opened(record(5, "c1", true));
   s->confirmed(5);
-  s->opened(record(6, "c1"));  // never confirmed: its open is resent
+  s->opened(record(6, "c1"));        // never confirmed: kept (an orphan costs an entry)
+  s->opened(record(9, "c1", true));  // never confirmed, claiming: dropped
   s->opened(record(7, "c1"));
   s->confirmed(7);
   s->changed(7, true, true);
@@ -52,7 +53,9 @@ TEST(RestartStateTest, ConfirmedHandlesAndViewsSurvive) {
   EXPECT_EQ(next->views(), std::vector<std::string>{"c1"});
   EXPECT_EQ(next->view_init("c1"), (std::vector<uint8_t>{1, 2, 3}));
   auto hs = next->handles();
-  ASSERT_EQ(hs.size(), 2u);
+  ASSERT_EQ(hs.size(), 3u);
+  EXPECT_EQ(hs[1].id, 6u);
+  hs.erase(hs.begin() + 1);
   EXPECT_EQ(hs[0].id, 5u);
   EXPECT_TRUE(hs[0].claiming);
   EXPECT_EQ(hs[0].view, "c1");
@@ -65,7 +68,7 @@ TEST(RestartStateTest, ConfirmedHandlesAndViewsSurvive) {
   EXPECT_EQ(hs[1].id, 7u);
   EXPECT_TRUE(hs[1].claiming);
   EXPECT_TRUE(hs[1].doe_busy);
-  EXPECT_EQ(next->first_free_id(), 9u);  // 8 was given out, even if released
+  EXPECT_EQ(next->first_free_id(), 10u);  // 9 was given out, even if dropped
 }
 
 TEST(RestartStateTest, ASlotTornByAKillIsSkipped) {
