@@ -270,6 +270,11 @@ std::shared_ptr<Handle> Mediator::Impl::handle(HandleId h) {
   return it == handles.end() ? nullptr : it->second;
 }
 
+Errno Mediator::Impl::missing(HandleId h) {
+  MutexLock lock(handles_mu);
+  return Errno(orphans.count(h) ? ENODEV : EBADF);
+}
+
 ViewId Mediator::add_view(ViewPolicy policy) {
   MutexLock lock(impl_->views_mu);
   impl_->views.push_back(std::move(policy));
@@ -449,8 +454,17 @@ Result<void> Mediator::adopt_handle(ViewId view, const HandleRecord& r) {
   if (impl_->removed(view)) return Errno(ENODEV);
   if (r.id == 0) return Errno(EINVAL);
   auto d = impl_->find_in(view, r.ref.bdf);
-  if (!d || d->gone.load()) return Errno(ENOENT);
-  PCIFS_TRY(stat(view, r.ref));  // the file is (still) in the view
+  if (!d || d->gone.load() || !stat(view, r.ref)) {
+    // Its device (or the file) left the view while no daemon ran: the handle
+    // is taken over dead, as if it had been revoked then (ENODEV), and stays
+    // in the journal until the kernel releases it.
+    MutexLock lock(impl_->handles_mu);
+    if (impl_->handles.count(r.id) || !impl_->orphans.insert(r.id).second) return Errno(EEXIST);
+    impl_->next_handle = std::max(impl_->next_handle, r.id + 1);
+    spdlog::info("{}: handle {} of pid={} taken over dead: its device left while no daemon ran",
+                 r.ref.bdf.str(), r.id, r.caller.pid);
+    return Ok();
+  }
   auto h = std::make_shared<Handle>();
   h->id = r.id;
   h->view = view;
@@ -499,7 +513,11 @@ void Mediator::release(HandleId id) {
   {
     MutexLock lock(impl_->handles_mu);
     auto it = impl_->handles.find(id);
-    if (it == impl_->handles.end()) return;
+    if (it == impl_->handles.end()) {
+      if (impl_->orphans.erase(id))
+        if (auto* j = impl_->journal.load()) j->released(id);
+      return;
+    }
     h = it->second;
     impl_->handles.erase(it);
   }

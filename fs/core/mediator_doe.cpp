@@ -245,7 +245,7 @@ void Mediator::Impl::doe_read(const std::shared_ptr<Handle>& h, size_t max, bool
 
 void Mediator::doe_read(HandleId id, size_t max_bytes, ReadDone done) {
   auto h = impl_->handle(id);
-  if (!h) return done(Errno(EBADF));
+  if (!h) return done(impl_->missing(id));
   if (Impl::dead(*h)) return done(Errno(ENODEV));
   if (h->ref.kind != FileKind::kDoe) return done(Errno(EINVAL));
   impl_->doe_read(h, max_bytes, h->flags.nonblock, std::move(done));
@@ -265,7 +265,7 @@ void Mediator::doe_interrupt(HandleId id) {
 
 unsigned Mediator::doe_poll(HandleId id, std::function<void()> wake) {
   auto h = impl_->handle(id);
-  if (!h) return 0;
+  if (!h) return 3;  // ready: the next read or write tells why (EBADF, ENODEV)
   MutexLock lock(h->mu);
   switch (h->doe.state) {
     case DoeSlot::State::kIdle: return 2;

@@ -77,7 +77,7 @@ Result<size_t> Mediator::try_write(HandleId id, uint64_t off, std::span<const ui
 
 Result<size_t> Mediator::Impl::read(HandleId id, uint64_t off, std::span<uint8_t> out, bool wait) {
   auto h = handle(id);
-  if (!h) return Errno(EBADF);
+  if (!h) return missing(id);
   if (dead(*h)) return Errno(ENODEV);
   if (!h->flags.read) return Errno(EBADF);
   switch (h->ref.kind) {
@@ -103,7 +103,7 @@ Result<size_t> Mediator::Impl::read(HandleId id, uint64_t off, std::span<uint8_t
 Result<size_t> Mediator::Impl::write(HandleId id, uint64_t off, std::span<const uint8_t> in,
                                      bool wait) {
   auto h = handle(id);
-  if (!h) return Errno(EBADF);
+  if (!h) return missing(id);
   if (dead(*h)) return Errno(ENODEV);
   if (!h->flags.write) return Errno(EBADF);
   switch (h->ref.kind) {

@@ -103,6 +103,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/caller_budget.hpp"
@@ -280,6 +281,10 @@ struct Mediator::Impl {
   Mutex handles_mu;
   std::unordered_map<HandleId, std::shared_ptr<core::Handle>> handles GUARDED_BY(handles_mu);
   HandleId next_handle GUARDED_BY(handles_mu) = 1;
+  // Handles of the previous daemon whose device left while no daemon ran
+  // (adopt_handle): they answer ENODEV, like a handle of a removed device,
+  // until the kernel releases them.
+  std::unordered_set<HandleId> orphans GUARDED_BY(handles_mu);
   std::atomic<HandleJournal*> journal{nullptr};  // null: nothing is journaled
   // Last: its jobs use the members above; ~Mediator drains it first.
   core::HandoverWorker handovers;
@@ -298,6 +303,8 @@ struct Mediator::Impl {
   std::shared_ptr<core::DeviceState> find(const Bdf& bdf) const;
   std::shared_ptr<core::DeviceState> find_in(ViewId view, const Bdf& bdf) const;
   std::shared_ptr<core::Handle> handle(HandleId h);
+  // What an id without a live handle answers: ENODEV for an orphan, else EBADF.
+  Errno missing(HandleId h) EXCLUDES(handles_mu);
   const ViewPolicy& policy(ViewId view) const;
   // Takes the handle's claim. While its group is handed over: with `wait`,
   // waits for the hand-over (bounded by kHandoverWait, then EAGAIN); without,

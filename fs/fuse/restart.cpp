@@ -107,8 +107,8 @@ void Restart::adopt_handles(Mediator& m, const std::string& view, ViewId id) {
       ++kept;
       continue;
     }
-    // Its device or file left the view while no daemon ran: the kernel's
-    // handle gets EBADF from now on.
+    // Its view is gone or its record contradicts the table (a handle whose
+    // device left is taken over dead, ENODEV): the kernel's handle gets EBADF.
     spdlog::info("view {}: handle {} ({} of pid={}) not taken over", view, r.id, r.ref.bdf.str(),
                  r.caller.pid);
     state_->released(r.id);

@@ -3,6 +3,7 @@
 // ids, with their claims, and with a DOE exchange that died answering EIO.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <future>
 #include <map>
 #include <mutex>
@@ -122,16 +123,46 @@ TEST_F(MediatorRestartTest, ReserveHandleIdsSkipsTheOldOnes) {
   EXPECT_GE(*h, 1000u);
 }
 
-TEST_F(MediatorRestartTest, AdoptingADeviceNotInTheViewFails) {
+// A handle whose device left while no daemon ran (hot-unplugged, or gone from
+// the view) is taken over dead: ENODEV, as if it had been revoked at the
+// removal, not EBADF; it stays journaled until the kernel releases it.
+TEST_F(MediatorRestartTest, AHandleWhoseDeviceLeftIsTakenOverDead) {
   HandleRecord rec;
   rec.id = 7;
-  rec.ref = FileRef{*Bdf::parse("0000:77:00.0"), FileKind::kConfig, 0, {}};
+  rec.view = "v";
+  rec.flags = OpenFlags{true, true};
+  rec.ref = FileRef{*Bdf::parse("0000:77:00.0"), FileKind::kBar, 0, {}};
+  rec.claiming = true;
   ViewId v = 0;
   auto next = successor(&v);
-  EXPECT_EQ(next->adopt_handle(v, rec).error(), Errno(ENOENT));
+  MapJournal j2;
+  next->set_handle_journal(&j2);
+  ASSERT_TRUE(next->adopt_handle(v, rec));
+  EXPECT_EQ(next->adopt_handle(v, rec).error(), Errno(EEXIST));
+  std::array<uint8_t, 4> buf{};
+  EXPECT_EQ(next->read(7, 0, buf).error(), Errno(ENODEV));
+  EXPECT_EQ(next->write(7, 0, buf).error(), Errno(ENODEV));
+  std::promise<Result<std::vector<uint8_t>>> p;
+  next->doe_read(7, 4096, [&](Result<std::vector<uint8_t>> r) { p.set_value(std::move(r)); });
+  EXPECT_EQ(p.get_future().get().error(), Errno(ENODEV));
+  EXPECT_EQ(next->doe_poll(7, nullptr), 3u) << "ready: the next call tells why";
+  // A new handle never reuses its id.
+  auto fresh = next->open(v, kRoot, FileRef{kEp0, FileKind::kConfig, 0, {}}, OpenFlags{});
+  ASSERT_TRUE(fresh);
+  EXPECT_GT(*fresh, 7u);
+  // Released: the journal forgets it and the id is an unknown handle (EBADF).
+  j2.records[7] = rec;
+  next->release(7);
+  EXPECT_EQ(j2.records.count(7), 0u);
+  EXPECT_EQ(next->read(7, 0, buf).error(), Errno(EBADF));
+  // Negative control: an id that was never taken over is EBADF, not ENODEV.
+  EXPECT_EQ(next->read(12345, 0, buf).error(), Errno(EBADF));
+  // A view removed while no daemon ran: not taken over at all.
   next->remove_view(v);
+  rec.id = 9;
   rec.ref.bdf = kEp0;
   EXPECT_EQ(next->adopt_handle(v, rec).error(), Errno(ENODEV));
+  next->set_handle_journal(nullptr);
 }
 
 // A DOE exchange in flight when the daemon died: the journal says so, and the
