@@ -152,6 +152,7 @@ int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& option
     if (!control.start(so, &error)) return fail("--control: " + error);
     control.poll_health();  // the baseline health changes are told against
   }
+  host->adopt_retired();
   restart->drop_leftovers();
   summary(options, host->mountpoints().size());
   ready(true, "");

@@ -5,12 +5,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 
 namespace pcifs::fuse {
 namespace {
 
 constexpr const char* kStateName = "state";
 constexpr const char* kViewPrefix = "fuse-";
+// Starts a retired view's stored name: no view name starts so (good_name).
+constexpr const char* kRetiredMark = "~";
 
 }  // namespace
 
@@ -135,6 +138,43 @@ void Restart::view_ended(const std::string& name) {
   if (!state_) return;
   state_->drop_view(name);
   if (storing_) notifier_.remove_fds(kViewPrefix + name);
+}
+
+std::string Restart::view_retired(const std::string& name, const Session& s) {
+  if (!storing_) {
+    view_ended(name);
+    return {};
+  }
+  uint32_t salt = 0;
+  if (::getentropy(&salt, sizeof salt) != 0) salt = static_cast<uint32_t>(::getpid());
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08x", salt);
+  const std::string stored = kRetiredMark + name + "~" + hex;
+  MutexLock lock(mu_);
+  state_->drop_view(name);
+  state_->put_view(stored, s.init_request());
+  // Removed first: a manager that keeps one copy of a descriptor keeps its
+  // first name. A crash between the two ends this one connection.
+  notifier_.remove_fds(kViewPrefix + name);
+  if (!notifier_.store_fd(kViewPrefix + stored, s.fd())) {
+    spdlog::warn("view {}: the service manager did not keep its retired connection", name);
+    state_->drop_view(stored);
+    return {};
+  }
+  return stored;
+}
+
+std::vector<std::pair<std::string, Restart::Stored>> Restart::take_retired() {
+  std::vector<std::string> names;
+  {
+    MutexLock lock(mu_);
+    for (const auto& [name, fd] : stored_)
+      if (name.rfind(kRetiredMark, 0) == 0) names.push_back(name);
+  }
+  std::vector<std::pair<std::string, Stored>> out;
+  for (const auto& name : names)
+    if (auto s = take_view(name)) out.emplace_back(name, std::move(*s));
+  return out;
 }
 
 void Restart::drop_leftovers() {

@@ -22,6 +22,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "control/restart_state.hpp"
 #include "control/service_manager.hpp"
@@ -59,6 +61,14 @@ class Restart {
   // that it was taken over (adopted: the store has it already).
   void view_serving(const std::string& name, const Session& s, bool adopted) EXCLUDES(mu_);
   void view_ended(const std::string& name) EXCLUDES(mu_);
+  // A removed view whose connection a container still holds (it answers
+  // ENODEV until the kernel lets go): its connection stays in the store under
+  // a name no view can have ("~NAME~RANDOM", returned; empty: not storing),
+  // so that a successor keeps answering ENODEV instead of the mount ending.
+  // view_ended(that name) when the kernel lets go.
+  std::string view_retired(const std::string& name, const Session& s) EXCLUDES(mu_);
+  // The stored connections of retired views, with their INIT (taken).
+  std::vector<std::pair<std::string, Stored>> take_retired() EXCLUDES(mu_);
   // Stored connections no configured view took: they leave the store (their
   // mounts end: a container's bind of one sees ENOTCONN). Call once, after
   // every view is up.

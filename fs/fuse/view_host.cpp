@@ -26,6 +26,7 @@ struct ViewHost::Hosted {
   bool created_dir = false;  // the host made the mountpoint directory
   bool adopted = false;      // its connection came from the fd store (a restart)
   std::string stored;        // the view object as persisted (runtime): for idempotency
+  std::string stored_as;     // retired, its connection in the fd store under this name
   std::unique_ptr<Filesystem> fs;
   std::unique_ptr<Session> session;
   std::thread loop;
@@ -313,7 +314,14 @@ Result<bool> ViewHost::remove(const std::string& name, std::string* error) {
 void ViewHost::retire_locked(std::unique_ptr<Hosted> h, const char* why) {
   const ViewPolicy& v = h->policy;
   if (!options_.cdi_dir.empty()) control::remove_view_spec(options_.cdi_dir, v.name);
-  if (options_.restart) options_.restart->view_ended(v.name);
+  if (Restart* r = options_.restart) {
+    // A container's bind may hold the connection past a restart: it stays
+    // stored until the kernel lets go (reap).
+    if (h->session && !h->ended->load())
+      h->stored_as = r->view_retired(v.name, *h->session);
+    else
+      r->view_ended(v.name);
+  }
   mediator_.remove_view(h->id);
   if (h->fs) h->fs->kill();
   if (h->session && !h->ended->load() && ::umount2(v.mountpoint.c_str(), MNT_DETACH) != 0 &&
@@ -334,6 +342,7 @@ size_t ViewHost::reap() {
       continue;
     }
     stop(**it);  // the loop has ended: the kernel let go of the connection
+    if (!(*it)->stored_as.empty()) options_.restart->view_ended((*it)->stored_as);
     spdlog::debug("view {}: its last mount is gone", (*it)->policy.name);
     it = retired_.erase(it);
   }
@@ -376,6 +385,7 @@ void ViewHost::stop_all() {
     // Detached long ago; its path may hold another mount now.
     if (!h->ended->load()) h->session->disown();
     stop(*h);
+    if (!h->stored_as.empty()) options_.restart->view_ended(h->stored_as);
   }
   retired_.clear();
 }
@@ -390,6 +400,43 @@ void ViewHost::hand_over() {
     if (h->loop.joinable()) h->loop.join();
     h->session->disown();  // the store holds the connection; the mount stays
   }
+}
+
+size_t ViewHost::adopt_retired() {
+  Restart* r = options_.restart;
+  if (!r) return 0;
+  MutexLock lock(mu_);
+  size_t n = 0;
+  for (auto& [name, kept] : r->take_retired()) {
+    auto h = std::make_unique<Hosted>();
+    h->policy.name = name;
+    h->id = mediator_.add_view(h->policy);
+    mediator_.remove_view(h->id);  // every request: ENODEV
+    h->fs = std::make_unique<Filesystem>(mediator_, h->id, drivers_);
+    h->fs->kill();
+    std::string why;
+    // No mountpoint: the host's mount was detached at the removal.
+    h->session = Session::adopt(Filesystem::ops(), h->fs.get(), "", kept.fd, kept.init,
+                                options_.session, &why);
+    if (!h->session) {
+      spdlog::warn("retired view {}: cannot take over its connection ({}): it ends", name, why);
+      r->view_ended(name);
+      continue;
+    }
+    h->adopted = true;
+    h->stored_as = name;
+    revoker_.add(h->session->raw());
+    (void)h->session->resend();  // what the old daemon left unanswered: ENODEV
+    h->loop = std::thread([s = h->session.get(), ended = h->ended] {
+      s->run();
+      ended->store(true);
+    });
+    while (!h->session->started()) std::this_thread::yield();
+    spdlog::info("retired view {}: its connection taken over (ENODEV until released)", name);
+    retired_.push_back(std::move(h));
+    ++n;
+  }
+  return n;
 }
 
 size_t ViewHost::load_state() {

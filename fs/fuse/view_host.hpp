@@ -72,6 +72,10 @@ class ViewHost {
   nlohmann::json list() const EXCLUDES(mu_);
   // Mounts every view of the state directory; returns how many failed (each logged).
   size_t load_state() EXCLUDES(mu_);
+  // After a restart: serves the stored connections of views removed before
+  // it that a container still held (every request ENODEV, as before the
+  // restart) until the kernel lets go. Returns how many.
+  size_t adopt_retired() EXCLUDES(mu_);
   // Collects loops that ended (a retired view let go by the kernel, or a view
   // unmounted from outside, which then counts as removed). Returns the number
   // of views still served.
