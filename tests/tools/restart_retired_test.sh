@@ -13,8 +13,8 @@ BUILD=${PCIFS_BUILD_DIR:?PCIFS_BUILD_DIR not set}
 PCIFS=$BUILD/pcifs
 SUP=$BUILD/pcifs-supervise
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root"; exit 77; }
-[ -c /dev/fuse ] && [ -w /dev/fuse ] || { echo "SKIP: no usable /dev/fuse"; exit 77; }
-[ -x "$PCIFS" ] && [ -x "$SUP" ] || { echo "FAIL: pcifs or pcifs-supervise not built"; exit 1; }
+if [ ! -c /dev/fuse ] || [ ! -w /dev/fuse ]; then echo "SKIP: no usable /dev/fuse"; exit 77; fi
+if [ ! -x "$PCIFS" ] || [ ! -x "$SUP" ]; then echo "FAIL: pcifs or pcifs-supervise not built"; exit 1; fi
 
 W=$(mktemp -d /tmp/pcifs-retired-XXXXXX)
 chmod 755 "$W"
@@ -34,8 +34,7 @@ cleanup() {
   local rc=$?
   umount -l "$W/bind" 2>/dev/null
   stop_daemon
-  local m
-  for m in $(awk -v w="$W/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo); do
+  awk -v w="$W/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | while read -r m; do
     umount -l "$m" 2>/dev/null
   done
   if [ "$FAILED" != 0 ] || [ "$rc" != 0 ]; then
