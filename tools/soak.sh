@@ -244,7 +244,9 @@ spawn() { # spawn NAME CMD...: a client with its summary in out/NAME.json
   shift
   "$@" >"$W/out/$name.log" 2>&1 &
   BG_PIDS+=($!)
+  CLIENTS+=("$name:$!")
 }
+CLIENTS=()
 for i in 1 2 3; do
   spawn "reader$i" runuser -u nobody -- python3 "$CLIENT" reader "$W/out/reader$i.json" "$STOP" "$W/views"
 done
@@ -370,6 +372,12 @@ while [ "$(date +%s)" -lt "$END" ]; do
 done
 
 # ---- stop the clients (30 s gate), then the churned views
+# A client runs until STOP: one that ended before has stopped testing (its
+# log says why), and what it would have exercised went unchecked.
+for c in "${CLIENTS[@]}"; do
+  kill -0 "${c#*:}" 2>/dev/null ||
+    violation "client ${c%%:*} ended before the stop: $(tail -1 "$W/out/${c%%:*}.log")"
+done
 log "stopping the clients"
 touch "$STOP"
 for p in "${BG_PIDS[@]}"; do

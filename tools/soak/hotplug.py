@@ -70,13 +70,23 @@ def remove_function(tree, bdf):
 
 
 def announce(tree, action, bdf):
+    """Sends the uevent. While the daemon restarts nobody listens (refused):
+    retried for up to 60 s; a new daemon also scans the tree as it starts."""
     path = "/devices/pci0000:00/" + bdf
     fields = [action + "@" + path, "ACTION=" + action, "DEVPATH=" + path, "SUBSYSTEM=pci",
               "PCI_SLOT_NAME=" + bdf]
+    end = time.monotonic() + 60
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        s.sendto(b"".join(f.encode() + b"\0" for f in fields),
-                 os.path.join(tree, PCI_ROOT, ".pcifs-uevents"))
+        while True:
+            try:
+                s.sendto(b"".join(f.encode() + b"\0" for f in fields),
+                         os.path.join(tree, PCI_ROOT, ".pcifs-uevents"))
+                return
+            except (ConnectionRefusedError, FileNotFoundError):
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.05)
     finally:
         s.close()
 
