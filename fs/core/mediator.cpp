@@ -297,6 +297,10 @@ std::vector<Bdf> Mediator::devices(ViewId view) const {
   return out;
 }
 
+bool Mediator::has_device(ViewId view, const Bdf& bdf) const {
+  return impl_->find_in(view, bdf) != nullptr && !impl_->removed(view);
+}
+
 std::shared_ptr<backend::Device> Mediator::device(const Bdf& bdf) const {
   auto d = impl_->find(bdf);
   return d ? d->dev : nullptr;

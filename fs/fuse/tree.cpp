@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <set>
 
 namespace pcifs::fuse {
@@ -28,10 +29,7 @@ Tree::Tree(Mediator& m, ViewId view, DriverNames& drivers) : m_(m), view_(view),
   gid_ = p.gid;  // the "gid" field, else the view's uid, else 0 (parse_view)
 }
 
-bool Tree::has_device(const Bdf& bdf) const {
-  auto devs = m_.devices(view_);
-  return std::find(devs.begin(), devs.end(), bdf) != devs.end();
-}
+bool Tree::has_device(const Bdf& bdf) const { return m_.has_device(view_, bdf); }
 
 Attr Tree::dir_attr() const { return Attr{S_IFDIR | 0555, 0, uid_, gid_, 2}; }
 
@@ -128,10 +126,32 @@ Result<std::vector<DirEntry>> Tree::children(const NodeId& dir) const {
 }
 
 Result<NodeId> Tree::lookup(const NodeId& parent, const std::string& name) const {
-  if (parent.node == Node::kDevicesDir) {  // the hot one: no listing of every device
+  // Names that are a BDF are found without listing every device: the cost
+  // of a lookup does not grow with the number of devices.
+  auto device = [&]() -> std::optional<Bdf> {
     auto b = Bdf::parse(name);
-    if (!b || b->str() != name || !has_device(*b)) return Errno(ENOENT);
-    return NodeId{Node::kDeviceDir, *b, 0};
+    if (!b || b->str() != name || !has_device(*b)) return std::nullopt;
+    return b;
+  };
+  switch (parent.node) {
+    case Node::kDevicesDir: {
+      auto b = device();
+      if (!b) return Errno(ENOENT);
+      return NodeId{Node::kDeviceDir, *b, 0};
+    }
+    case Node::kGroupDevicesDir: {
+      auto b = device();
+      auto g = b ? m_.iommu_group(view_, *b) : std::nullopt;
+      if (!g || static_cast<uint32_t>(*g) != parent.arg) return Errno(ENOENT);
+      return NodeId{Node::kGroupDeviceLink, *b, parent.arg};
+    }
+    case Node::kDriverDir: {
+      auto b = device();
+      auto name_of = drivers_.name(parent.arg);
+      if (!b || !name_of || m_.driver(view_, *b) != name_of) return Errno(ENOENT);
+      return NodeId{Node::kDriverDeviceLink, *b, parent.arg};
+    }
+    default: break;
   }
   PCIFS_TRY_ASSIGN(list, children(parent));
   for (auto& e : list) {

@@ -284,7 +284,9 @@ class Mediator {
 
   // --- The tree (S3). Only what the view selects; only files someone in the
   // view can open.
-  std::vector<Bdf> devices(ViewId view) const;
+  std::vector<Bdf> devices(ViewId view) const;  // O(devices): listings only
+  // Whether the view shows `bdf`: O(log devices), for lookups and getattr.
+  bool has_device(ViewId view, const Bdf& bdf) const;
   Result<std::vector<FileEntry>> files(ViewId view, const Bdf& bdf) const;
   Result<FileEntry> stat(ViewId view, const FileRef& ref) const;
   // iommu_group / driver link targets; nullopt when there is none.

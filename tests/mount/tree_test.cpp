@@ -164,6 +164,16 @@ TEST_F(TreeTest, IommuGroupLinkResolvesToTheGroupDirectory) {
             "../../../devices/0000:01:00.1");
   EXPECT_EQ(stat((mnt() + "/iommu_groups/2/devices/0000:01:00.1/vendor").c_str(), &st), 0);
   EXPECT_EQ(read_text(mnt() + "/iommu_groups/3/devices/0000:02:00.0/device"), "0x10f2\n");
+  // Looked up by name, not found by listing: a device of another group, a
+  // name that is no BDF, or one written another way is not there.
+  for (const char* p :
+       {"/iommu_groups/3/devices/0000:01:00.0", "/iommu_groups/3/devices/0000:02:00",
+        "/iommu_groups/3/devices/0000:02:00.00", "/devices/0000:02:00.0x",
+        "/devices/0000:77:00.0"}) {
+    errno = 0;
+    EXPECT_EQ(lstat((mnt() + p).c_str(), &st), -1) << p;
+    EXPECT_EQ(errno, ENOENT) << p;
+  }
 }
 
 TEST_F(TreeTest, NoDriverLinkWhereNoDriverIsBound) {
@@ -294,6 +304,9 @@ TEST_F(TreeDriverTest, DriverLinkWhereBound) {
   EXPECT_EQ(list_dir(mnt() + "/drivers/vfio-pci"), (Names{"0000:03:00.0"}));
   EXPECT_EQ(read_link(mnt() + "/drivers/vfio-pci/0000:03:00.0"), "../../devices/0000:03:00.0");
   EXPECT_EQ(lstat((dev("0000:03:00.1") + "/driver").c_str(), &st), -1);
+  errno = 0;
+  EXPECT_EQ(lstat((mnt() + "/drivers/vfio-pci/0000:03:00.1").c_str(), &st), -1) << "not bound";
+  EXPECT_EQ(errno, ENOENT);
   EXPECT_EQ(list_dir(mnt() + "/iommu_groups/9/devices"), (Names{"0000:03:00.0", "0000:03:00.1"}));
 }
 
