@@ -224,13 +224,7 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
   for (auto& mb : d->mailboxes) mb->close(Errno(ENODEV));
   // The removed device's handles give up their share of the group's claim; the
   // holder's handles on other functions of the group keep it [S11].
-  std::vector<std::shared_ptr<Handle>> mine;
-  {
-    MutexLock lock(handles_mu);
-    for (auto& [id, h] : handles) {
-      if (h->dev == d) mine.push_back(h);
-    }
-  }
+  auto mine = handles.select([&](const Handle& h) { return h.dev == d; });
   bool ended = false;
   for (auto& h : mine) {
     if (!h->claiming.exchange(false) || !claims.release(d->group, h->caller.pid, true)) continue;
@@ -264,11 +258,7 @@ const ViewPolicy& Mediator::Impl::policy(ViewId view) const {
   return views.at(view);
 }
 
-std::shared_ptr<Handle> Mediator::Impl::handle(HandleId h) {
-  MutexLock lock(handles_mu);
-  auto it = handles.find(h);
-  return it == handles.end() ? nullptr : it->second;
-}
+std::shared_ptr<Handle> Mediator::Impl::handle(HandleId h) { return handles.find(h); }
 
 Errno Mediator::Impl::missing(HandleId h) {
   MutexLock lock(handles_mu);
@@ -322,7 +312,7 @@ Result<void> Mediator::Impl::claim(Handle& h, bool wait) {
   DeviceState& d = *h.dev;
   if (d.bridge() || h.claiming.load()) return Ok();  // bridges neither take nor block
   core::ClaimHolder holder;
-  auto r = claims.acquire(d.group, h.caller, policy(h.view).name, &holder);
+  auto r = claims.acquire(d.group, h.caller, h.policy->name, &holder);
   const auto deadline = std::chrono::steady_clock::now() + kHandoverWait;
   while (!r && holder.handing_over) {
     if (claims.retry_handover(d.group)) hand_over(d.group);  // the last one failed
@@ -335,13 +325,13 @@ Result<void> Mediator::Impl::claim(Handle& h, bool wait) {
       return r.error();
     }
     claims.wait_handed_over(d.group, deadline);
-    r = claims.acquire(d.group, h.caller, policy(h.view).name, &holder);
+    r = claims.acquire(d.group, h.caller, h.policy->name, &holder);
   }
   if (!r) {
     d.counters.busy++;
     PCIFS_LOG_LIMITED(warn, "busy:" + d.bdf.str(),
                       "{}: {} EBUSY for pid={} uid={} view={}: claimed by {}", d.bdf.str(),
-                      core::file_name(h.ref), h.caller.pid, h.caller.uid, policy(h.view).name,
+                      core::file_name(h.ref), h.caller.pid, h.caller.uid, h.policy->name,
                       core::to_string(holder));
     return r.error();
   }
@@ -353,9 +343,9 @@ Result<void> Mediator::Impl::claim(Handle& h, bool wait) {
   if (!dma_allowed(h)) stop_mastering(h);  // each function of the group as it is claimed
   if (holder.handles == 1) {               // the first claiming handle of this process
     spdlog::info("{}: claimed by pid={} uid={} view={} ({})", d.bdf.str(), h.caller.pid,
-                 h.caller.uid, policy(h.view).name, core::file_name(h.ref));
+                 h.caller.uid, h.policy->name, core::file_name(h.ref));
     emit(MediatorEvent::claim(MediatorEvent::Kind::kClaimTaken, d.bdf, d.group, h.caller.pid,
-                              h.caller.uid, policy(h.view).name));
+                              h.caller.uid, h.policy->name));
   }
   return Ok();
 }
@@ -364,7 +354,7 @@ Result<void> Mediator::Impl::claim(Handle& h, bool wait) {
 Result<void> Mediator::Impl::wake_if_allowed(Handle& h, bool wait) {
   DeviceState& d = *h.dev;
   if (d.control->power_state() == PowerState::kD0) return Ok();
-  if (policy(h.view).low_power_access != LowPowerAccess::kWake) return Errno(EIO);
+  if (h.policy->low_power_access != LowPowerAccess::kWake) return Errno(EIO);
   if (!d.bridge() && !claims.held_by(d.group, h.caller.pid)) return Errno(EIO);
   PCIFS_TRY(d.control->wake(wait));
   spdlog::info("{}: woken to D0 for pid={}", d.bdf.str(), h.caller.pid);
@@ -395,6 +385,7 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   }
   auto h = std::make_shared<Handle>();
   h->view = view;
+  h->policy = &impl_->policy(view);
   h->caller = caller;
   h->ref = ref;
   h->flags = flags;
@@ -406,7 +397,7 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   {
     MutexLock lock(impl_->handles_mu);
     h->id = impl_->next_handle++;
-    impl_->handles[h->id] = h;  // may throw: nothing taken yet
+    impl_->handles.insert(h->id, h);  // may throw: nothing taken yet
   }
   d->open_handles++;
   struct Undo {
@@ -463,7 +454,7 @@ Result<void> Mediator::adopt_handle(ViewId view, const HandleRecord& r) {
     // is taken over dead, as if it had been revoked then (ENODEV), and stays
     // in the journal until the kernel releases it.
     MutexLock lock(impl_->handles_mu);
-    if (impl_->handles.count(r.id) || !impl_->orphans.insert(r.id).second) return Errno(EEXIST);
+    if (impl_->handles.contains(r.id) || !impl_->orphans.insert(r.id).second) return Errno(EEXIST);
     impl_->next_handle = std::max(impl_->next_handle, r.id + 1);
     spdlog::info("{}: handle {} of pid={} taken over dead: its device left while no daemon ran",
                  r.ref.bdf.str(), r.id, r.caller.pid);
@@ -472,14 +463,14 @@ Result<void> Mediator::adopt_handle(ViewId view, const HandleRecord& r) {
   auto h = std::make_shared<Handle>();
   h->id = r.id;
   h->view = view;
+  h->policy = &impl_->policy(view);
   h->caller = r.caller;
   h->ref = r.ref;
   h->flags = r.flags;
   h->dev = d;
   {
     MutexLock lock(impl_->handles_mu);
-    if (impl_->handles.count(r.id)) return Errno(EEXIST);
-    impl_->handles[r.id] = h;
+    if (impl_->orphans.count(r.id) || !impl_->handles.insert(r.id, h)) return Errno(EEXIST);
     impl_->next_handle = std::max(impl_->next_handle, r.id + 1);
   }
   d->open_handles++;
@@ -516,14 +507,12 @@ void Mediator::release(HandleId id) {
   std::shared_ptr<Handle> h;
   {
     MutexLock lock(impl_->handles_mu);
-    auto it = impl_->handles.find(id);
-    if (it == impl_->handles.end()) {
+    h = impl_->handles.erase(id);
+    if (!h) {
       if (impl_->orphans.erase(id))
         if (auto* j = impl_->journal.load()) j->released(id);
       return;
     }
-    h = it->second;
-    impl_->handles.erase(it);
   }
   DeviceState& d = *h->dev;
   d.open_handles--;

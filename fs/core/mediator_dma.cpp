@@ -17,7 +17,7 @@ void Mediator::Impl::dma_refused(const core::Handle& h, std::string_view what) c
                     "{}: {} write by pid={} uid={} dropped: view {} does not allow DMA (a device "
                     "that may master reaches host memory: pcifs attaches no IOMMU domain; root "
                     "grants it with \"allow_dma\": true)",
-                    h.dev->bdf.str(), what, h.caller.pid, h.caller.uid, policy(h.view).name);
+                    h.dev->bdf.str(), what, h.caller.pid, h.caller.uid, h.policy->name);
 }
 
 // A new claim through a view without allow_dma: a real device that firmware
@@ -34,7 +34,7 @@ void Mediator::Impl::stop_mastering(core::Handle& h) {
   auto w = d.control->config_write(*token, PCI_COMMAND, 2, *cmd & ~uint32_t{PCI_COMMAND_MASTER});
   spdlog::warn("{}: bus master was on at the claim of pid={}: {} (view {} does not allow DMA)",
                d.bdf.str(), h.caller.pid, w ? "turned off" : "could not turn it off",
-               policy(h.view).name);
+               h.policy->name);
 }
 
 Result<size_t> Mediator::Impl::write_bar_guarded(core::Handle& h, uint64_t off,

@@ -120,12 +120,12 @@ Result<void> Mediator::Impl::doe_submit(Handle& h, std::span<const uint8_t> in) 
   DeviceState& d = *h.dev;
   auto req = core::parse_doe_request(in);
   if (!req) return req.error();
-  if (!policy(h.view).doe_allowed(h.caller, {req->protocol.vendor, req->protocol.type})) {
+  if (!h.policy->doe_allowed(h.caller, {req->protocol.vendor, req->protocol.type})) {
     d.counters.denials++;
     PCIFS_LOG_LIMITED(info, "doedeny:" + d.bdf.str(),
                       "{}: DOE protocol {} denied for pid={} uid={} view={}", d.bdf.str(),
                       core::format_doe_protocol(req->protocol), h.caller.pid, h.caller.uid,
-                      policy(h.view).name);
+                      h.policy->name);
     return Errno(EPERM);
   }
   if (h.ref.index >= d.mailboxes.size()) return Errno(EIO);

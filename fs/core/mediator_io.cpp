@@ -122,7 +122,7 @@ Result<size_t> Mediator::Impl::write(HandleId id, uint64_t off, std::span<const 
 }
 
 Result<size_t> Mediator::Impl::read_text(Handle& h, uint64_t off, std::span<uint8_t> out) {
-  std::string text = text_of(*h.dev, policy(h.view), h.ref, h.caller);
+  std::string text = text_of(*h.dev, *h.policy, h.ref, h.caller);
   return serve({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, off, out);
 }
 
@@ -144,8 +144,7 @@ Result<size_t> Mediator::Impl::read_config(Handle& h, uint64_t off, std::span<ui
     }
     return d.control->config_read_block(*token, o, b);
   };
-  auto n =
-      d.config->read(static_cast<uint32_t>(off), out, read_policy(policy(h.view), h.caller), raw);
+  auto n = d.config->read(static_cast<uint32_t>(off), out, read_policy(*h.policy, h.caller), raw);
   if (n || n.error() != Errno(kWouldWait)) d.counters.config_reads++;
   return n;
 }

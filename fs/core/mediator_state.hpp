@@ -48,6 +48,7 @@
 //                                 a control operation or a sink call: a FUSE
 //                                 handler waits on it.
 //  7  Impl::devices_mu -> Impl::handles_mu -> Handle::mu -> DeviceState::doe_mu
+//     Impl::handles_mu -> a HandleTable shard's mu (a leaf: handle_table.hpp)
 //     Impl::views_mu, Impl::event_mu, Impl::watch_mu
 //                                 bookkeeping (write_mu -> views_mu: the DMA
 //                                 policy of the writer's view). Each is taken
@@ -113,6 +114,7 @@
 #include "core/dma_guard.hpp"
 #include "core/doe_executor.hpp"
 #include "core/doe_mailbox.hpp"
+#include "core/handle_table.hpp"
 #include "core/handover.hpp"
 #include "core/host_locks.hpp"
 #include "pcifs/mediator.hpp"
@@ -189,6 +191,9 @@ struct DoeSlot {
 struct Handle {
   HandleId id = 0;
   ViewId view = 0;
+  // Its view's policy, as policy(view) gives it: views never change and live
+  // as long as the Mediator, so the request path reads it without views_mu.
+  const ViewPolicy* policy = nullptr;
   Caller caller;
   FileRef ref;
   OpenFlags flags;
@@ -278,8 +283,10 @@ struct Mediator::Impl {
   std::deque<bool> views_removed GUARDED_BY(views_mu);
   mutable Mutex event_mu;
   std::shared_ptr<const EventSink> events GUARDED_BY(event_mu);
+  // Ids and orphans; the table itself has its own (sharded) locks, taken
+  // under handles_mu where both are needed (open, adopt, release).
   Mutex handles_mu;
-  std::unordered_map<HandleId, std::shared_ptr<core::Handle>> handles GUARDED_BY(handles_mu);
+  core::HandleTable handles;
   HandleId next_handle GUARDED_BY(handles_mu) = 1;
   // Handles of the previous daemon whose device left while no daemon ran
   // (adopt_handle): they answer ENODEV, like a handle of a removed device,
@@ -329,7 +336,7 @@ struct Mediator::Impl {
   // May this handle's writes let the device master (view.hpp allow_dma)?
   // Always for the simulator, whose devices reach no host memory.
   bool dma_allowed(const core::Handle& h) const {
-    return h.dev->info.simulated || policy(h.view).allow_dma;
+    return h.dev->info.simulated || h.policy->allow_dma;
   }
   // --- mediator_dma.cpp
   void dma_refused(const core::Handle& h, std::string_view what) const;

@@ -28,7 +28,7 @@ void Mediator::Impl::emit(const MediatorEvent& e) const {
 
 void Mediator::Impl::claim_ended(const Handle& h) {
   emit(MediatorEvent::claim(MediatorEvent::Kind::kClaimReleased, h.dev->bdf, h.dev->group,
-                            h.caller.pid, h.caller.uid, policy(h.view).name));
+                            h.caller.pid, h.caller.uid, h.policy->name));
   hand_over(h.dev->group);
 }
 
@@ -49,13 +49,7 @@ void Mediator::remove_view(ViewId id) {
     if (id >= impl_->views_removed.size() || impl_->views_removed[id]) return;
     impl_->views_removed[id] = true;
   }
-  std::vector<std::shared_ptr<Handle>> mine;
-  {
-    MutexLock lock(impl_->handles_mu);
-    for (auto& [hid, h] : impl_->handles) {
-      if (h->view == id) mine.push_back(h);
-    }
-  }
+  auto mine = impl_->handles.select([&](const Handle& h) { return h.view == id; });
   std::set<Bdf> mapped;
   size_t claims_ended = 0;
   for (auto& h : mine) {
@@ -87,9 +81,8 @@ void Mediator::remove_view(ViewId id) {
 ViewUsage Mediator::view_usage(ViewId id) const {
   ViewUsage u;
   std::set<std::tuple<Bdf, pid_t, uid_t>> claims;
-  MutexLock lock(impl_->handles_mu);
-  for (const auto& [hid, h] : impl_->handles) {
-    if (h->view != id || h->revoked.load()) continue;
+  for (const auto& h : impl_->handles.select([&](const Handle& x) { return x.view == id; })) {
+    if (h->revoked.load()) continue;
     ++u.open_handles;
     if (h->claiming.load()) claims.insert({h->dev->bdf, h->caller.pid, h->caller.uid});
   }
