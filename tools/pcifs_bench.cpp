@@ -8,6 +8,8 @@
 //   sudo pcifs-bench [--rounds N] [--quick] [--json] [--pcifs PATH]
 //   sudo pcifs-bench --lspci [ROOT]   lspci over a sysfs-backend mount vs over
 //                                     ROOT (default /sys/bus/pci); see bench/lspci.hpp
+//   sudo pcifs-bench --scale          costs against the number of devices
+//                                     (64 vs 4096 functions); see bench/scale.hpp
 //
 // Needs root: the default view gives BAR files and power_state to root only.
 #include <unistd.h>
@@ -25,6 +27,7 @@
 #include "bench/lspci.hpp"
 #include "bench/mounts.hpp"
 #include "bench/report.hpp"
+#include "bench/scale.hpp"
 #include "bench/workloads.hpp"
 
 namespace {
@@ -161,6 +164,8 @@ struct Args {
   std::vector<std::string> only;
   bool floor_no_poll = false;
   std::string lspci_root;  // --lspci: compare lspci over a sysfs-backend mount with sysfs
+  bool scale = false;      // --scale: costs against the number of devices
+  std::vector<unsigned> scale_counts = {64, 4096};
 };
 
 // --only keeps the named figures, e.g. to profile one workload with perf.
@@ -231,6 +236,12 @@ int run(int argc, char** argv) {
                  "lspci over ROOT itself (read-only), e.g. --lspci /sys/bus/pci")
       ->expected(0, 1)
       ->default_str("/sys/bus/pci");
+  app.add_flag("--scale", a.scale,
+               "instead: the cost of a lookup, a getattr, a read and lspci with 64 and with "
+               "4096 simulated functions (a fresh mount per round; --rounds, default 5 here)");
+  app.add_option("--scale-counts", a.scale_counts, "--scale: the device counts to compare")
+      ->delimiter(',')
+      ->check(CLI::Range(1u, 65536u));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -256,6 +267,15 @@ int run(int argc, char** argv) {
     la.rounds = a.quick ? 1 : a.rounds;
     la.json = a.json;
     return run_lspci_bench(la);
+  }
+  if (a.scale) {
+    install_stop_handlers();
+    ScaleBenchArgs sa;
+    sa.pcifs = a.pcifs;
+    if (!a.scale_counts.empty()) sa.counts = a.scale_counts;
+    sa.rounds = a.quick ? 1 : (app.count("--rounds") > 0 ? a.rounds : 5);
+    sa.json = a.json;
+    return run_scale_bench(sa);
   }
   try {
     return bench(a);

@@ -21,15 +21,36 @@ namespace {
 constexpr uid_t kNobody = 65534;
 constexpr int kMountTimeoutMs = 20000;
 
-struct Run {
-  double ms = 0;
-  std::string out;
-  bool ok = false;
-};
+std::vector<std::string> list_devices(const std::string& root) {
+  std::vector<std::string> out;
+  DIR* d = opendir((root + "/devices").c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') out.emplace_back(e->d_name);
+  }
+  closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+double best(const std::vector<double>& v) {
+  return v.empty() ? 0 : *std::min_element(v.begin(), v.end());
+}
+
+std::vector<std::string> over(const std::string& path) {
+  return {"-A", "linux-sysfs", "-O", "sysfs.path=" + path, "-vvv", "-xxxx"};
+}
+
+}  // namespace
 
 // Runs lspci with `args`, as `uid` (0: unchanged), capturing stdout.
-Run run_lspci(const std::vector<std::string>& args, uid_t uid) {
-  Run r;
+LspciRun run_lspci(const std::vector<std::string>& args, uid_t uid) {
+  LspciRun r;
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) return r;
   std::vector<std::string> all = {"lspci"};
@@ -64,33 +85,6 @@ Run run_lspci(const std::vector<std::string>& args, uid_t uid) {
   return r;
 }
 
-std::vector<std::string> list_devices(const std::string& root) {
-  std::vector<std::string> out;
-  DIR* d = opendir((root + "/devices").c_str());
-  if (d == nullptr) return out;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] != '.') out.emplace_back(e->d_name);
-  }
-  closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-double best(const std::vector<double>& v) {
-  return v.empty() ? 0 : *std::min_element(v.begin(), v.end());
-}
-
-std::vector<std::string> over(const std::string& path) {
-  return {"-A", "linux-sysfs", "-O", "sysfs.path=" + path, "-vvv", "-xxxx"};
-}
-
-}  // namespace
-
 int run_lspci_bench(const LspciBenchArgs& a) {
   const auto devices = list_devices(a.root);
   if (devices.empty()) {
@@ -117,8 +111,8 @@ int run_lspci_bench(const LspciBenchArgs& a) {
   const auto sys_args = over(a.root);
   const auto mnt_args = over(mnt);
   // Same bytes first: a faster wrong answer is no answer.
-  const Run sys0 = run_lspci(sys_args, 0), mnt0 = run_lspci(mnt_args, 0);
-  const Run nobody0 = run_lspci(mnt_args, kNobody);
+  const LspciRun sys0 = run_lspci(sys_args, 0), mnt0 = run_lspci(mnt_args, 0);
+  const LspciRun nobody0 = run_lspci(mnt_args, kNobody);
   const bool same_root = sys0.ok && mnt0.ok && sys0.out == mnt0.out;
   const bool same_nobody = nobody0.ok && sys0.out == nobody0.out;
 
@@ -126,7 +120,7 @@ int run_lspci_bench(const LspciBenchArgs& a) {
   for (unsigned r = 0; r < a.rounds && !stop_requested(); ++r) {
     for (unsigned k = 0; k < 2; ++k) {
       const bool sys_side = (r + k) % 2 == 0;
-      const Run run = run_lspci(sys_side ? sys_args : mnt_args, 0);
+      const LspciRun run = run_lspci(sys_side ? sys_args : mnt_args, 0);
       if (!run.ok) {
         std::fprintf(stderr, "pcifs-bench --lspci: lspci failed over %s\n",
                      sys_side ? a.root.c_str() : mnt.c_str());

@@ -7,9 +7,20 @@
 // read-only until something writes (nothing here does).
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
+#include <vector>
 
 namespace pcifs::bench {
+
+struct LspciRun {
+  double ms = 0;
+  std::string out;
+  bool ok = false;
+};
+// Runs lspci with `args`, as `uid` (0: unchanged), capturing stdout and timing it.
+LspciRun run_lspci(const std::vector<std::string>& args, uid_t uid);
 
 struct LspciBenchArgs {
   std::string pcifs;  // the daemon

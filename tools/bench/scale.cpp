@@ -1,0 +1,204 @@
+#include "scale.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lspci.hpp"
+#include "mounts.hpp"
+
+namespace pcifs::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kMountTimeoutMs = 60000;
+constexpr unsigned kSample = 64;  // devices measured per round, spread over the set
+
+double us_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Function i of a set whose first function is 0000:01:00.0: the function
+// counts first (0-7), then the device (0-31), then the bus (README, "count").
+std::string bdf_of(unsigned i) {
+  char b[32];
+  std::snprintf(b, sizeof b, "0000:%02x:%02x.%x", 1 + i / 256, (i / 8) % 32, i % 8);
+  return b;
+}
+
+struct Figures {
+  double lookup_us = 0, getattr_us = 0, read_us = 0, lspci_cold_ms = 0, lspci_warm_ms = 0;
+  double lspci_cold_us_fn = 0, lspci_warm_us_fn = 0;  // per function of the set
+};
+
+// A set file of `count` identical endpoints, in `dir`.
+std::string write_set(const std::string& dir, unsigned count) {
+  const std::string path = dir + "/set-" + std::to_string(count) + ".json";
+  std::ofstream(path) << R"({"devices": [{"bdf": "0000:01:00.0", "count": )" << count
+                      << R"(, "vendor": "0x1b36", "device": "0x10f0", "class": "0x010802",
+  "config_size": 4096, "iommu_group": 10,
+  "bars": [{"index": 0, "type": "mem64", "size": 16384}],
+  "capabilities": {"pm": {}, "msi": {}, "pcie": {"port": "endpoint", "flr": true}}}]})"
+                      << "\n";
+  return path;
+}
+
+// One round on a fresh mount: nothing is cached in the kernel yet.
+bool measure(const std::string& mnt, unsigned count, Figures* f, std::string* error) {
+  std::vector<std::string> files;
+  for (unsigned k = 0; k < kSample; ++k) {
+    files.push_back(mnt + "/devices/" + bdf_of(k * count / kSample + count / kSample / 2));
+  }
+  struct stat st {};
+  auto t0 = Clock::now();
+  for (const auto& d : files) {
+    if (stat((d + "/vendor").c_str(), &st) != 0) {
+      *error = "stat " + d + "/vendor failed";
+      return false;
+    }
+  }
+  f->lookup_us = us_since(t0) / kSample;
+  struct statx sx {};
+  t0 = Clock::now();
+  for (const auto& d : files) {
+    if (statx(AT_FDCWD, (d + "/vendor").c_str(), AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &sx)) {
+      *error = "statx " + d + "/vendor failed";
+      return false;
+    }
+  }
+  f->getattr_us = us_since(t0) / kSample;
+  std::vector<int> fds;
+  for (const auto& d : files) fds.push_back(open((d + "/config").c_str(), O_RDONLY));
+  bool ok = std::none_of(fds.begin(), fds.end(), [](int fd) { return fd < 0; });
+  constexpr int kReadsPerFile = 16;
+  t0 = Clock::now();
+  for (int r = 0; ok && r < kReadsPerFile; ++r) {
+    for (int fd : fds) {
+      uint32_t v = 0;
+      ok = ok && pread(fd, &v, sizeof v, 0x44) == static_cast<ssize_t>(sizeof v);
+    }
+  }
+  f->read_us = us_since(t0) / (kSample * kReadsPerFile);
+  for (int fd : fds) {
+    if (fd >= 0) close(fd);
+  }
+  if (!ok) {
+    *error = "open or pread of config failed";
+    return false;
+  }
+  const std::vector<std::string> args = {"-A", "linux-sysfs", "-O", "sysfs.path=" + mnt};
+  const LspciRun cold = run_lspci(args, 0);
+  const LspciRun warm = run_lspci(args, 0);
+  if (!cold.ok || !warm.ok) {
+    *error = "lspci failed over " + mnt;
+    return false;
+  }
+  f->lspci_cold_ms = cold.ms;
+  f->lspci_warm_ms = warm.ms;
+  f->lspci_cold_us_fn = cold.ms * 1000 / count;
+  f->lspci_warm_us_fn = warm.ms * 1000 / count;
+  return true;
+}
+
+}  // namespace
+
+int run_scale_bench(const ScaleBenchArgs& a) {
+  char tmpl[] = "/tmp/pcifs-bench-scale.XXXXXX";
+  const char* dir = mkdtemp(tmpl);
+  if (dir == nullptr) {
+    std::perror("pcifs-bench --scale: mkdtemp");
+    return 1;
+  }
+  std::vector<Figures> result;  // per count: the medians
+  int rc = 0;
+  for (unsigned count : a.counts) {
+    const std::string set = write_set(dir, count);
+    std::vector<Figures> rounds;
+    for (unsigned r = 0; r < a.rounds && rc == 0 && !stop_requested(); ++r) {
+      std::fprintf(stderr, "\rpcifs-bench --scale: %u functions, round %u/%u   ", count, r + 1,
+                   a.rounds);
+      std::string error;
+      auto m = BenchMount::start_pcifs(a.pcifs, &error, "sim:" + set,
+                                       "devices/" + bdf_of(count - 1) + "/config");
+      Figures f;
+      if (!m || !m->wait_ready(kMountTimeoutMs, &error) ||
+          !measure(m->mountpoint(), count, &f, &error)) {
+        std::fprintf(stderr, "\npcifs-bench --scale: %u functions: %s\n", count, error.c_str());
+        rc = 1;
+        break;
+      }
+      rounds.push_back(f);
+    }
+    auto med = [&](double Figures::*field) {
+      std::vector<double> v;
+      for (const auto& f : rounds) v.push_back(f.*field);
+      return median(v);
+    };
+    result.push_back({med(&Figures::lookup_us), med(&Figures::getattr_us), med(&Figures::read_us),
+                      med(&Figures::lspci_cold_ms), med(&Figures::lspci_warm_ms),
+                      med(&Figures::lspci_cold_us_fn), med(&Figures::lspci_warm_us_fn)});
+  }
+  std::fprintf(stderr, "\n");
+  for (unsigned count : a.counts) {
+    unlink((std::string(dir) + "/set-" + std::to_string(count) + ".json").c_str());
+  }
+  rmdir(dir);
+  if (rc != 0 || result.empty()) return 1;
+  struct Row {
+    const char* name;
+    const char* unit;
+    double Figures::*field;
+  };
+  const Row rows[] = {{"cold lookup + getattr (devices/B/vendor)", "us", &Figures::lookup_us},
+                      {"getattr (statx, forced)", "us", &Figures::getattr_us},
+                      {"config read 4 B", "us", &Figures::read_us},
+                      {"lspci, cold, per function", "us", &Figures::lspci_cold_us_fn},
+                      {"lspci, warm, per function", "us", &Figures::lspci_warm_us_fn},
+                      {"lspci, cold, whole set", "ms", &Figures::lspci_cold_ms},
+                      {"lspci, warm, whole set", "ms", &Figures::lspci_warm_ms}};
+  if (a.json) {
+    std::printf("{\"rounds\": %u, \"counts\": [", a.rounds);
+    for (size_t i = 0; i < a.counts.size(); ++i) std::printf("%s%u", i ? ", " : "", a.counts[i]);
+    std::printf("], \"figures\": {");
+    for (size_t r = 0; r < std::size(rows); ++r) {
+      std::printf("%s\"%s (%s)\": [", r ? ", " : "", rows[r].name, rows[r].unit);
+      for (size_t i = 0; i < result.size(); ++i)
+        std::printf("%s%.1f", i ? ", " : "", result[i].*rows[r].field);
+      std::printf("]");
+    }
+    std::printf("}}\n");
+    return 0;
+  }
+  std::printf("pcifs-bench --scale: %u rounds, a fresh mount each; medians\n\n", a.rounds);
+  std::printf("| figure |");
+  for (unsigned c : a.counts) std::printf(" %u functions |", c);
+  std::printf(" ratio %u/%u |\n|---|", a.counts.back(), a.counts.front());
+  for (size_t i = 0; i <= a.counts.size(); ++i) std::printf("---|");
+  std::printf("\n");
+  for (const auto& row : rows) {
+    std::printf("| %s |", row.name);
+    for (const auto& f : result) std::printf(" %.1f %s |", f.*row.field, row.unit);
+    const double first = result.front().*row.field, last = result.back().*row.field;
+    if (row.field == &Figures::lspci_cold_ms || row.field == &Figures::lspci_warm_ms)
+      std::printf(" (grows with the set) |\n");
+    else
+      std::printf(" %.2f |\n", first > 0 ? last / first : 0);
+  }
+  return 0;
+}
+
+}  // namespace pcifs::bench
