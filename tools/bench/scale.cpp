@@ -117,8 +117,9 @@ bool measure(const std::string& mnt, unsigned count, Figures* f, std::string* er
 }  // namespace
 
 int run_scale_bench(const ScaleBenchArgs& a) {
-  char tmpl[] = "/tmp/pcifs-bench-scale.XXXXXX";
-  const char* dir = mkdtemp(tmpl);
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/pcifs-bench-scale.XXXXXX";
+  const char* dir = mkdtemp(tmpl.data());
   if (dir == nullptr) {
     std::perror("pcifs-bench --scale: mkdtemp");
     return 1;
