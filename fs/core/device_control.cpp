@@ -140,10 +140,13 @@ Result<AccessToken> DeviceControl::enter_doe() {
   return gate_.enter_doe();
 }
 
-void DeviceControl::set_step_recorder(StepRecorder steps) {
-  slot_.acquire();
+// Before the device is shared (Mediator::Impl::attach, under attach_mu): no
+// other thread can reach this object yet, so the slot is not taken. Taking it
+// would order attach_mu before a ControlSlot, the reverse of a removal (a
+// control operation whose backend reports the device gone: on_hotplug takes
+// attach_mu), which TSan's deadlock detector reports as an inversion.
+void DeviceControl::set_step_recorder(StepRecorder steps) NO_THREAD_SAFETY_ANALYSIS {
   steps_ = std::move(steps);
-  slot_.release();
 }
 
 Result<uint32_t> DeviceControl::config_read(uint32_t offset, unsigned width) {
