@@ -37,8 +37,34 @@ using namespace pcifs::bench;
 constexpr int kUsageError = 2;
 constexpr int kMountTimeoutMs = 20000;
 
+// Reader scaling (issue 13): 1, 2, 4, ... readers up to twice the CPUs
+// (at least 4), each a figure of its own.
+void add_reader_figures(std::vector<Figure>& figs) {
+  struct N {
+    unsigned n;
+    const char* name;
+    const char* label;
+    double (*run)(const Target&, const Sizes&, Observations&);
+    unsigned (*ops)(const Sizes&);
+  };
+  static const N kReaders[] = {
+      {1, "readers_1", "config read 4 B, 1 reader", config_readers_n<1>, reader_ops_n<1>},
+      {2, "readers_2", "config read 4 B, 2 readers", config_readers_n<2>, reader_ops_n<2>},
+      {4, "readers_4", "config read 4 B, 4 readers", config_readers_n<4>, reader_ops_n<4>},
+      {8, "readers_8", "config read 4 B, 8 readers", config_readers_n<8>, reader_ops_n<8>},
+      {16, "readers_16", "config read 4 B, 16 readers", config_readers_n<16>, reader_ops_n<16>},
+      {32, "readers_32", "config read 4 B, 32 readers", config_readers_n<32>, reader_ops_n<32>},
+      {64, "readers_64", "config read 4 B, 64 readers", config_readers_n<64>, reader_ops_n<64>},
+  };
+  const long cpus = std::max(2L, sysconf(_SC_NPROCESSORS_ONLN));
+  for (const auto& r : kReaders) {
+    if (r.n > 2 * static_cast<unsigned long>(cpus)) break;
+    figs.push_back({r.name, r.label, "ops/s", true, r.run, r.ops, {}});
+  }
+}
+
 std::vector<Figure> figures() {
-  return {
+  std::vector<Figure> figs = {
       {"config_read_qd1", "config read 4 B, QD1", "us/op", false, config_read_qd1_us,
        [](const Sizes& s) { return s.config_ops; }, 1.15},
       {"config_read_qd32", "config read 4 B, QD32 io_uring", "ops/s", true, config_read_qd32_ops,
@@ -88,6 +114,8 @@ std::vector<Figure> figures() {
        [](const Sizes&) { return 1u; },
        {}},
   };
+  add_reader_figures(figs);
+  return figs;
 }
 
 Sizes quick_sizes() {
@@ -99,6 +127,7 @@ Sizes quick_sizes() {
   s.mmap_maps = 1;
   s.doe_ops = 100;
   s.doe8_ops = 25;
+  s.reader_ops = 100;
   return s;
 }
 

@@ -32,7 +32,7 @@ FAILED=0
 fail() { echo "FAIL: $*"; FAILED=1; }
 
 FIGURES="config_read_qd1 config_read_qd32 bar_pread4 bar_pwrite4 bulk_read_1m mmap_fault
-doe_1_client doe_8_clients quiesce_64_maps"
+doe_1_client doe_8_clients quiesce_64_maps readers_1 readers_2 readers_4"
 
 # check_json FILE: every figure present once, pcifs/floor/ratio finite and > 0.
 check_json() {
@@ -113,7 +113,8 @@ check_json "$WORK/doctored.json" >/dev/null && fail "control: the checker accept
 "$BENCH" --quick >"$WORK/quick.txt" 2>"$WORK/quick.txt.err" || fail "--quick (table) exited $?"
 for label in "config read 4 B, QD1" "QD32 io_uring" "BAR pread 4 B" "BAR pwrite 4 B" \
              "bulk pread 1 MiB" "mmap fault-in" "DOE exchanges, 1 client" \
-             "DOE exchanges, 8 clients" "quiesce (D3hot), 64 live maps"; do
+             "DOE exchanges, 8 clients" "quiesce (D3hot), 64 live maps" \
+             "config read 4 B, 1 reader" "config read 4 B, 4 readers"; do
   [ "$(grep -cF "$label" "$WORK/quick.txt")" -ge 1 ] || fail "table lacks '$label'"
 done
 [ -z "$(ls -A "$TMPDIR")" ] || fail "table run: temp dirs left"

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <thread>
@@ -171,6 +173,69 @@ double config_read_qd1_us(const Target& t, const Sizes& s, Observations&) {
   const double spent = seconds_since(start);
   check_stop();
   return spent * 1e6 / s.config_ops;
+}
+
+double config_readers_ops(const Target& t, const Sizes& s, unsigned readers) {
+  // Each child counts into its own slot; the gate is a pipe the parent
+  // closes once every child has its file open.
+  auto* done = static_cast<std::atomic<uint64_t>*>(mmap(nullptr, sizeof(uint64_t) * readers * 2,
+                                                        PROT_READ | PROT_WRITE,
+                                                        MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  if (done == MAP_FAILED) throw std::runtime_error("mmap for the readers failed");
+  std::unique_ptr<void, std::function<void(void*)>> unmap(
+      done, [=](void* p) { munmap(p, sizeof(uint64_t) * readers * 2); });
+  int gate[2], ready[2];
+  if (pipe(gate) != 0 || pipe(ready) != 0) throw std::runtime_error("pipe failed");
+  const std::string path = t.dir() + "config";
+  std::vector<pid_t> kids;
+  for (unsigned r = 0; r < readers; ++r) {
+    const pid_t p = fork();
+    if (p == 0) {
+      close(gate[1]);
+      close(ready[0]);
+      const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      char c = fd >= 0 ? 'y' : 'n';
+      (void)!write(ready[1], &c, 1);
+      (void)!read(gate[0], &c, 1);  // EOF: go
+      uint64_t ok = 0, bad = 0;
+      for (unsigned i = 0; fd >= 0 && i < s.reader_ops; ++i) {
+        uint32_t v = 0;
+        if (pread(fd, &v, 4, 0x44) == 4)
+          ++ok;
+        else
+          ++bad;
+      }
+      done[2 * r].store(ok);
+      done[2 * r + 1].store(fd < 0 ? s.reader_ops : bad);
+      _exit(0);
+    }
+    if (p < 0) break;
+    kids.push_back(p);
+  }
+  close(gate[0]);
+  close(ready[1]);
+  unsigned opened = 0;
+  for (size_t k = 0; k < kids.size(); ++k) {
+    char c = 0;
+    if (read(ready[0], &c, 1) == 1 && c == 'y') ++opened;
+  }
+  close(ready[0]);
+  const auto start = Clock::now();
+  close(gate[1]);
+  for (pid_t p : kids) waitpid(p, nullptr, 0);
+  const double spent = seconds_since(start);
+  check_stop();
+  uint64_t ok = 0, bad = 0;
+  for (unsigned r = 0; r < readers; ++r) {
+    ok += done[2 * r].load();
+    bad += done[2 * r + 1].load();
+  }
+  if (kids.size() != readers || opened != readers || bad != 0) {
+    throw std::runtime_error(t.name() + ": " + std::to_string(readers) +
+                             " readers: " + std::to_string(opened) + " opened, " +
+                             std::to_string(bad) + " reads failed");
+  }
+  return static_cast<double>(ok) / spent;
 }
 
 // 32 reads in flight on one fd. FUSE files cannot be read without blocking,

@@ -25,6 +25,7 @@ struct Sizes {
   unsigned doe_ops = 1000;         // per round, one client
   unsigned doe8_ops = 250;         // per client per round, 8 clients
   unsigned quiesce_mappings = 64;  // the figure
+  unsigned reader_ops = 4000;      // per reader process per round (config_readers_ops)
 };
 
 // Kept across rounds; printed once.
@@ -73,5 +74,17 @@ double mmap_fault_us_per_page(const Target& t, const Sizes& s, Observations& o);
 double doe_1client_per_s(const Target& t, const Sizes& s, Observations& o);
 double doe_8clients_per_s(const Target& t, const Sizes& s, Observations& o);
 double quiesce_64_maps_ms(const Target& t, const Sizes& s, Observations& o);
+// `readers` processes, each with its own open config, 4-byte preads of the
+// power management control register (0x44, served by the device, not the
+// shadow) in a loop, started together: the total operations per second.
+double config_readers_ops(const Target& t, const Sizes& s, unsigned readers);
+template <unsigned N>
+double config_readers_n(const Target& t, const Sizes& s, Observations&) {
+  return config_readers_ops(t, s, N);
+}
+template <unsigned N>
+unsigned reader_ops_n(const Sizes& s) {
+  return N * s.reader_ops;
+}
 
 }  // namespace pcifs::bench
