@@ -166,13 +166,15 @@ TEST(FaultDevice, ProbabilityMatchesRate) {
 
 TEST(FaultDevice, DelayHoldsEachCallAtLeastThatLong) {
   Fixture f;
-  f.dev.set_fault(OpClass::kBarRead, Fault::delayed(std::chrono::milliseconds(30)));
+  // A long delay, so that "not delayed" below has a wide margin even when a
+  // loaded machine deschedules this thread (a lower bound needs no margin).
+  f.dev.set_fault(OpClass::kBarRead, Fault::delayed(std::chrono::milliseconds(1500)));
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_TRUE(f.dev.bar_read(0, 0, 4).ok());
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(30));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
   auto t1 = std::chrono::steady_clock::now();
   EXPECT_TRUE(f.dev.config_read(0, 4).ok());  // other classes are not delayed
-  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(30));
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(1500));
 }
 
 TEST(FaultDevice, DelayAndFailureCombine) {
