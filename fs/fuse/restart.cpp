@@ -95,7 +95,7 @@ std::optional<Restart::Stored> Restart::take_view(const std::string& name) {
   return s;
 }
 
-void Restart::adopt_handles(Mediator& m, const std::string& view, ViewId id) {
+std::vector<Bdf> Restart::adopt_handles(Mediator& m, const std::string& view, ViewId id) {
   std::vector<HandleRecord> mine;
   {
     MutexLock lock(mu_);
@@ -105,9 +105,14 @@ void Restart::adopt_handles(Mediator& m, const std::string& view, ViewId id) {
     records_.erase(split, records_.end());
   }
   size_t kept = 0;
+  std::vector<Bdf> gone;
   for (const auto& r : mine) {
     if (m.adopt_handle(id, r)) {
       ++kept;
+      if (!m.has_device(id, r.ref.bdf) &&
+          std::find(gone.begin(), gone.end(), r.ref.bdf) == gone.end()) {
+        gone.push_back(r.ref.bdf);
+      }
       continue;
     }
     // Its view is gone or its record contradicts the table (a handle whose
@@ -118,6 +123,7 @@ void Restart::adopt_handles(Mediator& m, const std::string& view, ViewId id) {
   }
   if (!mine.empty())
     spdlog::info("view {}: {} of {} handle(s) taken over", view, kept, mine.size());
+  return gone;
 }
 
 void Restart::reserve_ids(Mediator& m) const {

@@ -53,8 +53,10 @@ class Restart {
   };
   std::optional<Stored> take_view(const std::string& name) EXCLUDES(mu_);
   // After an adopted view's handles are in the Mediator: none of them is
-  // left for another view to take (their view names are unique).
-  void adopt_handles(Mediator& m, const std::string& view, ViewId id) EXCLUDES(mu_);
+  // left for another view to take (their view names are unique). Returns the
+  // devices of handles whose device left while no daemon ran: the kernel may
+  // still hold their directory entries (ViewHost invalidates them).
+  std::vector<Bdf> adopt_handles(Mediator& m, const std::string& view, ViewId id) EXCLUDES(mu_);
   // New handle ids start above every id the previous daemons gave out.
   void reserve_ids(Mediator& m) const;
   // A view answers at its mountpoint: keep its connection (new) or note

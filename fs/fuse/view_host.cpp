@@ -183,6 +183,7 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
   }
   auto h = std::make_unique<Hosted>();
   h->runtime = runtime;
+  std::vector<Bdf> left;  // adopted: devices of its handles that left meanwhile
   auto undo_dir = [&] {
     if (h->created_dir) ::rmdir(v.mountpoint.c_str());
   };
@@ -198,7 +199,7 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
       if (h->session) {
         h->adopted = true;
         // Before the loop reads a request: the kernel's handles find theirs.
-        r->adopt_handles(mediator_, v.name, h->id);
+        left = r->adopt_handles(mediator_, v.name, h->id);
       } else {
         // The stored connection cannot be served: it ends, and the view is
         // mounted afresh (a container's bind of the old mount sees ENOTCONN).
@@ -252,6 +253,9 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
   if (h->adopted) {
     // Pages the old daemon filled belong to devices it reset: fault in afresh.
     for (const Bdf& b : mediator_.devices(h->id)) revoker_.invalidate_mappings(b);
+    // A device that left while no daemon ran: the kernel may still hold its
+    // entry (60 s) and show it; as at a removal, it goes now.
+    for (const Bdf& b : left) revoker_.device_gone(b);
     spdlog::info("view {} at {}: taken over from the previous daemon", v.name, v.mountpoint);
   }
   if (options_.restart) options_.restart->view_serving(v.name, *h->session, h->adopted);

@@ -9,21 +9,9 @@
 # (pcifs-supervise --no-fd-store) ends the connection at the first kill.
 # Needs root, /dev/fuse, $PCIFS_BUILD_DIR/pcifs and pcifs-supervise.
 set -u
-BUILD=${PCIFS_BUILD_DIR:?PCIFS_BUILD_DIR not set}
-PCIFS=$BUILD/pcifs
-SUP=$BUILD/pcifs-supervise
-[ "$(id -u)" = 0 ] || { echo "SKIP: needs root"; exit 77; }
-if [ ! -c /dev/fuse ] || [ ! -w /dev/fuse ]; then echo "SKIP: no usable /dev/fuse"; exit 77; fi
-if [ ! -x "$PCIFS" ] || [ ! -x "$SUP" ]; then echo "FAIL: pcifs or pcifs-supervise not built"; exit 1; fi
-
-W=$(mktemp -d /tmp/pcifs-retired-XXXXXX)
-chmod 755 "$W"
+# shellcheck source=tests/tools/supervise_lib.sh
+source "$(dirname "$0")/supervise_lib.sh"
 SUP_PID=
-FAILED=0
-fail() {
-  echo "FAIL: $*"
-  FAILED=1
-}
 stop_daemon() {
   [ -n "$SUP_PID" ] || return 0
   kill -TERM "$SUP_PID" 2>/dev/null
@@ -34,9 +22,7 @@ cleanup() {
   local rc=$?
   umount -l "$W/bind" 2>/dev/null
   stop_daemon
-  awk -v w="$W/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | while read -r m; do
-    umount -l "$m" 2>/dev/null
-  done
+  unmount_under "$W"
   if [ "$FAILED" != 0 ] || [ "$rc" != 0 ]; then
     echo "---- daemon log ----"
     cat "$W"/*.log 2>/dev/null | tail -60
@@ -49,16 +35,6 @@ trap cleanup EXIT
 
 # field N: the supervisor's status "<generation> <pid> <stored fds>".
 field() { cut -d' ' -f"$1" "$W/sup.status" 2>/dev/null; }
-# until SECONDS CMD...: a gate on a condition, polled every 0.1 s.
-until_true() {
-  local i n=$(($1 * 10))
-  shift
-  for ((i = 0; i < n; i++)); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  return 1
-}
 field_is() { [ "$(field "$1")" = "$2" ]; }
 wait_gen() { until_true 60 field_is 1 "$1"; }    # generation $1 is ready
 wait_stored() { until_true 20 field_is 3 "$1"; } # the store holds $1 fds
