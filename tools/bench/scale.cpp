@@ -126,14 +126,20 @@ int run_scale_bench(const ScaleBenchArgs& a) {
   }
   std::vector<Figures> result;  // per count: the medians
   int rc = 0;
-  for (unsigned count : a.counts) {
-    const std::string set = write_set(dir, count);
-    std::vector<Figures> rounds;
-    for (unsigned r = 0; r < a.rounds && rc == 0 && !stop_requested(); ++r) {
-      std::fprintf(stderr, "\rpcifs-bench --scale: %u functions, round %u/%u   ", count, r + 1,
-                   a.rounds);
+  // Rounds alternate the order of the counts, so that machine noise hits
+  // every count alike (a round is one fresh mount of each).
+  const size_t n = a.counts.size();
+  std::vector<std::string> sets;
+  for (unsigned count : a.counts) sets.push_back(write_set(dir, count));
+  std::vector<std::vector<Figures>> rounds(n);
+  for (unsigned r = 0; r < a.rounds && rc == 0 && !stop_requested(); ++r) {
+    for (size_t k = 0; k < n && rc == 0; ++k) {
+      const size_t c = r % 2 ? n - 1 - k : k;
+      const unsigned count = a.counts[c];
+      std::fprintf(stderr, "\rpcifs-bench --scale: round %u/%u, %u functions   ", r + 1, a.rounds,
+                   count);
       std::string error;
-      auto m = BenchMount::start_pcifs(a.pcifs, &error, "sim:" + set,
+      auto m = BenchMount::start_pcifs(a.pcifs, &error, "sim:" + sets[c],
                                        "devices/" + bdf_of(count - 1) + "/config");
       Figures f;
       if (!m || !m->wait_ready(kMountTimeoutMs, &error) ||
@@ -142,11 +148,13 @@ int run_scale_bench(const ScaleBenchArgs& a) {
         rc = 1;
         break;
       }
-      rounds.push_back(f);
+      rounds[c].push_back(f);
     }
+  }
+  for (size_t c = 0; c < n; ++c) {
     auto med = [&](double Figures::*field) {
       std::vector<double> v;
-      for (const auto& f : rounds) v.push_back(f.*field);
+      for (const auto& f : rounds[c]) v.push_back(f.*field);
       return median(v);
     };
     result.push_back({med(&Figures::lookup_us), med(&Figures::getattr_us), med(&Figures::read_us),

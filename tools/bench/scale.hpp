@@ -8,7 +8,8 @@
 //     each time, never the attribute cache), us per call
 //   - read: a 4-byte pread of devices/B/config through an open fd, us per read
 //   - cold and warm `lspci` (plain, over the mount), ms for the whole set
-// Each figure is the median of its rounds; the table puts each count beside
+// Rounds alternate the order of the counts. Each figure is the median of
+// its rounds; the table puts each count beside
 // the smallest and gives their ratio (flat: 1.00).
 #pragma once
 
