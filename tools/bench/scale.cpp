@@ -47,7 +47,7 @@ struct Figures {
 
 // A set file of `count` identical endpoints, in `dir`.
 std::string write_set(const std::string& dir, unsigned count) {
-  const std::string path = dir + "/set-" + std::to_string(count) + ".json";
+  std::string path = dir + "/set-" + std::to_string(count) + ".json";
   std::ofstream(path) << R"({"devices": [{"bdf": "0000:01:00.0", "count": )" << count
                       << R"(, "vendor": "0x1b36", "device": "0x10f0", "class": "0x010802",
   "config_size": 4096, "iommu_group": 10,
@@ -82,6 +82,7 @@ bool measure(const std::string& mnt, unsigned count, Figures* f, std::string* er
   }
   f->getattr_us = us_since(t0) / kSample;
   std::vector<int> fds;
+  fds.reserve(files.size());
   for (const auto& d : files) fds.push_back(open((d + "/config").c_str(), O_RDONLY));
   bool ok = std::none_of(fds.begin(), fds.end(), [](int fd) { return fd < 0; });
   constexpr int kReadsPerFile = 16;

@@ -205,8 +205,8 @@ double config_readers_ops(const Target& t, const Sizes& s, unsigned readers) {
         else
           ++bad;
       }
-      done[2 * r].store(ok);
-      done[2 * r + 1].store(fd < 0 ? s.reader_ops : bad);
+      done[size_t{2} * r].store(ok);
+      done[size_t{2} * r + 1].store(fd < 0 ? s.reader_ops : bad);
       _exit(0);
     }
     if (p < 0) break;
@@ -227,8 +227,8 @@ double config_readers_ops(const Target& t, const Sizes& s, unsigned readers) {
   check_stop();
   uint64_t ok = 0, bad = 0;
   for (unsigned r = 0; r < readers; ++r) {
-    ok += done[2 * r].load();
-    bad += done[2 * r + 1].load();
+    ok += done[size_t{2} * r].load();
+    bad += done[size_t{2} * r + 1].load();
   }
   if (kids.size() != readers || opened != readers || bad != 0) {
     throw std::runtime_error(t.name() + ": " + std::to_string(readers) +
