@@ -237,11 +237,7 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
           v.name, std::strerror(e));
     }
   }
-  h->loop = std::thread([s = h->session.get(), ended = h->ended] {
-    s->run();
-    ended->store(true);
-  });
-  while (!h->session->started()) std::this_thread::yield();
+  start_loop(*h);
   struct stat st {};
   if (!h->session->wait_for_init(std::chrono::seconds(10)) ||
       ::stat((v.mountpoint + "/devices").c_str(), &st) != 0) {
@@ -282,6 +278,16 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
                 std::string(core::kCdiKind) + "=" + core::cdi_device_name(v.name), false};
   views_[v.name] = std::move(h);
   return out;
+}
+
+// Runs the view's session loop on its thread; returns once it runs. `ended`
+// tells reap() when the kernel has let go of the connection.
+void ViewHost::start_loop(Hosted& h) {
+  h.loop = std::thread([s = h.session.get(), ended = h.ended] {
+    s->run();
+    ended->store(true);
+  });
+  while (!h.session->started()) std::this_thread::yield();
 }
 
 // Ends a view's loop and unmounts it (a clean stop). The loop must have started.
@@ -431,11 +437,7 @@ size_t ViewHost::adopt_retired() {
     h->stored_as = name;
     revoker_.add(h->session->raw());
     (void)h->session->resend();  // what the old daemon left unanswered: ENODEV
-    h->loop = std::thread([s = h->session.get(), ended = h->ended] {
-      s->run();
-      ended->store(true);
-    });
-    while (!h->session->started()) std::this_thread::yield();
+    start_loop(*h);
     spdlog::info("retired view {}: its connection taken over (ENODEV until released)", name);
     retired_.push_back(std::move(h));
     ++n;

@@ -94,6 +94,7 @@ class ViewHost {
                                  std::string* error) REQUIRES(mu_);
   std::optional<std::string> mountpoint_conflict(const std::string& mp) const REQUIRES(mu_);
   void retire_locked(std::unique_ptr<Hosted> h, const char* why) REQUIRES(mu_);
+  static void start_loop(Hosted& h);
   void stop(Hosted& h);
   void publish(const nlohmann::json& event) const EXCLUDES(publish_mu_);
 
