@@ -78,8 +78,7 @@ LspciRun run_lspci(const std::vector<std::string>& args, uid_t uid) {
   for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;)
     r.out.append(buf, static_cast<size_t>(n));
   close(pipefd[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  const int status = wait_child(pid);
   r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   r.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   return r;

@@ -64,9 +64,7 @@ void run_fusermount(const std::string& mnt, bool lazy) {
   posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
   pid_t pid = -1;
   if (posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0) {
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    wait_child(pid);
   }
   posix_spawn_file_actions_destroy(&fa);
 }
@@ -81,6 +79,13 @@ void install_stop_handlers() {
 }
 
 bool stop_requested() { return g_stop.load(std::memory_order_relaxed); }
+
+int wait_child(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
 
 bool is_mounted(const std::string& path) {
   std::ifstream in("/proc/self/mountinfo");
@@ -210,7 +215,7 @@ void BenchMount::stop() {
     }
     if (!reaped) {  // still our unreaped child, so the pid cannot have been reused
       kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
+      wait_child(pid_);
     }
     pid_ = -1;
   }

@@ -59,4 +59,9 @@ bool is_mounted(const std::string& path);
 void install_stop_handlers();
 bool stop_requested();
 
+// Waits for our child PID, through the EINTR a stop signal brings (the bench's
+// handlers have no SA_RESTART), so no child outlives the bench as a zombie.
+// Returns its wait status.
+int wait_child(pid_t pid);
+
 }  // namespace pcifs::bench

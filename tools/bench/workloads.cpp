@@ -198,7 +198,7 @@ double config_readers_ops(const Target& t, const Sizes& s, unsigned readers) {
       (void)!write(ready[1], &c, 1);
       (void)!read(gate[0], &c, 1);  // EOF: go
       uint64_t ok = 0, bad = 0;
-      for (unsigned i = 0; fd >= 0 && i < s.reader_ops; ++i) {
+      for (unsigned i = 0; fd >= 0 && i < s.reader_ops && !stop_requested(); ++i) {
         uint32_t v = 0;
         if (pread(fd, &v, 4, 0x44) == 4)
           ++ok;
@@ -222,7 +222,7 @@ double config_readers_ops(const Target& t, const Sizes& s, unsigned readers) {
   close(ready[0]);
   const auto start = Clock::now();
   close(gate[1]);
-  for (pid_t p : kids) waitpid(p, nullptr, 0);
+  for (pid_t p : kids) wait_child(p);
   const double spent = seconds_since(start);
   check_stop();
   uint64_t ok = 0, bad = 0;
