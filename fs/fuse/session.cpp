@@ -1,5 +1,6 @@
 #include "fuse/session.hpp"
 
+#include <liburing.h>
 #include <linux/fuse.h>
 #include <pthread.h>
 #include <signal.h>
@@ -8,6 +9,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -15,12 +17,17 @@
 #include <mutex>
 #include <thread>
 
+#include "fuse/uring.hpp"
+
 namespace pcifs::fuse {
 namespace {
 
 // Linux 6.6 include/uapi/linux/fuse.h: FUSE_DIRECT_IO_ALLOW_MMAP is INIT flag
 // bit 36, i.e. bit 4 of flags2. Debian's kernel headers predate it.
 constexpr uint32_t kFlags2DirectIoAllowMmap = 1u << 4;
+// Linux 6.14: FUSE_OVER_IO_URING is bit 41, bit 9 of flags2. The kernel offers
+// it only while /sys/module/fuse/parameters/enable_uring is set.
+constexpr uint32_t kFlags2OverIoUring = 1u << 9;
 
 // INIT state per /dev/fuse fd. Touched twice per mount, read on every reply
 // only while an INIT is outstanding.
@@ -31,6 +38,12 @@ struct InitState {
   bool negotiated = false;  // we set it in the reply
   bool wanted = true;
   bool replied = false;  // INIT answered: negotiation is over
+  bool offered_uring = false;
+  bool wanted_uring = false;
+  bool negotiated_uring = false;
+  bool written = false;  // our patched reply reached the kernel
+  uint32_t max_write = 0;
+  uint32_t max_pages = 0;
   // The INIT request as the kernel sent it: a successor replays it (adopt()).
   std::vector<uint8_t> request;
 };
@@ -57,12 +70,34 @@ void note_init_request(int fd, const void* buf, size_t len) {
   s.unique = in.unique;
   s.request.assign(static_cast<const uint8_t*>(buf), static_cast<const uint8_t*>(buf) + len);
   s.offered = ext && (init.flags2 & kFlags2DirectIoAllowMmap) != 0;
+  s.offered_uring = ext && (init.flags2 & kFlags2OverIoUring) != 0;
   s.pending = true;
   g_init_pending.fetch_add(1);
 }
 
+// Makes every page of a worker's request buffer present and writable, once
+// per buffer. The kernel copies a request into it page by page; a page not
+// yet there must be faulted in, and a fault fails while the daemon is being
+// killed -- and the kernel then ends that request with EIO instead of leaving
+// it for the successor to be resent (fuse_dev_do_read). A writeback of a
+// mapped BAR page is the request that first reaches past a buffer's first
+// page: before this, one in a few hundred kill -9 restarts gave the BAR's
+// next caller EIO (mount.restart_test). libfuse keeps one buffer per worker.
+void prefault(void* buf, size_t len) {
+  thread_local void* done = nullptr;
+  thread_local size_t done_len = 0;
+  if (buf == done && len <= done_len) return;
+  const auto page = static_cast<size_t>(getpagesize());
+  auto* p = static_cast<volatile char*>(buf);
+  for (size_t off = 0; off < len; off += page) p[off] = 0;
+  p[len - 1] = 0;
+  done = buf;
+  done_len = len;
+}
+
 // Not noexcept: libfuse cancels workers blocked in this read at shutdown.
 ssize_t channel_read(int fd, void* buf, size_t len, void*) {
+  if (len != 0) prefault(buf, len);
   ssize_t n = ::read(fd, buf, len);
   // Every message's opcode is looked at (no lock unless it is INIT): with
   // several views, several sessions' INITs may be outstanding at once.
@@ -90,7 +125,10 @@ InitReply patch_init_reply(int fd, const iovec* iov, int count, std::vector<char
   const InitReply done = oh.unique == kReplayUnique ? InitReply::kReplayed : InitReply::kOther;
   // The replayed reply is patched too: negotiated() says what the kernel
   // agreed to with the first daemon, which made the same reply.
-  if (!s.offered || !s.wanted || oh.error != 0) return done;
+  const bool mmap_bit = s.offered && s.wanted;
+  // Never for a replayed INIT: a connection taken over stays on /dev/fuse.
+  const bool uring_bit = s.offered_uring && s.wanted_uring && done != InitReply::kReplayed;
+  if ((!mmap_bit && !uring_bit) || oh.error != 0) return done;
   for (int i = 0; i < count; ++i) {
     const char* p = static_cast<const char*>(iov[i].iov_base);
     out->insert(out->end(), p, p + iov[i].iov_len);
@@ -102,26 +140,43 @@ InitReply patch_init_reply(int fd, const iovec* iov, int count, std::vector<char
   std::memcpy(&flags, out->data() + kFlags, sizeof flags);
   std::memcpy(&flags2, out->data() + kFlags2, sizeof flags2);
   flags |= FUSE_INIT_EXT;
-  flags2 |= kFlags2DirectIoAllowMmap;
+  if (mmap_bit) flags2 |= kFlags2DirectIoAllowMmap;
+  if (uring_bit) flags2 |= kFlags2OverIoUring;
   std::memcpy(out->data() + kFlags, &flags, sizeof flags);
   std::memcpy(out->data() + kFlags2, &flags2, sizeof flags2);
-  s.negotiated = true;
+  s.negotiated = mmap_bit;
+  s.negotiated_uring = uring_bit;
+  constexpr size_t kMaxWrite = sizeof(fuse_out_header) + offsetof(fuse_init_out, max_write);
+  constexpr size_t kMaxPages = sizeof(fuse_out_header) + offsetof(fuse_init_out, max_pages);
+  std::memcpy(&s.max_write, out->data() + kMaxWrite, sizeof s.max_write);
+  uint16_t pages = 0;
+  std::memcpy(&pages, out->data() + kMaxPages, sizeof pages);
+  s.max_pages = pages;
   return done == InitReply::kReplayed ? done : InitReply::kPatched;
+}
+
+ssize_t reply_size(const iovec* iov, int count) {
+  ssize_t n = 0;
+  for (int i = 0; i < count; ++i) n += static_cast<ssize_t>(iov[i].iov_len);
+  return n;
 }
 
 ssize_t channel_writev(int fd, iovec* iov, int count, void*) {
   if (g_init_pending.load() != 0) {
     std::vector<char> patched;
     switch (patch_init_reply(fd, iov, count, &patched)) {
-      case InitReply::kPatched: return ::write(fd, patched.data(), patched.size());
-      case InitReply::kReplayed: {
-        ssize_t n = 0;
-        for (int i = 0; i < count; ++i) n += static_cast<ssize_t>(iov[i].iov_len);
+      case InitReply::kPatched: {
+        const ssize_t n = ::write(fd, patched.data(), patched.size());
+        std::lock_guard lock(g_init_mu);
+        g_init[fd].written = n >= 0;
         return n;
       }
+      case InitReply::kReplayed: return reply_size(iov, count);
       case InitReply::kOther: break;
     }
   }
+  // A reply to a request that came over io_uring goes back over it.
+  if (UringChannel::route(fd, iov, count)) return reply_size(iov, count);
   return ::writev(fd, iov, count);
 }
 
@@ -161,12 +216,27 @@ fuse_session* new_session(const fuse_lowlevel_ops& ops, void* userdata,
   return se;
 }
 
+// Whether io_uring with 128-byte SQEs works here (not disabled by
+// kernel.io_uring_disabled, a seccomp filter or the kernel's age). Asked once.
+bool uring_usable() {
+  static const bool usable = [] {
+    io_uring ring;
+    if (io_uring_queue_init(4, &ring, IORING_SETUP_SQE128) != 0) return false;
+    io_uring_queue_exit(&ring);
+    return true;
+  }();
+  return usable;
+}
+
 // Our channel on the session's fd; false (and *error) when libfuse refused.
 bool install_channel(fuse_session* se, const SessionOptions& options, std::string* error) {
   const int fd = fuse_session_fd(se);
   {
     std::lock_guard lock(g_init_mu);
     g_init[fd].wanted = options.allow_direct_io_mmap;
+    // Asked for only where this process can make the rings: once INIT says
+    // io_uring, the kernel holds every request until each queue has an entry.
+    g_init[fd].wanted_uring = options.transport != Transport::kDev && uring_usable();
   }
   static const fuse_custom_io kIo = {channel_writev, channel_read, nullptr, nullptr};
   if (fuse_session_custom_io(se, &kIo, fd) != 0) {
@@ -194,9 +264,7 @@ std::unique_ptr<Session> Session::mount(const fuse_lowlevel_ops& ops, void* user
     fuse_session_destroy(se);
     return nullptr;
   }
-  auto s = std::unique_ptr<Session>(new Session(se, mountpoint));
-  s->max_threads_ = options.max_threads;
-  return s;
+  return std::unique_ptr<Session>(new Session(se, mountpoint, options));
 }
 
 std::unique_ptr<Session> Session::adopt(const fuse_lowlevel_ops& ops, void* userdata,
@@ -222,8 +290,7 @@ std::unique_ptr<Session> Session::adopt(const fuse_lowlevel_ops& ops, void* user
     *error = "cannot take over the FUSE connection (fd " + std::to_string(fd) + ")";
     return nullptr;
   }
-  auto s = std::unique_ptr<Session>(new Session(se, mountpoint));
-  s->max_threads_ = options.max_threads;
+  auto s = std::unique_ptr<Session>(new Session(se, mountpoint, options));
   s->adopted_ = true;
   if (!install_channel(se, options, error)) {
     s->disown();  // closes our fd only: the mount and the store's fd stay
@@ -275,7 +342,17 @@ auto* const g_disowned = new std::vector<fuse_session*>;
 
 void Session::disown() { disowned_ = true; }
 
+Session::Session(fuse_session* se, std::string mountpoint, const SessionOptions& options)
+    : se_(se),
+      mountpoint_(std::move(mountpoint)),
+      max_threads_(options.max_threads),
+      transport_(options.transport),
+      uring_depth_(options.uring_depth) {}
+
 Session::~Session() {
+  // The rings first: their entries hold the device file, and no handler may
+  // run once the owner has freed what they use.
+  stop_uring();
   const int fd = fuse_session_fd(se_);
   if (disowned_) {
     // fuse_session_unmount would umount2() the mountpoint *path*, where
@@ -322,8 +399,98 @@ int Session::run() {
   fuse_loop_cfg_set_clone_fd(cfg, 0);
   const int rc = fuse_session_loop_mt(se_, cfg);
   fuse_loop_cfg_destroy(cfg);
+  // The rings end with the loop: whoever ended it frees the handlers' state
+  // next (ViewHost::stop), and a request the rings hold then is answered by
+  // the unmount (ECONNABORTED), as one left on /dev/fuse is.
+  stop_uring();
   running_.store(false);
   return rc;
+}
+
+void Session::stop_uring() {
+  std::unique_ptr<UringChannel> ring;
+  {
+    std::lock_guard lock(uring_mu_);
+    uring_stopped_ = true;
+    ring = std::move(uring_);
+  }
+  if (ring) {
+    spdlog::debug("{}: io_uring stopped after {} requests", mountpoint_, ring->requests());
+  }
+}
+
+bool Session::start_transport(std::string* error) {
+  if (transport_ == Transport::kDev) return true;
+  const int fd = fuse_session_fd(se_);
+  bool offered = false, negotiated = false;
+  size_t payload = 0;
+  // The kernel takes ring entries only once it has processed our INIT reply.
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    {
+      std::lock_guard lock(g_init_mu);
+      auto it = g_init.find(fd);
+      if (it != g_init.end() && it->second.replied) {
+        const InitState& s = it->second;
+        offered = s.offered_uring;
+        negotiated = s.negotiated_uring;
+        // dev_uring.c: the payload must hold max(8 KiB, max_write, max_pages pages).
+        payload = std::max<size_t>(
+            {8192, s.max_write, size_t{s.max_pages} * static_cast<size_t>(getpagesize())});
+        if (!negotiated || s.written) break;
+      }
+    }
+    if (std::chrono::steady_clock::now() >= end) {
+      *error = "the INIT reply was not taken";
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::string why;
+  if (!negotiated) {
+    why = adopted_  ? "a connection taken over from a previous daemon stays on /dev/fuse"
+          : offered ? "not asked for"
+                    : "the kernel does not offer FUSE over io_uring (Linux 6.14+ with "
+                      "/sys/module/fuse/parameters/enable_uring=Y)";
+  } else {
+    std::lock_guard lock(uring_mu_);
+    if (uring_stopped_) return true;  // the loop already ended
+    uring_ = UringChannel::start(se_, fd, uring_depth_, payload, &why);
+    if (uring_) {
+      spdlog::info("{}: requests over io_uring ({} queues x {} entries)", mountpoint_,
+                   uring_->queues(), uring_->depth());
+      return true;
+    }
+  }
+  if (transport_ == Transport::kUring) {
+    *error = "--transport=uring: " + why;
+    return false;
+  }
+  spdlog::info("{}: requests over /dev/fuse ({})", mountpoint_, why);
+  return true;
+}
+
+const char* Session::transport() const {
+  std::lock_guard lock(uring_mu_);
+  return uring_ ? "io_uring" : "/dev/fuse";
+}
+
+uint64_t Session::uring_requests() const {
+  std::lock_guard lock(uring_mu_);
+  return uring_ ? uring_->requests() : 0;
+}
+
+bool parse_transport(const std::string& s, Transport* out) {
+  if (s == "auto") {
+    *out = Transport::kAuto;
+  } else if (s == "uring") {
+    *out = Transport::kUring;
+  } else if (s == "dev") {
+    *out = Transport::kDev;
+  } else {
+    return false;
+  }
+  return true;
 }
 
 void Session::exit() {

@@ -51,6 +51,9 @@ struct Shared {
   std::atomic<uint64_t> bad[kClients];        // oracle violations
   std::atomic<uint64_t> sigbus;
   std::atomic<uint64_t> doe_steps[3][160];  // write, response read, end-of-file read
+  std::atomic<uint64_t> bar_steps[2][160];  // pwrite, pread
+  std::atomic<uint64_t> restarts;           // how many the test has made so far
+  std::atomic<int64_t> bar_error_at;        // restarts when a BAR call last failed
   std::atomic<int> stop;
 };
 
@@ -100,8 +103,13 @@ void bar_user(const std::string& path, size_t size) {
     p[kRam / 4] = i;  // through the mapping (writeback by the kernel)
     (void)p[kRam / 4];
     uint32_t v = i;
-    if (pwrite(fd, &v, 4, kRam + 4) != 4) count_error(kBar, errno);
-    if (pread(fd, &v, 4, kRam + 4) != 4) count_error(kBar, errno);
+    for (int step = 0; step < 2; ++step) {
+      const ssize_t n = step == 0 ? pwrite(fd, &v, 4, kRam + 4) : pread(fd, &v, 4, kRam + 4);
+      if (n == 4) continue;
+      g_shared->bar_steps[step][errno % 160]++;
+      g_shared->bar_error_at.store(static_cast<int64_t>(g_shared->restarts.load()));
+      count_error(kBar, errno);
+    }
     // A restart may land between the write and the read: the simulated
     // device comes back as after a function reset. Only a value that is
     // neither ours nor the reset value is wrong.
@@ -298,6 +306,15 @@ class RestartTest : public ::testing::Test {
           }
         }
       }
+      for (int step = 0; c == kBar && step < 2; ++step) {
+        for (int e = 1; e < 160; ++e) {
+          if (const uint64_t n = g_shared->bar_steps[step][e].load()) {
+            out += std::string("  BAR ") + (step == 0 ? "pwrite" : "pread") + ": " +
+                   strerrorname_np(e) + " x" + std::to_string(n) + " (last after restart " +
+                   std::to_string(g_shared->bar_error_at.load()) + ")\n";
+          }
+        }
+      }
       if (const uint64_t n = g_shared->bad[c].load()) {
         out += std::string(kNames[c]) + ": " + std::to_string(n) + " wrong values\n";
       }
@@ -343,6 +360,7 @@ TEST_F(RestartTest, FiftyKillsNoClientNoticesAndClaimsStayExclusive) {
     const uint64_t until = g_shared->ops[kConfig].load() + rng() % 400;
     while (g_shared->ops[kConfig].load() < until && !HasFailure()) std::this_thread::yield();
     uint64_t before[kClients];
+    g_shared->restarts.store(static_cast<uint64_t>(round - 1));
     if (round % 5 == 0) {
       s.upgrade();
     } else {
@@ -362,7 +380,7 @@ TEST_F(RestartTest, FiftyKillsNoClientNoticesAndClaimsStayExclusive) {
     for (int e = 1; e < 160; ++e) {
       if (c == kDoe && e == EIO) continue;
       EXPECT_EQ(g_shared->errs[c][e].load(), 0u) << kNames[c] << ": " << strerrorname_np(e) << "\n"
-                                                 << s.log();
+                                                 << errors() << s.log();
     }
     EXPECT_EQ(g_shared->bad[c].load(), 0u) << kNames[c] << ": wrong values";
   }
