@@ -1,11 +1,17 @@
 // pcifs-bench: what pcifs costs over a bare FUSE filesystem, measured in one
-// run against two mounts: the pcifs daemon (simulated backend) and a floor
-// filesystem with the same session loop and options but no mediation
-// (tools/bench/floor_fs.hpp). Rounds alternate between the two, in alternating
-// order, so machine noise hits both alike; each figure is the median of its
-// rounds, printed beside the floor's with their ratio (tools/bench/report.hpp).
+// run against two mounts per FUSE transport: the pcifs daemon (simulated
+// backend, --transport=dev or uring) and a floor filesystem with the same
+// session loop and options but no mediation (tools/bench/floor_fs.hpp), on the
+// same transport. Every round runs each figure on every mount, in an order
+// that rotates from round to round, so machine noise hits all alike; each
+// figure is the median of its rounds, printed beside the floor's with their
+// ratio, one block per transport, then io_uring against /dev/fuse for the
+// same server (tools/bench/report.hpp). Each mount is checked to serve over
+// the transport asked for before any figure is taken.
 //
 //   sudo pcifs-bench [--rounds N] [--quick] [--json] [--pcifs PATH]
+//                    [--transport=dev|uring|both]   default both: sets the
+//                    kernel's enable_uring to Y for the run (transports.hpp)
 //   sudo pcifs-bench --lspci [ROOT]   lspci over a sysfs-backend mount vs over
 //                                     ROOT (default /sys/bus/pci); see bench/lspci.hpp
 //   sudo pcifs-bench --scale          costs against the number of devices
@@ -18,6 +24,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -28,6 +35,7 @@
 #include "bench/mounts.hpp"
 #include "bench/report.hpp"
 #include "bench/scale.hpp"
+#include "bench/transports.hpp"
 #include "bench/workloads.hpp"
 
 namespace {
@@ -156,22 +164,28 @@ double cpu_seconds(pid_t pid) {
 struct Side {
   const Target* target;
   pid_t server;
+  size_t block;  // index into the blocks
+  int which;     // kPcifs or kFloor
 };
 
-// Rounds alternate which mount goes first, so neither always runs on the
-// heels of the other's work.
-void run_rounds(std::vector<Figure>& figs, const Side sides[2], const Sizes& sizes, unsigned rounds,
-                Observations obs[2], bool progress) {
+// Every round runs each figure on every mount; the order rotates from round
+// to round, so no mount always runs on the heels of another's work.
+void run_rounds(std::vector<Block>& blocks, const std::vector<Side>& sides, const Sizes& sizes,
+                unsigned rounds, bool progress) {
+  const size_t n = sides.size();
+  const size_t nfigs = blocks.front().figs.size();
   for (unsigned r = 0; r < rounds; ++r) {
     if (progress) std::fprintf(stderr, "\rpcifs-bench: round %u/%u", r + 1, rounds);
-    for (auto& f : figs) {
-      for (unsigned k = 0; k < 2; ++k) {
-        const unsigned which = (r + k) % 2;
-        const double cpu0 = cpu_seconds(sides[which].server);
-        f.samples[which].push_back(f.run(*sides[which].target, sizes, obs[which]));
-        f.cpu_s[which] += cpu_seconds(sides[which].server) - cpu0;
+    for (size_t fi = 0; fi < nfigs; ++fi) {
+      for (size_t k = 0; k < n; ++k) {
+        const Side& side = sides[(r + k) % n];
+        Block& b = blocks[side.block];
+        Figure& f = b.figs[fi];
+        const double cpu0 = cpu_seconds(side.server);
+        f.samples[side.which].push_back(f.run(*side.target, sizes, b.obs[side.which]));
+        f.cpu_s[side.which] += cpu_seconds(side.server) - cpu0;
       }
-      f.total_ops += f.ops(sizes);
+      for (auto& b : blocks) b.figs[fi].total_ops += b.figs[fi].ops(sizes);
     }
   }
   if (progress) std::fprintf(stderr, "\n");
@@ -192,8 +206,9 @@ struct Args {
   std::string pcifs;
   std::vector<std::string> only;
   bool floor_no_poll = false;
-  std::string lspci_root;  // --lspci: compare lspci over a sysfs-backend mount with sysfs
-  bool scale = false;      // --scale: costs against the number of devices
+  std::string transport = "both";  // dev, uring or both (transports.hpp)
+  std::string lspci_root;          // --lspci: compare lspci over a sysfs-backend mount with sysfs
+  bool scale = false;              // --scale: costs against the number of devices
   std::vector<unsigned> scale_counts = {64, 4096};
 };
 
@@ -207,37 +222,118 @@ std::vector<Figure> selected(const std::vector<std::string>& only) {
   return out;
 }
 
-int bench(const Args& a) {
-  auto figs = selected(a.only);
-  // Both children fork before this process has any thread (floor_fs.hpp).
+// One transport's two mounts.
+struct Pair {
+  BenchTransport transport;
+  std::unique_ptr<BenchMount> pcifs, floor;
+};
+
+// The floor's .floor_stats as key -> value (floor_fs.hpp).
+std::map<std::string, std::string> floor_stats(const BenchMount& floor) {
+  std::ifstream in(floor.mountpoint() + "/.floor_stats");
+  std::map<std::string, std::string> out;
+  for (std::string k, v; in >> k >> v;) out[k] = v;
+  return out;
+}
+
+// Refuses a mount that serves over another transport than the one asked
+// for: no figure is printed for a transport that silently fell back.
+void check_transport(const Pair& p) {
+  const std::string want = transport_server_name(p.transport);
+  const std::string other = transport_server_name(
+      p.transport == BenchTransport::kUring ? BenchTransport::kDev : BenchTransport::kUring);
   std::string error;
-  std::unique_ptr<BenchMount> floor = BenchMount::start_floor(!a.floor_no_poll, &error);
-  if (!floor) throw std::runtime_error("floor: " + error);
-  std::unique_ptr<BenchMount> daemon = BenchMount::start_pcifs(a.pcifs, &error);
-  if (!daemon) throw std::runtime_error("pcifs: " + error);
-  install_stop_handlers();
-  if (!floor->wait_ready(kMountTimeoutMs, &error) || !daemon->wait_ready(kMountTimeoutMs, &error)) {
-    throw std::runtime_error(error);
+  const std::string log = p.pcifs->wait_transport_log(kMountTimeoutMs, &error);
+  if (log.empty()) throw std::runtime_error(error);
+  if (log.find("requests over " + want) == std::string::npos ||
+      log.find("requests over " + other) != std::string::npos) {
+    throw std::runtime_error(std::string("pcifs --transport=") + transport_arg(p.transport) +
+                             " does not serve over " + want + ", its log says:\n" + log);
   }
+  const std::string got = floor_stats(*p.floor)["transport"];
+  if (got != want) {
+    throw std::runtime_error("the floor asked for " + want + " serves over '" + got + "'");
+  }
+}
+
+// Starts every mount (all fork before this process has a thread,
+// floor_fs.hpp), waits for them and checks their transports.
+std::vector<Pair> start_mounts(const Args& a, const std::vector<BenchTransport>& transports) {
+  std::vector<Pair> pairs;
+  std::string error;
+  for (BenchTransport t : transports) {
+    const bool uring = t == BenchTransport::kUring;
+    Pair p{t, nullptr, BenchMount::start_floor(!a.floor_no_poll, uring, &error)};
+    if (!p.floor) throw std::runtime_error("floor: " + error);
+    p.pcifs = BenchMount::start_pcifs(a.pcifs, &error, "sim", "devices/0000:01:00.0/config",
+                                      transport_arg(t));
+    if (!p.pcifs) throw std::runtime_error("pcifs: " + error);
+    pairs.push_back(std::move(p));
+  }
+  for (auto& p : pairs) {
+    if (!p.floor->wait_ready(kMountTimeoutMs, &error) ||
+        !p.pcifs->wait_ready(kMountTimeoutMs, &error)) {
+      throw std::runtime_error(error);
+    }
+    check_transport(p);
+  }
+  return pairs;
+}
+
+std::vector<Block> new_blocks(const std::vector<Pair>& pairs,
+                              const std::vector<std::string>& only) {
+  std::vector<Block> blocks;
+  for (const auto& p : pairs) {
+    Block b;
+    b.transport = p.transport;
+    b.figs = selected(only);
+    blocks.push_back(std::move(b));
+  }
+  return blocks;
+}
+
+int bench(const Args& a, const TransportChoice& choice) {
+  std::vector<Pair> pairs = start_mounts(a, choice.transports);
   RunInfo info = run_info(a.quick ? 1 : a.rounds);
   info.floor_poll = !a.floor_no_poll;
-  Observations obs[2], warm_obs[2];
+  info.transport_note = choice.note;
+  std::vector<Block> blocks = new_blocks(pairs, a.only);
   {
     // Declared after the mounts: the files close before the mounts go.
-    Target pcifs_t("pcifs", daemon->device_dir(), "");
-    Target floor_t("floor", floor->device_dir(), floor->mountpoint() + "/.floor_stats");
-    const Side sides[2] = {{&pcifs_t, daemon->pid()}, {&floor_t, floor->pid()}};
+    std::vector<std::unique_ptr<Target>> targets;
+    std::vector<Side> sides;
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      const std::string t = std::string(" (") + transport_server_name(pairs[i].transport) + ")";
+      const BenchMount& pc = *pairs[i].pcifs;
+      const BenchMount& fl = *pairs[i].floor;
+      targets.push_back(std::make_unique<Target>("pcifs" + t, pc.device_dir(), ""));
+      sides.push_back({targets.back().get(), pc.pid(), i, kPcifs});
+      targets.push_back(std::make_unique<Target>("floor" + t, fl.device_dir(),
+                                                 fl.mountpoint() + "/.floor_stats"));
+      sides.push_back({targets.back().get(), fl.pid(), i, kFloor});
+    }
     // Warm-up, untimed: first opens, lookups, the DOE executor, code paths.
-    auto warm = selected(a.only);
-    run_rounds(warm, sides, quick_sizes(), 1, warm_obs, false);
-    run_rounds(figs, sides, a.quick ? quick_sizes() : Sizes{}, info.rounds, obs, isatty(2) != 0);
+    std::vector<Block> warm = new_blocks(pairs, a.only);
+    run_rounds(warm, sides, quick_sizes(), 1, false);
+    run_rounds(blocks, sides, a.quick ? quick_sizes() : Sizes{}, info.rounds, isatty(2) != 0);
   }
-  daemon->stop();
-  floor->stop();
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    if (pairs[i].transport != BenchTransport::kUring) continue;
+    // Still on the rings after every round, and they carried the work.
+    check_transport(pairs[i]);
+    blocks[i].floor_uring_requests = std::stoull(floor_stats(*pairs[i].floor)["uring_requests"]);
+    if (blocks[i].floor_uring_requests == 0) {
+      throw std::runtime_error("the floor on io_uring took no request over its rings");
+    }
+  }
+  for (auto& p : pairs) {
+    p.pcifs->stop();
+    p.floor->stop();
+  }
   if (a.json) {
-    print_json(figs, info, obs);
+    print_json(blocks, info);
   } else {
-    print_table(figs, info, obs);
+    print_table(blocks, info);
   }
   return 0;
 }
@@ -260,6 +356,14 @@ int run(int argc, char** argv) {
                "give the floor no poll handler (pcifs needs one for doe): shows what the "
                "FUSE_POLL the kernel then sends per io_uring read costs");
   app.add_option("--pcifs", a.pcifs, "the pcifs daemon to start")->capture_default_str();
+  app.add_option("--transport", a.transport,
+                 "the FUSE transports to measure, each with pcifs and the floor on it: dev "
+                 "(/dev/fuse), uring (FUSE over io_uring) or both, side by side in one run. uring "
+                 "and both set /sys/module/fuse/parameters/enable_uring to Y for the run and put "
+                 "it back at the end; both measures dev only where that cannot be done. --lspci "
+                 "and --scale take dev or uring (both: dev)")
+      ->check(CLI::IsMember({"dev", "uring", "both"}))
+      ->capture_default_str();
   app.add_option("--lspci", a.lspci_root,
                  "instead: time `lspci -vvv -xxxx` over a sysfs-backend mount of ROOT against "
                  "lspci over ROOT itself (read-only), e.g. --lspci /sys/bus/pci")
@@ -288,26 +392,39 @@ int run(int argc, char** argv) {
                  a.pcifs.c_str());
     return kUsageError;
   }
+  // Before the switch: from here a stop signal only sets a flag, and every
+  // way out of run() unwinds through `choice`, which puts enable_uring back
+  // once the mounts are gone.
+  install_stop_handlers();
+  const bool one_transport = app.count("--lspci") > 0 || a.scale;
+  TransportChoice choice;
+  std::string error;
+  if (!choose_transports(one_transport && a.transport == "both" ? "dev" : a.transport, &choice,
+                         &error)) {
+    std::fprintf(stderr, "pcifs-bench: %s\n", error.c_str());
+    return kUsageError;
+  }
+  if (!choice.note.empty()) std::fprintf(stderr, "pcifs-bench: note: %s\n", choice.note.c_str());
   if (app.count("--lspci") > 0) {
-    install_stop_handlers();
     LspciBenchArgs la;
     la.pcifs = a.pcifs;
+    la.transport = transport_arg(choice.transports.front());
     if (!a.lspci_root.empty()) la.root = a.lspci_root;
     la.rounds = a.quick ? 1 : a.rounds;
     la.json = a.json;
     return run_lspci_bench(la);
   }
   if (a.scale) {
-    install_stop_handlers();
     ScaleBenchArgs sa;
     sa.pcifs = a.pcifs;
+    sa.transport = transport_arg(choice.transports.front());
     if (!a.scale_counts.empty()) sa.counts = a.scale_counts;
     sa.rounds = a.quick ? 1 : (app.count("--rounds") > 0 ? a.rounds : 5);
     sa.json = a.json;
     return run_scale_bench(sa);
   }
   try {
-    return bench(a);
+    return bench(a, choice);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\npcifs-bench: %s\n", e.what());
     return stop_requested() ? 130 : 1;

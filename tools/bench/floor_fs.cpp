@@ -66,6 +66,7 @@ constexpr double kTimeout = 60.0;
 
 struct Floor {
   fuse_session* se = nullptr;
+  pcifs::fuse::Session* session = nullptr;  // set before the loop starts
   std::array<uint8_t, 4096> config{};
   // BAR memory: concurrent pread/pwrite of one BAR must not race.
   std::mutex bar_mu;
@@ -193,11 +194,13 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     case kDoe: return read_doe(req, fi, size);
     case kPowerState: return reply_slice(req, "D0\n", 3, size, off);
     case kStats: {
-      char line[128];
-      const int n =
-          std::snprintf(line, sizeof line, "resource0_reads %llu resource0_max_read %llu\n",
-                        static_cast<unsigned long long>(f.r0_reads.load()),
-                        static_cast<unsigned long long>(f.r0_max_read.load()));
+      char line[192];
+      const int n = std::snprintf(
+          line, sizeof line,
+          "resource0_reads %llu resource0_max_read %llu transport %s uring_requests %llu\n",
+          static_cast<unsigned long long>(f.r0_reads.load()),
+          static_cast<unsigned long long>(f.r0_max_read.load()), f.session->transport(),
+          static_cast<unsigned long long>(f.session->uring_requests()));
       return reply_slice(req, line, static_cast<size_t>(n), size, off);
     }
     default: fuse_reply_err(req, EISDIR);
@@ -289,15 +292,31 @@ void wait_for_end(pcifs::fuse::Session& s) {
   }
 }
 
+// Moves the requests to io_uring when asked, before any is served: once INIT
+// promised io_uring, the kernel holds every request until the rings are up.
+bool start_transport(pcifs::fuse::Session& s, bool uring) {
+  std::string error;
+  if (!s.wait_for_init(std::chrono::seconds(10))) {
+    error = "the kernel's INIT was not answered";
+  } else if (s.start_transport(&error)) {
+    const char* want = uring ? "io_uring" : "/dev/fuse";
+    if (std::strcmp(s.transport(), want) == 0) return true;
+    error = std::string("asked for ") + want + ", serving over " + s.transport();
+  }
+  std::fprintf(stderr, "floor: %s\n", error.c_str());
+  return false;
+}
+
 }  // namespace
 
-int run_floor(const std::string& mountpoint, bool with_poll) {
+int run_floor(const std::string& mountpoint, bool with_poll, bool uring) {
   const sigset_t set = pcifs::fuse::stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread: all inherit it
   Floor floor;
   for (size_t i = 0; i < floor.config.size(); ++i) floor.config[i] = static_cast<uint8_t>(i);
   pcifs::fuse::SessionOptions so;
   so.fsname = kFloorFsName;
+  so.transport = uring ? pcifs::fuse::Transport::kUring : pcifs::fuse::Transport::kDev;
   if (geteuid() == 0) so.mount_options.push_back("allow_other");  // as pcifs does as root
   std::string error;
   const fuse_lowlevel_ops ops = floor_ops(with_poll);
@@ -307,12 +326,18 @@ int run_floor(const std::string& mountpoint, bool with_poll) {
     return 1;
   }
   floor.se = session->raw();
+  floor.session = session.get();
   std::thread loop([s = session.get()] { s->run(); });
   while (!session->started()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  wait_for_end(*session);
+  const bool serving = start_transport(*session, uring);
+  if (serving) wait_for_end(*session);
+  while (session->running()) {
+    session->exit();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   loop.join();
   session.reset();  // unmounts
-  return 0;
+  return serving ? 0 : 1;
 }
 
 }  // namespace pcifs::bench

@@ -6,14 +6,19 @@
 // nonseekable), so the difference between the two is what pcifs adds.
 //
 // It also serves `.floor_stats` at the root, not a path any figure times: a
-// text line "resource0_reads N resource0_max_read B" that tells the bench how
-// the kernel split its 1 MiB reads into FUSE_READ requests.
+// text line "resource0_reads N resource0_max_read B transport T uring_requests
+// U" that tells the bench how the kernel split its 1 MiB reads into FUSE_READ
+// requests, which transport the floor serves (T: "io_uring" or "/dev/fuse",
+// pcifs::fuse::Session::transport()) and how many requests came over io_uring.
 //
 // run_floor() is meant for a child process forked before the parent has
 // threads: it mounts, serves until SIGTERM/SIGINT/SIGHUP or an unmount, then
 // unmounts and returns the exit status. `with_poll` installs a poll handler
 // like pcifs's; without it the kernel answers every poll itself (no_poll),
 // which is what a bare filesystem gets and pcifs, serving doe, cannot.
+// `uring`: serve over FUSE over io_uring (Session transport kUring, started
+// before any request is served) and fail, exit status 1, when the kernel does
+// not give it; otherwise /dev/fuse.
 #pragma once
 
 #include <string>
@@ -22,6 +27,6 @@ namespace pcifs::bench {
 
 inline constexpr const char* kFloorFsName = "pcifs-floor";
 
-int run_floor(const std::string& mountpoint, bool with_poll);
+int run_floor(const std::string& mountpoint, bool with_poll, bool uring);
 
 }  // namespace pcifs::bench

@@ -97,8 +97,8 @@ int run_lspci_bench(const LspciBenchArgs& a) {
   }
   std::string error;
   const std::string backend = a.root == "/sys/bus/pci" ? "sysfs" : "sysfs:" + a.root;
-  auto daemon =
-      BenchMount::start_pcifs(a.pcifs, &error, backend, "devices/" + devices.front() + "/config");
+  auto daemon = BenchMount::start_pcifs(a.pcifs, &error, backend,
+                                        "devices/" + devices.front() + "/config", a.transport);
   if (!daemon || !daemon->wait_ready(kMountTimeoutMs, &error)) {
     std::fprintf(stderr, "pcifs-bench --lspci: %s\n", error.c_str());
     return 1;

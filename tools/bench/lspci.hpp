@@ -23,7 +23,8 @@ struct LspciRun {
 LspciRun run_lspci(const std::vector<std::string>& args, uid_t uid);
 
 struct LspciBenchArgs {
-  std::string pcifs;  // the daemon
+  std::string pcifs;              // the daemon
+  std::string transport = "dev";  // its --transport
   std::string root = "/sys/bus/pci";
   unsigned rounds = 15;
   bool json = false;

@@ -119,11 +119,14 @@ bool BenchMount::make_dirs(const char* what, std::string* error) {
 
 std::unique_ptr<BenchMount> BenchMount::start_pcifs(const std::string& pcifs_exe,
                                                     std::string* error, const std::string& backend,
-                                                    const std::string& probe) {
+                                                    const std::string& probe,
+                                                    const std::string& transport) {
   std::unique_ptr<BenchMount> m(new BenchMount());
   if (!m->make_dirs("pcifs", error)) return nullptr;
   m->probe_ = probe;
-  std::vector<std::string> args = {pcifs_exe, "-f", "--backend=" + backend, m->mnt_};
+  std::vector<std::string> args = {pcifs_exe, "-f", "--backend=" + backend};
+  if (!transport.empty()) args.push_back("--transport=" + transport);
+  args.push_back(m->mnt_);
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
@@ -150,7 +153,8 @@ std::unique_ptr<BenchMount> BenchMount::start_pcifs(const std::string& pcifs_exe
   return m;
 }
 
-std::unique_ptr<BenchMount> BenchMount::start_floor(bool with_poll, std::string* error) {
+std::unique_ptr<BenchMount> BenchMount::start_floor(bool with_poll, bool uring,
+                                                    std::string* error) {
   std::unique_ptr<BenchMount> m(new BenchMount());
   if (!m->make_dirs("floor", error)) return nullptr;
   std::fflush(nullptr);
@@ -162,7 +166,14 @@ std::unique_ptr<BenchMount> BenchMount::start_floor(bool with_poll, std::string*
   }
   if (pid == 0) {
     detach_child(parent);
-    _exit(run_floor(m->mnt_, with_poll));
+    // Its session's log and errors, for log_tail() if it fails.
+    const int log = open(m->log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (log >= 0) {
+      dup2(log, 1);
+      dup2(log, 2);
+      close(log);
+    }
+    _exit(run_floor(m->mnt_, with_poll, uring));
   }
   m->pid_ = pid;
   return m;
@@ -188,6 +199,25 @@ bool BenchMount::wait_ready(int timeout_ms, std::string* error) {
   }
   *error = name_ + ": " + mnt_ + " did not become a FUSE mount showing " + probe + log_tail();
   return false;
+}
+
+std::string BenchMount::wait_transport_log(int timeout_ms, std::string* error) const {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!stop_requested()) {
+    std::ifstream in(log_);
+    std::string line, found;
+    bool view_line = false;
+    while (std::getline(in, line)) {
+      if (line.find("requests over ") == std::string::npos) continue;
+      found += line + "\n";
+      if (line.find("view ") != std::string::npos) view_line = true;
+    }
+    if (view_line) return found;
+    if (std::chrono::steady_clock::now() >= end) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  *error = name_ + ": no \"view ... requests over\" line in its log" + log_tail();
+  return "";
 }
 
 std::string BenchMount::log_tail() const {

@@ -1,10 +1,11 @@
-// The two mounts pcifs-bench measures, as RAII objects: the pcifs daemon (an
-// exec'd child, `pcifs -f --backend=sim MNT`) and the floor filesystem (a
-// forked child running run_floor). Each lives in a fresh temp directory
-// ($TMPDIR or /tmp, pcifs-bench.XXXXXX); the destructor stops the child with
-// SIGTERM, makes sure the mount is gone (fusermount3 -u, then -u -z) and
-// removes the directory. Children get
-// PR_SET_PDEATHSIG, so even a bench killed by SIGKILL leaves no mount behind.
+// The mounts pcifs-bench measures, as RAII objects: the pcifs daemon (an
+// exec'd child, `pcifs -f --backend=sim [--transport=T] MNT`) and the floor
+// filesystem (a forked child running run_floor), a pair per transport. Each
+// lives in a fresh temp directory ($TMPDIR or /tmp, pcifs-bench.XXXXXX) with
+// the child's log; the destructor stops the child with SIGTERM, makes sure
+// the mount is gone (fusermount3 -u, then -u -z) and removes the directory.
+// Children get PR_SET_PDEATHSIG, so even a bench killed by SIGKILL leaves no
+// mount behind.
 //
 // Both start functions fork: call them before the bench creates any thread.
 // Children run in their own process group, so a Ctrl-C reaches only the bench,
@@ -20,13 +21,15 @@ namespace pcifs::bench {
 
 class BenchMount {
  public:
-  // Starts `pcifs_exe -f --backend=BACKEND MNT`, its output going to a log
-  // file; wait_ready() then waits for MNT/`probe` to exist.
+  // Starts `pcifs_exe -f --backend=BACKEND [--transport=TRANSPORT] MNT`, its
+  // output going to a log file; wait_ready() then waits for MNT/`probe` to
+  // exist. An empty `transport` leaves pcifs's default (auto).
   static std::unique_ptr<BenchMount> start_pcifs(
       const std::string& pcifs_exe, std::string* error, const std::string& backend = "sim",
-      const std::string& probe = "devices/0000:01:00.0/config");
-  // Forks a child that serves the floor filesystem (floor_fs.hpp).
-  static std::unique_ptr<BenchMount> start_floor(bool with_poll, std::string* error);
+      const std::string& probe = "devices/0000:01:00.0/config", const std::string& transport = "");
+  // Forks a child that serves the floor filesystem (floor_fs.hpp), over
+  // io_uring when `uring`.
+  static std::unique_ptr<BenchMount> start_floor(bool with_poll, bool uring, std::string* error);
   ~BenchMount();
   BenchMount(const BenchMount&) = delete;
   BenchMount& operator=(const BenchMount&) = delete;
@@ -37,6 +40,11 @@ class BenchMount {
   const std::string& mountpoint() const { return mnt_; }
   std::string device_dir() const { return mnt_ + "/devices/0000:01:00.0/"; }
   pid_t pid() const { return pid_; }
+  // For pcifs, once wait_ready(): waits for the daemon's log line that says
+  // which transport the view's requests come over ("view ... requests over
+  // T") and returns every "requests over" line logged by then, or "" (and
+  // *error) when none came in time.
+  std::string wait_transport_log(int timeout_ms, std::string* error) const;
   // Stops the child and removes the mount; idempotent.
   void stop();
 

@@ -141,7 +141,7 @@ int run_scale_bench(const ScaleBenchArgs& a) {
                    count);
       std::string error;
       auto m = BenchMount::start_pcifs(a.pcifs, &error, "sim:" + sets[c],
-                                       "devices/" + bdf_of(count - 1) + "/config");
+                                       "devices/" + bdf_of(count - 1) + "/config", a.transport);
       Figures f;
       if (!m || !m->wait_ready(kMountTimeoutMs, &error) ||
           !measure(m->mountpoint(), count, &f, &error)) {

@@ -19,7 +19,8 @@
 namespace pcifs::bench {
 
 struct ScaleBenchArgs {
-  std::string pcifs;  // the daemon
+  std::string pcifs;              // the daemon
+  std::string transport = "dev";  // its --transport
   std::vector<unsigned> counts = {64, 4096};
   unsigned rounds = 5;
   bool json = false;
