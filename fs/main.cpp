@@ -45,6 +45,7 @@ struct Args {
   std::string view_root = "/run/pcifs/views";
   unsigned doe_timeout_ms = 1000;  // PCIe 6.0 §6.30.2: 1 s
   unsigned max_threads = 16;       // FUSE workers per view
+  std::string transport = "auto";  // README "Transports"
   bool foreground = false;
   bool fd_store = false;  // README "Restarts"
 };
@@ -349,6 +350,12 @@ int run(int argc, char** argv) {
                  "so any number serves every device (more: more accesses in flight at once)")
       ->check(CLI::Range(1u, 1024u))
       ->capture_default_str();
+  app.add_option("--transport", a.transport,
+                 "how requests reach the daemon: uring (FUSE over io_uring, Linux 6.14+ with "
+                 "/sys/module/fuse/parameters/enable_uring=Y), dev (/dev/fuse), or auto (uring "
+                 "where the kernel offers it, else dev; dev with --fd-store)")
+      ->check(CLI::IsMember({"auto", "uring", "dev"}))
+      ->capture_default_str();
   app.add_flag("--fd-store", a.fd_store,
                "keep each view's FUSE connection in the service manager's file-descriptor "
                "store ($NOTIFY_SOCKET, FDSTORE=1) and hand the mounts over on SIGTERM: the "
@@ -389,6 +396,16 @@ int run(int argc, char** argv) {
     usage_error("--fd-store: expected -f (the service manager must see the daemon's own pid)");
   }
   o.fd_store = a.fd_store;
+  pcifs::fuse::parse_transport(a.transport, &o.transport);
+  if (a.fd_store && o.transport == pcifs::fuse::Transport::kUring) {
+    // The kernel resends what a dead daemon read from /dev/fuse
+    // (FUSE_NOTIFY_RESEND); a request a dead daemon's ring held is never
+    // answered. README "Transports".
+    usage_error(
+        "--transport=uring: not with --fd-store (a restart cannot recover the requests "
+        "a dead daemon's rings held; use --transport=dev or auto)");
+  }
+  if (a.fd_store) o.transport = pcifs::fuse::Transport::kDev;
   std::string error;
   auto backend = pcifs::backend::open_backend(a.backend, &error);
   if (!backend) usage_error(error);

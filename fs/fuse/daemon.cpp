@@ -63,6 +63,7 @@ HostOptions host_options(const DaemonOptions& o, Restart* restart) {
   h.restart = restart;
   h.session.mount_options = o.mount_options;
   h.session.max_threads = o.max_threads;
+  h.session.transport = o.fd_store ? Transport::kDev : o.transport;
   h.state_dir = o.state_dir;
   h.cdi_dir = o.cdi_dir;
   h.view_root = o.view_root;

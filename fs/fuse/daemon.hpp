@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "fuse/session.hpp"
 #include "pcifs/backend.hpp"
 #include "pcifs/mediator.hpp"
 #include "pcifs/view.hpp"
@@ -26,8 +27,9 @@ struct DaemonOptions {
   std::vector<std::string> mount_options;
   MediatorOptions mediator;
   unsigned max_threads = 16;
-  std::string backend_name;  // for the start-up summary
-  std::string lock_dir;      // host leases (MediatorOptions::host_locks); empty: none
+  Transport transport = Transport::kAuto;  // session.hpp; kDev with fd_store
+  std::string backend_name;                // for the start-up summary
+  std::string lock_dir;                    // host leases (MediatorOptions::host_locks); empty: none
   // A host daemon [S16]: views at runtime through the control socket at this
   // path (empty: none; then the daemon ends with its last mount).
   std::string control;

@@ -21,10 +21,20 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 namespace pcifs::fuse {
+
+class UringChannel;
+
+// How requests reach the daemon. kDev: read(2)/writev(2) on /dev/fuse.
+// kUring: FUSE over io_uring (uring.hpp), refused when the kernel does not
+// offer it. kAuto: io_uring where the kernel offers it, else /dev/fuse.
+enum class Transport { kAuto, kUring, kDev };
+// "auto", "uring", "dev"; false for anything else.
+bool parse_transport(const std::string& s, Transport* out);
 
 struct SessionOptions {
   std::vector<std::string> mount_options;  // "-o" values: allow_other, ...
@@ -36,6 +46,12 @@ struct SessionOptions {
   // function's config or BAR path offers, for 16 MiB of request buffers.
   unsigned max_threads = 16;
   bool allow_direct_io_mmap = true;
+  Transport transport = Transport::kDev;
+  // Ring entries each queue (one per possible CPU) keeps free for new
+  // requests; it adds entries while requests wait for a later answer. A burst
+  // larger than this while requests wait may queue in the kernel behind them
+  // (README "Transports").
+  unsigned uring_depth = 32;
 };
 
 class Session {
@@ -58,8 +74,18 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // The multi-threaded loop. Returns 0 once the mount is gone or exit() ran.
+  // The multi-threaded loop. Returns 0 once the mount is gone or exit() ran;
+  // the io_uring queues, if any, are stopped by then.
   int run();
+  // Once INIT is answered (wait_for_init) and while run() runs: moves the
+  // requests to io_uring as the options ask. False and *error when kUring was
+  // asked and the kernel did not offer it or refused the rings; kAuto then
+  // stays on /dev/fuse (and says why in the log).
+  bool start_transport(std::string* error);
+  // "io_uring" or "/dev/fuse": where requests come from now.
+  const char* transport() const;
+  // Requests that came over io_uring so far (0 on /dev/fuse).
+  uint64_t uring_requests() const;
   // Ends the loop from any thread. Call until running() is false: a wake-up
   // sent just before the loop starts waiting is lost.
   void exit();
@@ -85,10 +111,16 @@ class Session {
   static bool direct_io_mmap_negotiated(fuse_session* se);
 
  private:
-  Session(fuse_session* se, std::string mountpoint) : se_(se), mountpoint_(std::move(mountpoint)) {}
+  Session(fuse_session* se, std::string mountpoint, const SessionOptions& options);
+  void stop_uring();
   fuse_session* se_;
   std::string mountpoint_;
   unsigned max_threads_ = 16;
+  Transport transport_ = Transport::kDev;
+  unsigned uring_depth_ = 32;
+  mutable std::mutex uring_mu_;
+  std::unique_ptr<UringChannel> uring_;  // guarded by uring_mu_
+  bool uring_stopped_ = false;           // guarded by uring_mu_: run() ended
   bool disowned_ = false;
   bool adopted_ = false;  // adopt(): the mount is not libfuse's to unmount
   std::atomic<bool> running_{false};

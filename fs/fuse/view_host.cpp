@@ -238,9 +238,18 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
     }
   }
   start_loop(*h);
+  // The transport before the first request: once INIT said io_uring, the
+  // kernel holds every request until each queue has an entry.
+  std::string why;
+  const bool answered = h->session->wait_for_init(std::chrono::seconds(10));
+  if (answered && !h->session->start_transport(&why)) {
+    *error = where + ": " + why;
+    stop(*h);
+    undo_dir();
+    return Errno(EIO);
+  }
   struct stat st {};
-  if (!h->session->wait_for_init(std::chrono::seconds(10)) ||
-      ::stat((v.mountpoint + "/devices").c_str(), &st) != 0) {
+  if (!answered || ::stat((v.mountpoint + "/devices").c_str(), &st) != 0) {
     *error = where + ": the mount at " + v.mountpoint + " does not answer";
     stop(*h);
     undo_dir();
@@ -270,9 +279,10 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime
       spdlog::warn("view {}: no CDI spec: {}", v.name, cdi_error);
     }
   }
-  spdlog::info("view {} at {}: {} device(s), files owned by uid {}{}", v.name, v.mountpoint,
-               mediator_.devices(h->id).size(), v.has_uid ? v.uid : 0,
-               runtime ? " (runtime)" : (v.source.empty() ? "" : " (" + v.source + ")"));
+  spdlog::info("view {} at {}: {} device(s), files owned by uid {}{}, requests over {}", v.name,
+               v.mountpoint, mediator_.devices(h->id).size(), v.has_uid ? v.uid : 0,
+               runtime ? " (runtime)" : (v.source.empty() ? "" : " (" + v.source + ")"),
+               h->session->transport());
   publish(view_event("view_added", v));
   AddedView out{v.name, v.mountpoint,
                 std::string(core::kCdiKind) + "=" + core::cdi_device_name(v.name), false};
