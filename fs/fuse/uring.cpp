@@ -430,7 +430,8 @@ void Queue::run() {
         drain_commits();
         continue;
       }
-      auto* e = reinterpret_cast<Entry*>(cqe->user_data);
+      // The entry is the user data its command was submitted with.
+      auto* e = reinterpret_cast<Entry*>(cqe->user_data);  // NOLINT(performance-no-int-to-ptr)
       if (cqe->res == 0) {
         handle(*e);
       } else {
