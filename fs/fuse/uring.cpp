@@ -155,6 +155,7 @@ struct Queue {
   bool setup(std::string* why);
   Entry* add_entry();
   int init_ring();
+  io_uring_sqe* next_sqe();
   void prep_cmd(Entry& e, uint32_t op, uint64_t commit_id);
   void arm_wake();
   void handle(Entry& e);
@@ -213,12 +214,19 @@ void late_reply(Entry& e, const iovec* iov, int count) {
 
 }  // namespace
 
-void Queue::prep_cmd(Entry& e, uint32_t op, uint64_t commit_id) {
+// A free submission slot: when the queue is full (more commits than it has
+// room for in one batch), what is queued goes to the kernel first.
+io_uring_sqe* Queue::next_sqe() {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-  if (sqe == nullptr) {  // sized for every entry plus the wake-up: cannot happen
+  while (sqe == nullptr) {
     io_uring_submit(&ring);
     sqe = io_uring_get_sqe(&ring);
   }
+  return sqe;
+}
+
+void Queue::prep_cmd(Entry& e, uint32_t op, uint64_t commit_id) {
+  io_uring_sqe* sqe = next_sqe();
   io_uring_prep_rw(IORING_OP_URING_CMD, sqe, ch->fd, e.iov, 2, 0);
   sqe->cmd_op = op;
   std::memset(sqe->cmd, 0, kSqeCmdArea);
@@ -230,11 +238,7 @@ void Queue::prep_cmd(Entry& e, uint32_t op, uint64_t commit_id) {
 }
 
 void Queue::arm_wake() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-  if (sqe == nullptr) {
-    io_uring_submit(&ring);
-    sqe = io_uring_get_sqe(&ring);
-  }
+  io_uring_sqe* sqe = next_sqe();
   io_uring_prep_read(sqe, wake_fd, &wake_buf, sizeof wake_buf, 0);
   io_uring_sqe_set_data64(sqe, kWakeTag);
 }
