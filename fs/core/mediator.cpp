@@ -93,7 +93,7 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
   }
   {
     ExclusiveLock lock(devices_mu);
-    devices[d->bdf] = d;
+    publish(d);
   }
   start_discovery(d);
   emit(MediatorEvent::device(MediatorEvent::Kind::kDeviceArrived, d->bdf,
@@ -217,7 +217,7 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
     auto it = devices.find(bdf);
     if (it == devices.end()) return;
     d = it->second;
-    devices.erase(it);
+    unpublish(*d);
   }
   d->gone.store(true);
   d->control->revoke();
@@ -238,6 +238,44 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
   // Last: the kernel's view of the tree is updated first (the lock file's
   // unlink is a system call between "not listed" and "not found" otherwise).
   d->lease.reset();  // the slot's next device (or another daemon) may lease the group
+}
+
+void Mediator::Impl::publish(const std::shared_ptr<DeviceState>& d) {
+  if (auto it = devices.find(d->bdf); it != devices.end()) unpublish(*it->second);
+  devices[d->bdf] = d;
+  if (d->info.iommu_group) by_group[*d->info.iommu_group].insert(d->bdf);
+  if (d->info.driver) by_driver[*d->info.driver].insert(d->bdf);
+}
+
+void Mediator::Impl::unpublish(const DeviceState& d) {
+  auto drop = [&](auto& index, const auto& key) {
+    auto it = index.find(key);
+    if (it == index.end()) return;
+    it->second.erase(d.bdf);
+    if (it->second.empty()) index.erase(it);
+  };
+  if (d.info.iommu_group) drop(by_group, *d.info.iommu_group);
+  if (d.info.driver) drop(by_driver, *d.info.driver);
+  devices.erase(d.bdf);
+}
+
+std::vector<Bdf> Mediator::Impl::selected(const ViewPolicy& v, const std::set<Bdf>& set,
+                                          size_t limit) const {
+  std::vector<Bdf> out;
+  for (const Bdf& bdf : set) {
+    if (out.size() >= limit) break;
+    auto it = devices.find(bdf);
+    if (it == devices.end()) continue;
+    const auto& i = it->second->info;
+    if (v.selects(bdf, i.vendor, i.device, i.class_code)) out.push_back(bdf);
+  }
+  return out;
+}
+
+const ViewPolicy* Mediator::Impl::live_policy(ViewId view) const {
+  MutexLock lock(views_mu);
+  if (view < views_removed.size() && views_removed[view]) return nullptr;
+  return &views.at(view);
 }
 
 std::shared_ptr<DeviceState> Mediator::Impl::find(const Bdf& bdf) const {
@@ -304,6 +342,53 @@ std::optional<int> Mediator::iommu_group(ViewId view, const Bdf& bdf) const {
 std::optional<std::string> Mediator::driver(ViewId view, const Bdf& bdf) const {
   auto d = impl_->find_in(view, bdf);
   return d ? d->info.driver : std::nullopt;
+}
+
+// The view's policy is read before devices_mu: views_mu is never nested in it.
+template <class Key>
+std::vector<Bdf> Mediator::Impl::indexed(ViewId view, Index<Key> Impl::*index, const Key& key,
+                                         size_t limit) const {
+  const ViewPolicy* v = live_policy(view);
+  if (!v) return {};
+  SharedLock lock(devices_mu);
+  auto it = (this->*index).find(key);
+  return it == (this->*index).end() ? std::vector<Bdf>{} : selected(*v, it->second, limit);
+}
+
+template <class Key>
+std::vector<Key> Mediator::Impl::index_keys(ViewId view, Index<Key> Impl::*index) const {
+  std::vector<Key> out;
+  const ViewPolicy* v = live_policy(view);
+  if (!v) return out;
+  SharedLock lock(devices_mu);
+  for (const auto& [key, set] : this->*index) {
+    if (!selected(*v, set, 1).empty()) out.push_back(key);
+  }
+  return out;
+}
+
+std::vector<Bdf> Mediator::group_devices(ViewId view, int group) const {
+  return impl_->indexed(view, &Impl::by_group, group, SIZE_MAX);
+}
+
+std::vector<Bdf> Mediator::driver_devices(ViewId view, const std::string& driver) const {
+  return impl_->indexed(view, &Impl::by_driver, driver, SIZE_MAX);
+}
+
+bool Mediator::has_group(ViewId view, int group) const {
+  return !impl_->indexed(view, &Impl::by_group, group, 1).empty();
+}
+
+bool Mediator::has_driver(ViewId view, const std::string& driver) const {
+  return !impl_->indexed(view, &Impl::by_driver, driver, 1).empty();
+}
+
+std::vector<int> Mediator::iommu_groups(ViewId view) const {
+  return impl_->index_keys(view, &Impl::by_group);
+}
+
+std::vector<std::string> Mediator::drivers(ViewId view) const {
+  return impl_->index_keys(view, &Impl::by_driver);
 }
 
 // --- claims [S11]

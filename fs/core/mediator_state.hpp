@@ -101,6 +101,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -278,6 +279,26 @@ struct Mediator::Impl {
 
   mutable SharedMutex devices_mu ACQUIRED_BEFORE(handles_mu);
   std::map<Bdf, std::shared_ptr<core::DeviceState>> devices GUARDED_BY(devices_mu);
+  // The same devices by IOMMU group and by driver (immutable per DeviceState:
+  // a rebind is a removal and an arrival), kept with `devices`.
+  template <class Key>
+  using Index = std::map<Key, std::set<Bdf>>;
+  Index<int> by_group GUARDED_BY(devices_mu);
+  Index<std::string> by_driver GUARDED_BY(devices_mu);
+  void publish(const std::shared_ptr<core::DeviceState>& d) REQUIRES(devices_mu);
+  void unpublish(const core::DeviceState& d) REQUIRES(devices_mu);
+  // Those of `set` the view selects, at most `limit`.
+  std::vector<Bdf> selected(const ViewPolicy& v, const std::set<Bdf>& set, size_t limit) const
+      REQUIRES_SHARED(devices_mu);
+  // The view's policy; null once the view is removed.
+  const ViewPolicy* live_policy(ViewId view) const;
+  // The view's devices under `key` of an index, at most `limit`; the keys the
+  // view has a device under. Each takes devices_mu (shared).
+  template <class Key>
+  std::vector<Bdf> indexed(ViewId view, Index<Key> Impl::*index, const Key& key,
+                           size_t limit) const;
+  template <class Key>
+  std::vector<Key> index_keys(ViewId view, Index<Key> Impl::*index) const;
   mutable Mutex views_mu;
   std::deque<ViewPolicy> views GUARDED_BY(views_mu);  // deque: stable references
   std::deque<bool> views_removed GUARDED_BY(views_mu);

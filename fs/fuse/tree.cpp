@@ -4,8 +4,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <optional>
-#include <set>
 
 namespace pcifs::fuse {
 
@@ -53,26 +54,18 @@ Result<std::vector<DirEntry>> Tree::device_children(const Bdf& bdf) const {
 }
 
 std::vector<DirEntry> Tree::group_children() const {
-  std::set<int> groups;
-  for (const auto& b : m_.devices(view_)) {
-    if (auto g = m_.iommu_group(view_, b)) groups.insert(*g);
-  }
   std::vector<DirEntry> out;
-  out.reserve(groups.size());
-  for (int g : groups) {
+  for (int g : m_.iommu_groups(view_)) {
     out.push_back({std::to_string(g), {Node::kGroupDir, {}, static_cast<uint32_t>(g)}, S_IFDIR});
   }
   return out;
 }
 
 std::vector<DirEntry> Tree::driver_children() const {
-  std::set<std::string> names;
-  for (const auto& b : m_.devices(view_)) {
-    if (auto d = m_.driver(view_, b)) names.insert(*d);
-  }
   std::vector<DirEntry> out;
-  out.reserve(names.size());
-  for (const auto& n : names) out.push_back({n, {Node::kDriverDir, {}, drivers_.id(n)}, S_IFDIR});
+  for (const auto& n : m_.drivers(view_)) {
+    out.push_back({n, {Node::kDriverDir, {}, drivers_.id(n)}, S_IFDIR});
+  }
   return out;
 }
 
@@ -104,20 +97,16 @@ Result<std::vector<DirEntry>> Tree::children(const NodeId& dir) const {
       out.push_back({"devices", {Node::kGroupDevicesDir, {}, dir.arg}, S_IFDIR});
       return out;
     case Node::kGroupDevicesDir:
-      for (const auto& b : m_.devices(view_)) {
-        auto g = m_.iommu_group(view_, b);
-        if (g && static_cast<uint32_t>(*g) == dir.arg) {
-          out.push_back({b.str(), {Node::kGroupDeviceLink, b, dir.arg}, S_IFLNK});
-        }
+      for (const auto& b : m_.group_devices(view_, static_cast<int>(dir.arg))) {
+        out.push_back({b.str(), {Node::kGroupDeviceLink, b, dir.arg}, S_IFLNK});
       }
       return out;
     case Node::kDriversDir: return driver_children();
     case Node::kDriverDir: {
       auto name = drivers_.name(dir.arg);
-      for (const auto& b : m_.devices(view_)) {
-        if (name && m_.driver(view_, b) == name) {
-          out.push_back({b.str(), {Node::kDriverDeviceLink, b, dir.arg}, S_IFLNK});
-        }
+      if (!name) return out;
+      for (const auto& b : m_.driver_devices(view_, *name)) {
+        out.push_back({b.str(), {Node::kDriverDeviceLink, b, dir.arg}, S_IFLNK});
       }
       return out;
     }
@@ -151,6 +140,21 @@ Result<NodeId> Tree::lookup(const NodeId& parent, const std::string& name) const
       if (!b || !name_of || m_.driver(view_, *b) != name_of) return Errno(ENOENT);
       return NodeId{Node::kDriverDeviceLink, *b, parent.arg};
     }
+    // A group or a driver is found in the index: O(its devices), not a
+    // listing of every device.
+    case Node::kGroupsDir: {
+      char* end = nullptr;
+      errno = 0;
+      const long g = std::strtol(name.c_str(), &end, 10);
+      if (errno != 0 || end == name.c_str() || *end != '\0' || g < 0 || g > INT32_MAX ||
+          std::to_string(g) != name || !m_.has_group(view_, static_cast<int>(g))) {
+        return Errno(ENOENT);
+      }
+      return NodeId{Node::kGroupDir, {}, static_cast<uint32_t>(g)};
+    }
+    case Node::kDriversDir:
+      if (!m_.has_driver(view_, name)) return Errno(ENOENT);
+      return NodeId{Node::kDriverDir, {}, drivers_.id(name)};
     default: break;
   }
   PCIFS_TRY_ASSIGN(list, children(parent));

@@ -292,6 +292,16 @@ class Mediator {
   // iommu_group / driver link targets; nullopt when there is none.
   std::optional<int> iommu_group(ViewId view, const Bdf& bdf) const;
   std::optional<std::string> driver(ViewId view, const Bdf& bdf) const;
+  // iommu_groups/ and drivers/ from an index kept as devices come and go: the
+  // view's devices in one group or bound to one driver cost O(that set), and
+  // whether the view has any O(log devices) plus the devices it skips; the
+  // lists of groups and drivers are O(devices), for listings only.
+  std::vector<Bdf> group_devices(ViewId view, int group) const;
+  std::vector<Bdf> driver_devices(ViewId view, const std::string& driver) const;
+  bool has_group(ViewId view, int group) const;
+  bool has_driver(ViewId view, const std::string& driver) const;
+  std::vector<int> iommu_groups(ViewId view) const;
+  std::vector<std::string> drivers(ViewId view) const;
 
   // --- Files.
   // A claiming open (a BAR) while the group is handed over to its next tenant

@@ -165,11 +165,13 @@ TEST_F(TreeTest, IommuGroupLinkResolvesToTheGroupDirectory) {
   EXPECT_EQ(stat((mnt() + "/iommu_groups/2/devices/0000:01:00.1/vendor").c_str(), &st), 0);
   EXPECT_EQ(read_text(mnt() + "/iommu_groups/3/devices/0000:02:00.0/device"), "0x10f2\n");
   // Looked up by name, not found by listing: a device of another group, a
-  // name that is no BDF, or one written another way is not there.
+  // name that is no BDF, or one written another way is not there; nor is a
+  // group written another way (or past int), or one no device is in.
   for (const char* p :
        {"/iommu_groups/3/devices/0000:01:00.0", "/iommu_groups/3/devices/0000:02:00",
-        "/iommu_groups/3/devices/0000:02:00.00", "/devices/0000:02:00.0x",
-        "/devices/0000:77:00.0"}) {
+        "/iommu_groups/3/devices/0000:02:00.00", "/devices/0000:02:00.0x", "/devices/0000:77:00.0",
+        "/iommu_groups/02", "/iommu_groups/+2", "/iommu_groups/ 2", "/iommu_groups/-1",
+        "/iommu_groups/4294967298", "/iommu_groups/5", "/iommu_groups/2x", "/drivers/vfio-pci"}) {
     errno = 0;
     EXPECT_EQ(lstat((mnt() + p).c_str(), &st), -1) << p;
     EXPECT_EQ(errno, ENOENT) << p;

@@ -302,5 +302,64 @@ TEST_F(MediatorViewTest, ClaimsAreSharedAcrossViews) {
   med_->release(h);
 }
 
+// iommu_groups/ and drivers/ come from an index kept as devices come and go,
+// filtered by the view like devices/ (and empty once the view is removed).
+TEST_F(MediatorViewTest, GroupsFollowTheViewAndTheDeviceSet) {
+  EXPECT_EQ(med_->iommu_groups(view_), (std::vector<int>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(med_->group_devices(view_, 2), (std::vector<Bdf>{kEp0, kEp1}));
+  EXPECT_TRUE(med_->has_group(view_, 3));
+  EXPECT_FALSE(med_->has_group(view_, 7));
+  EXPECT_TRUE(med_->group_devices(view_, 7).empty());
+
+  ViewId v = add(R"({"name": "c1", "devices": ["0000:01:00.1"]})");
+  EXPECT_EQ(med_->iommu_groups(v), (std::vector<int>{2}));
+  EXPECT_EQ(med_->group_devices(v, 2), (std::vector<Bdf>{kEp1}));
+  EXPECT_TRUE(med_->has_group(v, 2));
+  EXPECT_FALSE(med_->has_group(v, 3)) << "a group of devices the view does not select";
+
+  ASSERT_TRUE(sim(kEp1).remove().ok());  // the backend's hot-unplug
+  EXPECT_EQ(med_->group_devices(view_, 2), (std::vector<Bdf>{kEp0}));
+  EXPECT_FALSE(med_->has_group(v, 2)) << "its only device left";
+  EXPECT_TRUE(med_->iommu_groups(v).empty());
+  EXPECT_TRUE(med_->has_group(view_, 2)) << "the control: the other view keeps the group";
+
+  med_->remove_view(v);
+  EXPECT_TRUE(med_->iommu_groups(v).empty());
+  EXPECT_FALSE(med_->has_group(view_, 9));
+}
+
+TEST(MediatorDriverIndex, DriversFollowTheViewAndTheDeviceSet) {
+  std::string err;
+  auto set = backend::sim::load_backend_json(R"({"devices": [
+    {"bdf": "0000:03:00.0", "vendor": "0x8086", "device": "0x1572", "class": "0x020000", "iommu_group": 9, "driver": "vfio-pci"},
+    {"bdf": "0000:03:00.1", "vendor": "0x8086", "device": "0x1572", "class": "0x020000", "iommu_group": 9, "driver": "vfio-pci"},
+    {"bdf": "0000:04:00.0", "vendor": "0x8086", "device": "0x1572", "class": "0x020000", "iommu_group": 10, "driver": "ixgbe"},
+    {"bdf": "0000:05:00.0", "vendor": "0x8086", "device": "0x1572", "class": "0x020000", "iommu_group": 11}]})",
+                                             &err);
+  ASSERT_TRUE(set.ok()) << err;
+  backend::sim::SimBackend* raw = set->get();
+  auto m = std::make_unique<Mediator>(std::shared_ptr<backend::sim::SimBackend>(std::move(*set)),
+                                      MediatorOptions{});
+  const ViewId all = m->add_view(ViewPolicy{});
+  const Bdf a = *Bdf::parse("0000:03:00.0"), b = *Bdf::parse("0000:03:00.1");
+  EXPECT_EQ(m->drivers(all), (std::vector<std::string>{"ixgbe", "vfio-pci"}));
+  EXPECT_EQ(m->driver_devices(all, "vfio-pci"), (std::vector<Bdf>{a, b}));
+  EXPECT_TRUE(m->has_driver(all, "ixgbe"));
+  EXPECT_FALSE(m->has_driver(all, "nvme"));
+  EXPECT_EQ(m->iommu_groups(all), (std::vector<int>{9, 10, 11}));
+
+  std::string perr;
+  auto p = core::parse_view(R"({"name": "one", "devices": ["0000:03:00.1"]})", "v.json", &perr);
+  ASSERT_TRUE(p.ok()) << perr;
+  const ViewId one = m->add_view(*p);
+  EXPECT_EQ(m->drivers(one), (std::vector<std::string>{"vfio-pci"}));
+  EXPECT_EQ(m->driver_devices(one, "vfio-pci"), (std::vector<Bdf>{b}));
+  EXPECT_FALSE(m->has_driver(one, "ixgbe"));
+
+  ASSERT_TRUE(raw->find(b)->remove().ok());
+  EXPECT_FALSE(m->has_driver(one, "vfio-pci"));
+  EXPECT_EQ(m->driver_devices(all, "vfio-pci"), (std::vector<Bdf>{a}));
+}
+
 }  // namespace
 }  // namespace pcifs::test
