@@ -16,6 +16,8 @@
 //                                     ROOT (default /sys/bus/pci); see bench/lspci.hpp
 //   sudo pcifs-bench --scale          costs against the number of devices
 //                                     (64 vs 4096 functions); see bench/scale.hpp
+//   pcifs-bench --core [--threads N,..]  the Mediator's read path with many
+//                                     threads, no FUSE; see bench/core_paths.hpp
 //
 // Needs root: the default view gives BAR files and power_state to root only.
 #include <unistd.h>
@@ -31,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/core_paths.hpp"
 #include "bench/lspci.hpp"
 #include "bench/mounts.hpp"
 #include "bench/report.hpp"
@@ -210,6 +213,8 @@ struct Args {
   std::string lspci_root;          // --lspci: compare lspci over a sysfs-backend mount with sysfs
   bool scale = false;              // --scale: costs against the number of devices
   std::vector<unsigned> scale_counts = {64, 4096};
+  bool core = false;               // --core: the Mediator's read path with many threads
+  std::vector<unsigned> core_threads;
 };
 
 // --only keeps the named figures, e.g. to profile one workload with perf.
@@ -375,11 +380,25 @@ int run(int argc, char** argv) {
   app.add_option("--scale-counts", a.scale_counts, "--scale: the device counts to compare")
       ->delimiter(',')
       ->check(CLI::Range(1u, 65536u));
+  app.add_flag("--core", a.core,
+               "instead: the Mediator's 4-byte config read with 1, 2, 4, ... threads on one "
+               "device, in this process, no FUSE and no root (--rounds, default 5 here)");
+  app.add_option("--threads", a.core_threads, "--core: the thread counts")
+      ->delimiter(',')
+      ->check(CLI::Range(1u, 1024u));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : kUsageError;
+  }
+  if (a.core) {
+    CoreBenchArgs ca;
+    ca.threads = a.core_threads;
+    ca.rounds = a.quick ? 1 : (app.count("--rounds") > 0 ? a.rounds : 5);
+    if (a.quick) ca.ms = 20;
+    ca.json = a.json;
+    return run_core_bench(ca);
   }
   if (geteuid() != 0) {
     std::fprintf(stderr,

@@ -1,0 +1,27 @@
+// pcifs-bench --core: the Mediator's read path with many threads, in one
+// process, with no FUSE (issue 13 §1): what the daemon's own code costs when
+// every CPU reads the same device. N threads (1, 2, 4, ... up to twice the
+// CPUs) each open config of one simulated endpoint with their own handle,
+// wait at a gate, then make 4-byte try_read()s (what a FUSE worker calls)
+// for a fixed time: of a shadowed register (offset 0: the shadow, no device
+// access) and of PMCSR (0x44: admitted by the device's gate and read from
+// the simulator). Each figure is the median of its rounds, in reads per
+// second, with the speed-up over one thread; on a machine with fewer CPUs
+// than threads the speed-up stops at the CPU count by nature.
+#pragma once
+
+#include <vector>
+
+namespace pcifs::bench {
+
+struct CoreBenchArgs {
+  std::vector<unsigned> threads;  // empty: 1, 2, 4, ... 2x the CPUs
+  unsigned rounds = 5;
+  unsigned ms = 200;  // per thread count, per register, per round
+  bool json = false;
+};
+
+// Returns the exit status: 0, or 1 (a read failed).
+int run_core_bench(const CoreBenchArgs& a);
+
+}  // namespace pcifs::bench
