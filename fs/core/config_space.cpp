@@ -131,6 +131,20 @@ bool ConfigSpace::is_hidden(uint32_t off, const ConfigReadPolicy& p) const {
   return p.hide_vpd && vpd_ && off >= vpd_regs && off < vpd_regs + kVpdHiddenBytes;
 }
 
+bool ConfigSpace::may_synthesize(uint32_t begin, uint32_t end, const ConfigReadPolicy& p) const {
+  auto overlaps = [&](uint32_t lo, uint32_t hi) { return begin < hi && end > lo; };
+  // The BAR registers of either header type, and the ROM register.
+  if (overlaps(PCI_BASE_ADDRESS_0, PCI_BASE_ADDRESS_5 + 4)) return true;
+  const uint32_t rom = slot_offset(kRomSlot);
+  if (overlaps(rom, rom + 4)) return true;
+  if (p.hide_dsn && dsn_ &&
+      overlaps(*dsn_ + kDsnSerialOffset, *dsn_ + kDsnSerialOffset + kDsnSerialBytes)) {
+    return true;
+  }
+  const uint32_t vpd_regs = vpd_ ? uint32_t{*vpd_} + PCI_VPD_ADDR : 0;
+  return p.hide_vpd && vpd_ && overlaps(vpd_regs, vpd_regs + kVpdHiddenBytes);
+}
+
 uint8_t ConfigSpace::hidden_or_virtual_byte(uint32_t off, const ConfigReadPolicy& p) const {
   auto slot = slot_of(off);
   if (!slot) return 0;  // hidden
@@ -172,9 +186,10 @@ Result<size_t> ConfigSpace::read(uint32_t offset, std::span<uint8_t> out, const 
 Result<void> ConfigSpace::read_runs(uint32_t offset, std::span<uint8_t> out,
                                     const ConfigReadPolicy& p, const RawRead& raw,
                                     bool use_shadow) const {
+  const bool may_synth = may_synthesize(offset, offset + static_cast<uint32_t>(out.size()), p);
   auto synthetic = [&](size_t i) {
     uint32_t off = offset + static_cast<uint32_t>(i);
-    return is_virtual(off) || is_hidden(off, p);
+    return may_synth && (is_virtual(off) || is_hidden(off, p));
   };
   auto shadowed = [&](size_t i) {
     return use_shadow && shadow_.covers(offset + static_cast<uint32_t>(i));
@@ -198,9 +213,18 @@ Result<void> ConfigSpace::read_runs(uint32_t offset, std::span<uint8_t> out,
   // then its old IDs must not show. Read it all from the device instead.
   if (use_shadow && from_device >= 4 && all_ones == from_device)
     return read_runs(offset, out, p, raw, /*use_shadow=*/false);
+  bool any_synthetic = false;
   for (size_t i = 0; i < out.size(); ++i) {
-    if (!synthetic(i) && shadowed(i)) out[i] = shadow_.byte(offset + static_cast<uint32_t>(i));
+    if (synthetic(i)) {
+      any_synthetic = true;
+    } else if (shadowed(i)) {
+      out[i] = shadow_.byte(offset + static_cast<uint32_t>(i));
+    }
   }
+  // The virtual registers' lock only where a read shows one: every reader of
+  // the device would take it otherwise (issue 13: one lock per device that
+  // each config read took).
+  if (!any_synthetic) return Ok();
   MutexLock l(mu_);
   for (size_t i = 0; i < out.size(); ++i) {
     if (synthetic(i)) out[i] = hidden_or_virtual_byte(offset + static_cast<uint32_t>(i), p);

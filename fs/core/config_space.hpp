@@ -134,6 +134,9 @@ class ConfigSpace {
   uint32_t virtual_value(size_t slot, bool mask_addresses) const REQUIRES(mu_);
   uint8_t hidden_or_virtual_byte(uint32_t off, const ConfigReadPolicy& p) const REQUIRES(mu_);
   bool is_hidden(uint32_t off, const ConfigReadPolicy& p) const;
+  // Whether [begin, end) may hold a virtual or a hidden byte: false lets a
+  // read skip the per-byte checks.
+  bool may_synthesize(uint32_t begin, uint32_t end, const ConfigReadPolicy& p) const;
   bool touches_doe(uint32_t begin, uint32_t end) const;
   Result<void> read_device(uint32_t off, std::span<uint8_t> out, const RawRead& raw) const;
   Result<void> read_runs(uint32_t offset, std::span<uint8_t> out, const ConfigReadPolicy& p,
