@@ -403,7 +403,7 @@ Result<void> Mediator::Impl::claim(Handle& h, bool wait) {
     if (claims.retry_handover(d.group)) hand_over(d.group);  // the last one failed
     if (!wait) return Errno(kWouldWait);
     if (std::chrono::steady_clock::now() >= deadline) {
-      d.counters.busy++;
+      d.counters.add(core::DeviceCounters::kBusy);
       PCIFS_LOG_LIMITED(warn, "handover:" + d.bdf.str(),
                         "{}: {} EAGAIN for pid={}: {} is still being handed over ({})", d.bdf.str(),
                         core::file_name(h.ref), h.caller.pid, d.group, core::to_string(holder));
@@ -413,7 +413,7 @@ Result<void> Mediator::Impl::claim(Handle& h, bool wait) {
     r = claims.acquire(d.group, h.caller, h.policy->name, &holder);
   }
   if (!r) {
-    d.counters.busy++;
+    d.counters.add(core::DeviceCounters::kBusy);
     PCIFS_LOG_LIMITED(warn, "busy:" + d.bdf.str(),
                       "{}: {} EBUSY for pid={} uid={} view={}: claimed by {}", d.bdf.str(),
                       core::file_name(h.ref), h.caller.pid, h.caller.uid, h.policy->name,
@@ -457,7 +457,7 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   if (!d || d->gone.load()) return Errno(ENOENT);
   const ViewPolicy& v = impl_->policy(view);
   if (auto r = impl_->check_open(v, caller, *d, ref, flags); !r) {
-    d->counters.denials++;
+    d->counters.add(core::DeviceCounters::kDenials);
     if (r.error() == Errno(EBUSY) && d->bound()) {  // S15
       PCIFS_LOG_LIMITED(warn, "bound:" + d->bdf.str(), "{}: EBUSY for pid={} uid={}: {}",
                         d->bdf.str(), caller.pid, caller.uid, *d->owned_elsewhere);

@@ -121,7 +121,7 @@ Result<void> Mediator::Impl::doe_submit(Handle& h, std::span<const uint8_t> in) 
   auto req = core::parse_doe_request(in);
   if (!req) return req.error();
   if (!h.policy->doe_allowed(h.caller, {req->protocol.vendor, req->protocol.type})) {
-    d.counters.denials++;
+    d.counters.add(core::DeviceCounters::kDenials);
     PCIFS_LOG_LIMITED(info, "doedeny:" + d.bdf.str(),
                       "{}: DOE protocol {} denied for pid={} uid={} view={}", d.bdf.str(),
                       core::format_doe_protocol(req->protocol), h.caller.pid, h.caller.uid,
@@ -156,7 +156,7 @@ Result<void> Mediator::Impl::doe_submit(Handle& h, std::span<const uint8_t> in) 
     h.doe.budget = std::move(*share);
     journal_changed(h);
   }
-  d.counters.doe_exchanges++;
+  d.counters.add(core::DeviceCounters::kDoeExchanges);
   std::weak_ptr<Handle> wh = handle(h.id);
   // The ticket is recorded after submit; a completion that beats it finds
   // ticket 0 and still matches (see doe_complete).

@@ -145,7 +145,7 @@ Result<size_t> Mediator::Impl::read_config(Handle& h, uint64_t off, std::span<ui
     return d.control->config_read_block(*token, o, b);
   };
   auto n = d.config->read(static_cast<uint32_t>(off), out, read_policy(*h.policy, h.caller), raw);
-  if (n || n.error() != Errno(kWouldWait)) d.counters.config_reads++;
+  if (n || n.error() != Errno(kWouldWait)) d.counters.add(core::DeviceCounters::kConfigReads);
   return n;
 }
 
@@ -168,7 +168,7 @@ Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<c
     if (!plan) return plan.error();
     if (plan->dma_dropped) dma_refused(h, "bus master enable or an MSI address");
     if (!plan->memory_decode && !plan->io_decode) {
-      d.counters.config_writes++;
+      d.counters.add(core::DeviceCounters::kConfigWrites);
       return apply_config_write(d, *token, *plan);
     }
     decode = {plan->memory_decode, plan->io_decode};
@@ -178,7 +178,7 @@ Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<c
   // which waits for the writeback of mapped pages) [S12]: never with write_mu
   // or a token held, never on a thread that must not wait.
   if (!wait) return Errno(kWouldWait);
-  d.counters.config_writes++;
+  d.counters.add(core::DeviceCounters::kConfigWrites);
   Result<size_t> applied = size_t{0};
   auto r = d.control->change_decode(decode, [&]() -> Result<void> {
     // The slot is ours: no physical operation can run, this never waits.
@@ -210,7 +210,7 @@ Result<size_t> Mediator::Impl::read_bar(Handle& h, uint64_t off, std::span<uint8
   // only for a running ROM capture (one ROM read; a capture calls no sink).
   auto token = d.control->enter_bar(h.ref.index, /*wait=*/true);
   if (!token) return token.error();
-  d.counters.bar_reads++;
+  d.counters.add(core::DeviceCounters::kBarReads);
   return core::read_bar(*d.dev, h.ref.index, off, out, res.size(), res.is_io());
 }
 
@@ -223,7 +223,7 @@ Result<size_t> Mediator::Impl::write_bar(Handle& h, uint64_t off, std::span<cons
   PCIFS_TRY(wake_if_allowed(h, wait));
   auto token = d.control->enter_bar(h.ref.index, /*wait=*/true);
   if (!token) return token.error();
-  d.counters.bar_writes++;
+  d.counters.add(core::DeviceCounters::kBarWrites);
   if (d.msix && !dma_allowed(h)) return write_bar_guarded(h, off, in);
   return core::write_bar(*d.dev, h.ref.index, off, in, res.size(), res.is_io());
 }

@@ -112,6 +112,7 @@
 #include "core/claims.hpp"
 #include "core/config_space.hpp"
 #include "core/device_control.hpp"
+#include "core/device_counters.hpp"
 #include "core/dma_guard.hpp"
 #include "core/doe_executor.hpp"
 #include "core/doe_mailbox.hpp"
@@ -122,11 +123,6 @@
 #include "pcifs/sync.hpp"
 
 namespace pcifs::core {
-
-struct DeviceCounters {
-  std::atomic<uint64_t> config_reads{0}, config_writes{0}, bar_reads{0}, bar_writes{0};
-  std::atomic<uint64_t> doe_exchanges{0}, denials{0}, busy{0}, revoked_handles{0};
-};
 
 struct DeviceState {
   Bdf bdf;

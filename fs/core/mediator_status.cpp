@@ -14,13 +14,13 @@ namespace {
 json counters_json(const core::DeviceState& d) {
   const auto& c = d.counters;
   auto cc = d.control->counters();
-  return json{{"config_reads", c.config_reads.load()},
-              {"config_writes", c.config_writes.load()},
-              {"bar_reads", c.bar_reads.load()},
-              {"bar_writes", c.bar_writes.load()},
-              {"doe_exchanges", c.doe_exchanges.load()},
-              {"denials", c.denials.load()},
-              {"busy", c.busy.load()},
+  return json{{"config_reads", c.get(core::DeviceCounters::kConfigReads)},
+              {"config_writes", c.get(core::DeviceCounters::kConfigWrites)},
+              {"bar_reads", c.get(core::DeviceCounters::kBarReads)},
+              {"bar_writes", c.get(core::DeviceCounters::kBarWrites)},
+              {"doe_exchanges", c.get(core::DeviceCounters::kDoeExchanges)},
+              {"denials", c.get(core::DeviceCounters::kDenials)},
+              {"busy", c.get(core::DeviceCounters::kBusy)},
               {"quiesces", cc.quiesces},
               {"power_transitions", cc.transitions},
               {"resets", cc.resets},

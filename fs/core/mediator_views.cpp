@@ -54,7 +54,7 @@ void Mediator::remove_view(ViewId id) {
   size_t claims_ended = 0;
   for (auto& h : mine) {
     h->revoked.store(true);
-    h->dev->counters.revoked_handles++;
+    h->dev->counters.add(core::DeviceCounters::kRevokedHandles);
     uint64_t ticket = 0;
     ReadDone pending;
     {
