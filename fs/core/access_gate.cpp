@@ -1,5 +1,7 @@
 #include "core/access_gate.hpp"
 
+#include <sched.h>
+
 #include <utility>
 
 namespace pcifs::core {
@@ -7,6 +9,7 @@ namespace pcifs::core {
 AccessToken::AccessToken(AccessToken&& other) noexcept
     : gate_(std::exchange(other.gate_, nullptr)),
       kind_(other.kind_),
+      shard_(std::exchange(other.shard_, -1)),
       snapshot_(std::move(other.snapshot_)) {}
 
 AccessToken& AccessToken::operator=(AccessToken&& other) noexcept {
@@ -14,18 +17,64 @@ AccessToken& AccessToken::operator=(AccessToken&& other) noexcept {
     release();
     gate_ = std::exchange(other.gate_, nullptr);
     kind_ = other.kind_;
+    shard_ = std::exchange(other.shard_, -1);
     snapshot_ = std::move(other.snapshot_);
   }
   return *this;
 }
 
 void AccessToken::release() {
-  if (gate_ != nullptr) std::exchange(gate_, nullptr)->leave(kind_);
+  if (gate_ != nullptr) {
+    AccessGate* g = std::exchange(gate_, nullptr);
+    if (shard_ >= 0) {
+      g->leave_fast(static_cast<unsigned>(std::exchange(shard_, -1)));
+    } else {
+      g->leave(kind_);
+    }
+  }
   snapshot_.reset();
 }
 
 AccessGate::AccessGate(PowerState initial, bool mem_decode, bool io_decode)
-    : power_(initial), mem_decode_(mem_decode), io_decode_(io_decode) {}
+    : power_(initial), mem_decode_(mem_decode), io_decode_(io_decode) {
+  MutexLock lock(mu_);
+  cfg_open_.store(config_open());
+}
+
+bool AccessGate::config_open() const {
+  return !physical_ && !revoked_ && power_ != PowerState::kD3cold;
+}
+
+std::optional<AccessToken> AccessGate::try_enter_config_fast() {
+  const int cpu = sched_getcpu();
+  const unsigned s = static_cast<unsigned>(cpu < 0 ? 0 : cpu) % kShards;
+  shards_[s].inflight.fetch_add(1, std::memory_order_seq_cst);
+  if (cfg_open_.load(std::memory_order_seq_cst)) {
+    shards_[s].admitted.fetch_add(1, std::memory_order_relaxed);
+    return AccessToken(this, s);
+  }
+  leave_fast(s);  // closed meanwhile: a drain may have counted this one
+  return std::nullopt;
+}
+
+void AccessGate::leave_fast(unsigned shard) {
+  shards_[shard].inflight.fetch_sub(1, std::memory_order_seq_cst);
+  if (cfg_open_.load(std::memory_order_seq_cst)) return;  // no drain can be waiting for it
+  MutexLock lock(mu_);
+  if (waiters_ > 0) cv_.notify_all();
+}
+
+uint32_t AccessGate::fast_inflight() const {
+  uint32_t n = 0;
+  for (const auto& s : shards_) n += s.inflight.load(std::memory_order_seq_cst);
+  return n;
+}
+
+uint64_t AccessGate::fast_admitted() const {
+  uint64_t n = 0;
+  for (const auto& s : shards_) n += s.admitted.load(std::memory_order_relaxed);
+  return n;
+}
 
 Errno AccessGate::refuse(int err) {
   if (err == ENODEV) {
@@ -58,6 +107,7 @@ Result<AccessToken> AccessGate::enter_bar(bool io_bar, bool wait) {
 }
 
 Result<AccessToken> AccessGate::enter_config(bool write, bool wait) {
+  if (auto fast = try_enter_config_fast()) return std::move(*fast);
   MutexLock lock(mu_);
   if (physical_ && !revoked_ && !wait) {
     ++counters_.would_wait;
@@ -139,11 +189,15 @@ bool AccessGate::rom_stuck() const {
 
 GateCounters AccessGate::counters() const {
   MutexLock lock(mu_);
-  return counters_;
+  GateCounters c = counters_;
+  c.admitted += fast_admitted();
+  return c;
 }
 
 void AccessGate::changed() {
   ++epoch_;
+  // Before any drain counts the shards (begin_physical: wait_idle below).
+  cfg_open_.store(config_open(), std::memory_order_seq_cst);
   cv_.notify_all();
 }
 
@@ -160,7 +214,8 @@ void AccessGate::reopen() {
 }
 
 bool AccessGate::idle(bool config) const {
-  return bar_inflight_ == 0 && doe_inflight_ == 0 && (!config || cfg_inflight_ == 0);
+  return bar_inflight_ == 0 && doe_inflight_ == 0 &&
+         (!config || (cfg_inflight_ == 0 && fast_inflight() == 0));
 }
 
 void AccessGate::wait_idle(bool config) {

@@ -33,12 +33,24 @@
 //
 // Thread safety: every method is thread-safe. Waits are on one CondVar under
 // mu_; nothing here calls out while holding mu_.
+//
+// Config admission takes no lock in the common case (no physical operation,
+// not revoked, not D3cold): every reader of a device would contend on mu_
+// otherwise (issue 13 §1). A config access counts itself in flight in its
+// CPU's shard (its own cache line), then checks cfg_open_; the control side
+// clears cfg_open_ under mu_ before it counts the shards. Both are seq_cst, so
+// either the access sees the gate closed (takes itself out and goes the
+// locked way) or the drain sees the access. An access that leaves while the
+// gate is closed wakes the drains under mu_.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "core/config_state.hpp"
 #include "pcifs/result.hpp"
@@ -77,8 +89,12 @@ class [[nodiscard]] AccessToken {
   AccessToken(AccessGate* gate, AccessKind kind) : gate_(gate), kind_(kind) {}
   explicit AccessToken(std::shared_ptr<const ConfigImage> snap) : snapshot_(std::move(snap)) {}
 
+  AccessToken(AccessGate* gate, unsigned shard)
+      : gate_(gate), kind_(AccessKind::kConfig), shard_(static_cast<int>(shard)) {}
+
   AccessGate* gate_ = nullptr;
   AccessKind kind_ = AccessKind::kBar;
+  int shard_ = -1;  // >= 0: a config access admitted without the lock
   std::shared_ptr<const ConfigImage> snapshot_;
 };
 
@@ -136,6 +152,12 @@ class AccessGate {
  private:
   friend class AccessToken;
   void leave(AccessKind kind) EXCLUDES(mu_);
+  // The lock-free config admission (above): a token, or nothing (go locked).
+  std::optional<AccessToken> try_enter_config_fast() EXCLUDES(mu_);
+  void leave_fast(unsigned shard) EXCLUDES(mu_);
+  uint32_t fast_inflight() const;
+  uint64_t fast_admitted() const;
+  bool config_open() const REQUIRES(mu_);
   bool bar_open(bool io) const REQUIRES(mu_);
   bool idle(bool config) const REQUIRES(mu_);
   void wait_idle(bool config) REQUIRES(mu_);
@@ -160,6 +182,15 @@ class AccessGate {
   uint32_t waiters_ GUARDED_BY(mu_) = 0;  // drains waiting for in-flight counts
   std::shared_ptr<const ConfigImage> snapshot_ GUARDED_BY(mu_);
   GateCounters counters_ GUARDED_BY(mu_);
+
+  static constexpr unsigned kShards = 16;
+  struct alignas(64) Shard {
+    std::atomic<uint32_t> inflight{0};
+    std::atomic<uint64_t> admitted{0};
+  };
+  std::array<Shard, kShards> shards_{};
+  // config_open() as last published under mu_ (changed()); read without it.
+  std::atomic<bool> cfg_open_{false};
 };
 
 }  // namespace pcifs::core
