@@ -1,7 +1,11 @@
 #include "fuse/deferred.hpp"
 
+#include <pthread.h>
+
 #include <utility>
 #include <vector>
+
+#include "fuse/uring.hpp"
 
 namespace pcifs::fuse {
 
@@ -86,6 +90,9 @@ uint64_t Lanes::threads_started() const {
 }
 
 void Lanes::run(Lane* lane) {
+  // Started from a handler, maybe on a queue thread: not its name, not its pin.
+  pthread_setname_np(pthread_self(), "pcifs-lane");
+  unpin_current_thread();
   for (;;) {
     std::function<void()> job;
     {

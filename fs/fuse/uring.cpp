@@ -385,14 +385,39 @@ void Queue::drain_commits() {
   for (Entry* e : batch) commit_late(*e);
 }
 
+namespace {
+
+// The CPUs the process may run on, from the thread that started the first
+// channel (before any queue thread pinned itself).
+std::once_flag g_cpus_once;
+cpu_set_t g_process_cpus;
+std::atomic<bool> g_cpus_saved{false};
+
+void save_process_cpus() {
+  std::call_once(g_cpus_once, [] {
+    CPU_ZERO(&g_process_cpus);
+    if (sched_getaffinity(0, sizeof g_process_cpus, &g_process_cpus) == 0) g_cpus_saved = true;
+  });
+}
+
+void pin_to(unsigned cpu) {
+  if (!g_cpus_saved.load() || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &g_process_cpus)) return;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  if (sched_setaffinity(0, sizeof one, &one) != 0) {
+    spdlog::debug("io_uring queue {}: not pinned: {}", cpu, std::strerror(errno));
+  }
+}
+
+}  // namespace
+
 void Queue::run() {
-  // Not pinned to its CPU: a thread a handler starts from here (a device's
-  // lane, an executor) would inherit the pin. The scheduler wakes it where
-  // its callers run anyway.
   {
     std::string name = "pcifs-ring" + std::to_string(qid);
     pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
   }
+  pin_to(qid);
   if (const int e = init_ring(); e != 0) {
     registered.set_value(e);
     return;
@@ -478,8 +503,13 @@ void decline(int fd) {
 
 }  // namespace
 
+void unpin_current_thread() {
+  if (g_cpus_saved.load()) (void)sched_setaffinity(0, sizeof g_process_cpus, &g_process_cpus);
+}
+
 std::unique_ptr<UringChannel> UringChannel::start(fuse_session* se, int fd, unsigned depth,
                                                   size_t payload, std::string* error) {
+  save_process_cpus();
   auto impl = std::make_unique<Impl>();
   impl->se = se;
   impl->fd = fd;

@@ -32,6 +32,12 @@ struct fuse_session;
 
 namespace pcifs::fuse {
 
+// Each queue thread is pinned to its CPU (where the process may run there),
+// so a request is served on the CPU its caller runs on. A thread started
+// from a queue thread (a handler's device lane) would inherit the pin: it
+// calls this first, and runs where the process may again.
+void unpin_current_thread();
+
 class UringChannel {
  public:
   // Registers `depth` entries per queue on `fd` (the session's /dev/fuse fd,

@@ -206,6 +206,95 @@ TEST_F(UringTest, RepliesFromOtherThreadsComeBackOverTheRings) {
   EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+// The allowed CPUs of one of pid's threads ("0-1"), and its name.
+std::string task_field(pid_t pid, const std::string& tid, const std::string& key) {
+  std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/task/" + tid + "/status"));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(key + ":", 0) == 0) {
+      const size_t v = line.find_first_not_of(" \t", key.size() + 1);
+      return v == std::string::npos ? "" : line.substr(v);
+    }
+  }
+  return "";
+}
+
+std::vector<std::string> tasks_of(pid_t pid) {
+  std::vector<std::string> out;
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') out.emplace_back(e->d_name);
+  }
+  closedir(d);
+  return out;
+}
+
+// Whether the CPU list ("0-3,6") holds cpu.
+bool list_has(const std::string& list, unsigned cpu) {
+  std::istringstream in(list);
+  for (std::string part; std::getline(in, part, ',');) {
+    const size_t dash = part.find('-');
+    const unsigned lo = static_cast<unsigned>(std::stoul(part.substr(0, dash)));
+    const unsigned hi =
+        dash == std::string::npos ? lo : static_cast<unsigned>(std::stoul(part.substr(dash + 1)));
+    if (cpu >= lo && cpu <= hi) return true;
+  }
+  return false;
+}
+
+// Each queue thread is pinned to its CPU (where the daemon may run there), so
+// a request is served on its caller's CPU. A device's lane, which a handler
+// starts from a queue thread, would inherit the pin and the name: it drops
+// both. The lane is caught alive by holding a power transition in the
+// simulator's stall gate (DeviceSpec::stall_file).
+TEST_F(UringTest, QueueThreadsArePinnedAndALaneIsNot) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string stall = dir.path() + "/stall";
+  TempFile set(R"({"devices": [{"bdf": "0000:03:00.0", "vendor": "0x1b36", "device": "0x10f0",
+    "class": "0x050210", "config_size": 4096, "iommu_group": 7, "stall_file": ")" +
+               stall + R"(", "capabilities": {"pm": {"no_soft_reset": true},
+    "pcie": {"port": "endpoint"}}}]})");
+  Daemon d({"--transport=uring", "--backend=sim:" + set.path()});
+  ASSERT_TRUE(d.mounted()) << d.log();
+  const pid_t pid = d.pid();
+  const std::string all = task_field(pid, std::to_string(pid), "Cpus_allowed_list");
+  ASSERT_FALSE(all.empty());
+  int rings = 0;
+  for (const auto& tid : tasks_of(pid)) {
+    const std::string name = task_field(pid, tid, "Name");
+    if (name.rfind("pcifs-ring", 0) != 0) continue;
+    ++rings;
+    const unsigned q = static_cast<unsigned>(std::stoul(name.substr(10)));
+    EXPECT_EQ(task_field(pid, tid, "Cpus_allowed_list"), list_has(all, q) ? std::to_string(q) : all)
+        << name;
+  }
+  EXPECT_EQ(rings, static_cast<int>(possible_cpus()));
+
+  const std::string power = d.dev("0000:03:00.0") + "/power_state";
+  const int pw = open(power.c_str(), O_WRONLY);
+  ASSERT_GE(pw, 0) << strerror(errno);
+  std::ofstream(stall) << "held\n";
+  std::atomic<ssize_t> wrote{-2};
+  std::thread writer([&] { wrote = write(pw, "D3hot", 5); });
+  const bool entered = wait_until([&] { return access((stall + ".entered").c_str(), F_OK) == 0; });
+  std::vector<std::string> lanes;
+  for (const auto& tid : tasks_of(pid)) {
+    if (task_field(pid, tid, "Name") == "pcifs-lane") {
+      lanes.push_back(task_field(pid, tid, "Cpus_allowed_list"));
+    }
+  }
+  (void)unlink(stall.c_str());
+  writer.join();
+  close(pw);
+  (void)unlink((stall + ".entered").c_str());
+  ASSERT_TRUE(entered) << "the transition never reached the device\n" << d.log();
+  EXPECT_EQ(wrote.load(), 5) << strerror(errno);
+  ASSERT_EQ(lanes.size(), 1u) << "the held transition runs on one lane";
+  EXPECT_EQ(lanes[0], all) << "the lane kept a queue thread's pin";
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 TEST_F(UringTest, ManyCallersOnEveryCpuAreServed) {
   Daemon d({"--transport=uring"});
   ASSERT_TRUE(d.mounted()) << d.log();
