@@ -213,7 +213,7 @@ struct Args {
   std::string lspci_root;          // --lspci: compare lspci over a sysfs-backend mount with sysfs
   bool scale = false;              // --scale: costs against the number of devices
   std::vector<unsigned> scale_counts = {64, 4096};
-  bool core = false;               // --core: the Mediator's read path with many threads
+  bool core = false;  // --core: the Mediator's read path with many threads
   std::vector<unsigned> core_threads;
 };
 
