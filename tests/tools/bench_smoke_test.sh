@@ -8,7 +8,8 @@
 # for its run, reads as before after a normal run, the SIGINT run and a failed
 # run. `--transport=uring` works when forced and refuses a pcifs that serves
 # over /dev/fuse instead; without the switch, uring is refused (exit 2) and
-# both falls back to dev with a note. Refused without root (exit 2).
+# both falls back to dev with a note. Refused without root (exit 2), except
+# --core (in process, no mount), which runs as nobody too.
 # Behaviour only: no figure is compared with any number but zero.
 # Needs: root, /dev/fuse, python3, PCIFS_BUILD_DIR with pcifs and pcifs-bench.
 # Exit 77: skipped.
@@ -277,7 +278,8 @@ if command -v lspci >/dev/null; then
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["counts"] == [8, 64], d["counts"]
-names = ["cold lookup + getattr", "getattr", "config read", "lspci, cold, per function",
+names = ["cold lookup + getattr", "cold lookup of a group's link", "getattr", "config read",
+         "lspci, cold, per function",
          "lspci, warm, per function", "lspci, cold, whole set", "lspci, warm, whole set"]
 for n in names:
     got = [v for k, v in d["figures"].items() if k.startswith(n + " ")]
@@ -285,6 +287,28 @@ for n in names:
 PY
   grep -q " $WORK" /proc/mounts && fail "--scale: a mount is left: $(grep " $WORK" /proc/mounts)"
   [ -z "$(ls -A "$TMPDIR")" ] || fail "--scale: temp dirs left: $(ls -A "$TMPDIR")"
+fi
+
+# 10. --core: the Mediator's read path in process, no root needed; every
+# figure positive, for the thread counts asked.
+core_check() {  # user json-file
+  python3 - "$2" <<'PY' || fail "--core ($1): bad JSON (above)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["threads"] == [1, 3], d["threads"]
+regs = d["reads_per_s"]
+assert len(regs) == 2, regs
+for name, v in regs.items():
+    assert len(v) == 2 and all(x > 0 for x in v), (name, v)
+PY
+}
+"$BENCH" --core --quick --threads 1,3 --json >"$WORK/core.json" 2>"$WORK/core.err" ||
+  fail "--core exited $?: $(tail -3 "$WORK/core.err")"
+core_check root "$WORK/core.json"
+if id nobody >/dev/null 2>&1; then
+  runuser -u nobody -- "$BENCH" --core --quick --threads 1,3 --json >"$WORK/core-nobody.json" \
+    2>/dev/null || fail "--core as nobody exited $?"
+  core_check nobody "$WORK/core-nobody.json"
 fi
 
 [ $FAILED = 0 ] && echo "PASS: pcifs-bench smoke test"

@@ -1,6 +1,8 @@
 #include "core_paths.hpp"
 
 #include <linux/pci_regs.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -88,6 +90,9 @@ double run_once(Mediator& m, ViewId view, const Bdf& bdf, uint32_t offset, unsig
 
 int run_core_bench(const CoreBenchArgs& a) {
   const std::vector<unsigned> threads = a.threads.empty() ? default_threads() : a.threads;
+  // The Mediator's log (a DOE discovery cut short at the end, ...) goes to
+  // stderr: stdout is the table or the JSON.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("pcifs-bench-core"));
   auto m = std::make_unique<Mediator>(backend::sim::make_default_backend(), MediatorOptions{});
   const ViewId view = m->add_view(ViewPolicy{});
   const Bdf bdf = *Bdf::parse("0000:01:00.0");
