@@ -1,9 +1,7 @@
 #include "core_paths.hpp"
 
-#include <linux/pci_regs.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
