@@ -59,9 +59,11 @@ std::optional<AccessToken> AccessGate::try_enter_config_fast() {
 
 void AccessGate::leave_fast(unsigned shard) {
   shards_[shard].inflight.fetch_sub(1, std::memory_order_seq_cst);
-  if (cfg_open_.load(std::memory_order_seq_cst)) return;  // no drain can be waiting for it
+  // A drain counts itself in cfg_waiters_ before it counts the shards (both
+  // seq_cst): it saw this decrement, or this sees it and wakes it.
+  if (cfg_waiters_.load(std::memory_order_seq_cst) == 0) return;
   MutexLock lock(mu_);
-  if (waiters_ > 0) cv_.notify_all();
+  cv_.notify_all();
 }
 
 uint32_t AccessGate::fast_inflight() const {
@@ -221,7 +223,9 @@ bool AccessGate::idle(bool config) const {
 void AccessGate::wait_idle(bool config) {
   auto start = std::chrono::steady_clock::now();
   ++waiters_;
+  if (config) cfg_waiters_.fetch_add(1, std::memory_order_seq_cst);
   while (!idle(config)) cv_.wait(mu_);
+  if (config) cfg_waiters_.fetch_sub(1, std::memory_order_seq_cst);
   --waiters_;
   auto waited = std::chrono::steady_clock::now() - start;
   if (waited > counters_.longest_drain) {

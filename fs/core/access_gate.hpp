@@ -40,8 +40,9 @@
 // CPU's shard (its own cache line), then checks cfg_open_; the control side
 // clears cfg_open_ under mu_ before it counts the shards. Both are seq_cst, so
 // either the access sees the gate closed (takes itself out and goes the
-// locked way) or the drain sees the access. An access that leaves while the
-// gate is closed wakes the drains under mu_.
+// locked way) or the drain sees the access. A drain counts itself in
+// cfg_waiters_ before it counts the shards, and an access that leaves while
+// one does wakes it under mu_ (whether the gate is closed or not).
 #pragma once
 
 #include <array>
@@ -191,6 +192,9 @@ class AccessGate {
   std::array<Shard, kShards> shards_{};
   // config_open() as last published under mu_ (changed()); read without it.
   std::atomic<bool> cfg_open_{false};
+  // Drains that count the shards now (wait_idle(true)): a lock-free access
+  // that leaves wakes them.
+  std::atomic<uint32_t> cfg_waiters_{0};
 };
 
 }  // namespace pcifs::core

@@ -3,8 +3,12 @@
 #include "core/access_gate.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <fstream>
+#include <string>
 #include <thread>
 
 namespace pcifs::core {
@@ -162,6 +166,36 @@ TEST(AccessGate, LockFreeConfigTokenHoldsAPhysicalPhase) {
   gate.end_physical(PowerState::kD0, nullptr);
   auto again = gate.enter_config(false, /*wait=*/false);
   EXPECT_TRUE(again.ok()) << "open again after the phase";
+}
+
+// A drain of config accesses while the gate is open (no phase closed it)
+// is woken by the lock-free access that leaves: the drainer is seen asleep
+// first, so a lost wake-up would hang here (the negative control, by hand:
+// leave_fast() waking drains only while the gate is closed).
+TEST(AccessGate, OpenGateDrainIsWokenByALockFreeLeave) {
+  AccessGate gate(PowerState::kD0, true, true);
+  auto token = gate.enter_config(false);
+  ASSERT_TRUE(token.ok());
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> drained{false};
+  std::thread drainer([&] {
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    gate.drain(true);
+    drained = true;
+  });
+  auto asleep = [&] {
+    if (tid.load() == 0) return false;
+    std::ifstream in("/proc/self/task/" + std::to_string(tid.load()) + "/stat");
+    std::string pid, comm, state;
+    in >> pid >> comm >> state;  // comm has no space: the test binary's name
+    return state == "S";
+  };
+  for (int i = 0; i < 10'000'000 && !asleep(); ++i) std::this_thread::yield();
+  EXPECT_TRUE(asleep()) << "the drainer never waited";
+  EXPECT_FALSE(drained.load());
+  token->release();
+  drainer.join();
+  EXPECT_TRUE(drained.load());
 }
 
 // The race itself: readers enter and leave as fast as they can while phases
