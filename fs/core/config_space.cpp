@@ -122,27 +122,25 @@ uint32_t ConfigSpace::virtual_value(size_t slot, bool mask_addresses) const {
   return addr | r.flags | (vvalue_[slot] & r.enable_mask);
 }
 
-bool ConfigSpace::is_hidden(uint32_t off, const ConfigReadPolicy& p) const {
-  if (p.hide_dsn && dsn_ && off >= *dsn_ + kDsnSerialOffset &&
-      off < *dsn_ + kDsnSerialOffset + kDsnSerialBytes) {
-    return true;
-  }
-  uint32_t vpd_regs = vpd_ ? uint32_t{*vpd_} + PCI_VPD_ADDR : 0;
-  return p.hide_vpd && vpd_ && off >= vpd_regs && off < vpd_regs + kVpdHiddenBytes;
-}
-
-bool ConfigSpace::may_synthesize(uint32_t begin, uint32_t end, const ConfigReadPolicy& p) const {
+bool ConfigSpace::hides_any(uint32_t begin, uint32_t end, const ConfigReadPolicy& p) const {
   auto overlaps = [&](uint32_t lo, uint32_t hi) { return begin < hi && end > lo; };
-  // The BAR registers of either header type, and the ROM register.
-  if (overlaps(PCI_BASE_ADDRESS_0, PCI_BASE_ADDRESS_5 + 4)) return true;
-  const uint32_t rom = slot_offset(kRomSlot);
-  if (overlaps(rom, rom + 4)) return true;
   if (p.hide_dsn && dsn_ &&
       overlaps(*dsn_ + kDsnSerialOffset, *dsn_ + kDsnSerialOffset + kDsnSerialBytes)) {
     return true;
   }
   const uint32_t vpd_regs = vpd_ ? uint32_t{*vpd_} + PCI_VPD_ADDR : 0;
   return p.hide_vpd && vpd_ && overlaps(vpd_regs, vpd_regs + kVpdHiddenBytes);
+}
+
+bool ConfigSpace::is_hidden(uint32_t off, const ConfigReadPolicy& p) const {
+  return hides_any(off, off + 1, p);
+}
+
+bool ConfigSpace::may_synthesize(uint32_t begin, uint32_t end, const ConfigReadPolicy& p) const {
+  // The BAR registers of either header type, and the ROM register.
+  const uint32_t rom = slot_offset(kRomSlot);
+  return (begin < PCI_BASE_ADDRESS_5 + 4 && end > PCI_BASE_ADDRESS_0) ||
+         (begin < rom + 4 && end > rom) || hides_any(begin, end, p);
 }
 
 uint8_t ConfigSpace::hidden_or_virtual_byte(uint32_t off, const ConfigReadPolicy& p) const {

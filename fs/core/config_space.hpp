@@ -134,6 +134,8 @@ class ConfigSpace {
   uint32_t virtual_value(size_t slot, bool mask_addresses) const REQUIRES(mu_);
   uint8_t hidden_or_virtual_byte(uint32_t off, const ConfigReadPolicy& p) const REQUIRES(mu_);
   bool is_hidden(uint32_t off, const ConfigReadPolicy& p) const;
+  // Whether the policy hides a byte of [begin, end) (DSN serial, VPD).
+  bool hides_any(uint32_t begin, uint32_t end, const ConfigReadPolicy& p) const;
   // Whether [begin, end) may hold a virtual or a hidden byte: false lets a
   // read skip the per-byte checks.
   bool may_synthesize(uint32_t begin, uint32_t end, const ConfigReadPolicy& p) const;
