@@ -18,6 +18,9 @@
 //                                     (64 vs 4096 functions); see bench/scale.hpp
 //   pcifs-bench --core [--threads N,..]  the Mediator's read path with many
 //                                     threads, no FUSE; see bench/core_paths.hpp
+//   sudo pcifs-bench --readers [ROOT] reads/s with 1, 2, 4, ... reader processes:
+//                                     ROOT's config, pcifs over it and over the
+//                                     simulator, the floor; see bench/readers.hpp
 //
 // Needs root: the default view gives BAR files and power_state to root only.
 #include <unistd.h>
@@ -36,6 +39,7 @@
 #include "bench/core_paths.hpp"
 #include "bench/lspci.hpp"
 #include "bench/mounts.hpp"
+#include "bench/readers.hpp"
 #include "bench/report.hpp"
 #include "bench/scale.hpp"
 #include "bench/transports.hpp"
@@ -215,6 +219,9 @@ struct Args {
   std::vector<unsigned> scale_counts = {64, 4096};
   bool core = false;  // --core: the Mediator's read path with many threads
   std::vector<unsigned> core_threads;
+  std::string readers_root;  // --readers: reader scaling, ROOT's config beside pcifs and the floor
+  std::string readers_device;
+  unsigned max_readers = 0;
 };
 
 // --only keeps the named figures, e.g. to profile one workload with perf.
@@ -233,32 +240,10 @@ struct Pair {
   std::unique_ptr<BenchMount> pcifs, floor;
 };
 
-// The floor's .floor_stats as key -> value (floor_fs.hpp).
-std::map<std::string, std::string> floor_stats(const BenchMount& floor) {
-  std::ifstream in(floor.mountpoint() + "/.floor_stats");
-  std::map<std::string, std::string> out;
-  for (std::string k, v; in >> k >> v;) out[k] = v;
-  return out;
-}
-
 // Refuses a mount that serves over another transport than the one asked
 // for: no figure is printed for a transport that silently fell back.
 void check_transport(const Pair& p) {
-  const std::string want = transport_server_name(p.transport);
-  const std::string other = transport_server_name(
-      p.transport == BenchTransport::kUring ? BenchTransport::kDev : BenchTransport::kUring);
-  std::string error;
-  const std::string log = p.pcifs->wait_transport_log(kMountTimeoutMs, &error);
-  if (log.empty()) throw std::runtime_error(error);
-  if (log.find("requests over " + want) == std::string::npos ||
-      log.find("requests over " + other) != std::string::npos) {
-    throw std::runtime_error(std::string("pcifs --transport=") + transport_arg(p.transport) +
-                             " does not serve over " + want + ", its log says:\n" + log);
-  }
-  const std::string got = floor_stats(*p.floor)["transport"];
-  if (got != want) {
-    throw std::runtime_error("the floor asked for " + want + " serves over '" + got + "'");
-  }
+  check_served_over(p.transport, *p.pcifs, p.floor.get(), kMountTimeoutMs);
 }
 
 // Starts every mount (all fork before this process has a thread,
@@ -365,8 +350,8 @@ int run(int argc, char** argv) {
                  "the FUSE transports to measure, each with pcifs and the floor on it: dev "
                  "(/dev/fuse), uring (FUSE over io_uring) or both, side by side in one run. uring "
                  "and both set /sys/module/fuse/parameters/enable_uring to Y for the run and put "
-                 "it back at the end; both measures dev only where that cannot be done. --lspci "
-                 "and --scale take dev or uring (both: dev)")
+                 "it back at the end; both measures dev only where that cannot be done. --lspci, "
+                 "--scale and --readers take dev or uring (both: dev)")
       ->check(CLI::IsMember({"dev", "uring", "both"}))
       ->capture_default_str();
   app.add_option("--lspci", a.lspci_root,
@@ -374,6 +359,18 @@ int run(int argc, char** argv) {
                  "lspci over ROOT itself (read-only), e.g. --lspci /sys/bus/pci")
       ->expected(0, 1)
       ->default_str("/sys/bus/pci");
+  app.add_option("--readers", a.readers_root,
+                 "instead: 4-byte config reads by 1, 2, 4, ... reader processes (up to twice the "
+                 "CPUs): a device's config under ROOT read directly and through a sysfs-backend "
+                 "mount, the simulated endpoint (shadowed register and PMCSR), and the floor, "
+                 "side by side (--rounds, default 5 here)")
+      ->expected(0, 1)
+      ->default_str("/sys/bus/pci");
+  app.add_option("--readers-device", a.readers_device,
+                 "--readers: the device under ROOT/devices (default: the first)");
+  app.add_option("--max-readers", a.max_readers,
+                 "--readers: the most reader processes (default: twice the CPUs, at least 4)")
+      ->check(CLI::Range(1u, 1024u));
   app.add_flag("--scale", a.scale,
                "instead: the cost of a lookup, a getattr, a read and lspci with 64 and with "
                "4096 simulated functions (a fresh mount per round; --rounds, default 5 here)");
@@ -415,7 +412,8 @@ int run(int argc, char** argv) {
   // way out of run() unwinds through `choice`, which puts enable_uring back
   // once the mounts are gone.
   install_stop_handlers();
-  const bool one_transport = app.count("--lspci") > 0 || a.scale;
+  const bool readers = app.count("--readers") > 0;
+  const bool one_transport = app.count("--lspci") > 0 || a.scale || readers;
   TransportChoice choice;
   std::string error;
   if (!choose_transports(one_transport && a.transport == "both" ? "dev" : a.transport, &choice,
@@ -432,6 +430,18 @@ int run(int argc, char** argv) {
     la.rounds = a.quick ? 1 : a.rounds;
     la.json = a.json;
     return run_lspci_bench(la);
+  }
+  if (readers) {
+    ReadersBenchArgs ra;
+    ra.pcifs = a.pcifs;
+    ra.transport = transport_arg(choice.transports.front());
+    if (!a.readers_root.empty()) ra.root = a.readers_root;
+    ra.device = a.readers_device;
+    ra.max_readers = a.max_readers;
+    ra.rounds = a.quick ? 1 : (app.count("--rounds") > 0 ? a.rounds : 5);
+    if (a.quick) ra.ops_per_reader = 200;
+    ra.json = a.json;
+    return run_readers_bench(ra);
   }
   if (a.scale) {
     ScaleBenchArgs sa;

@@ -9,7 +9,8 @@
 # run. `--transport=uring` works when forced and refuses a pcifs that serves
 # over /dev/fuse instead; without the switch, uring is refused (exit 2) and
 # both falls back to dev with a note. Refused without root (exit 2), except
-# --core (in process, no mount), which runs as nobody too.
+# --core (in process, no mount), which runs as nobody too. --scale and
+# --readers print every figure for small counts.
 # Behaviour only: no figure is compared with any number but zero.
 # Needs: root, /dev/fuse, python3, PCIFS_BUILD_DIR with pcifs and pcifs-bench.
 # Exit 77: skipped.
@@ -310,6 +311,35 @@ if id nobody >/dev/null 2>&1; then
     2>/dev/null || fail "--core as nobody exited $?"
   core_check nobody "$WORK/core-nobody.json"
 fi
+
+# 11. --readers (two readers at most): every source positive in every row; the
+# sysfs columns where ROOT has devices (the real /sys/bus/pci, read only) and
+# none where it has not (an empty temp tree). Nothing left behind.
+readers_check() {  # json-file with-sysfs(0|1)
+  python3 - "$1" "$2" <<'PY' || fail "--readers: bad JSON (above)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+keys = ["pcifs_sim_shadow", "pcifs_sim_pmcsr", "floor"]
+sysfs = ["sysfs", "pcifs_sysfs_shadow"]
+want = keys + sysfs if sys.argv[2] == "1" else keys
+assert [r["readers"] for r in d["rows"]] == [1, 2], d["rows"]
+for r in d["rows"]:
+    assert sorted(k for k in r if k != "readers") == sorted(want), r
+    assert all(r[k] > 0 for k in want), r
+PY
+}
+if [ -n "$(ls /sys/bus/pci/devices 2>/dev/null)" ]; then
+  "$BENCH" --readers --quick --max-readers 2 --json >"$WORK/readers.json" \
+    2>"$WORK/readers.err" || fail "--readers exited $?: $(tail -3 "$WORK/readers.err")"
+  readers_check "$WORK/readers.json" 1
+fi
+mkdir -p "$WORK/empty-root/devices"
+"$BENCH" --readers "$WORK/empty-root" --quick --max-readers 2 --json \
+  >"$WORK/readers-empty.json" 2>"$WORK/readers-empty.err" ||
+  fail "--readers (no devices) exited $?: $(tail -3 "$WORK/readers-empty.err")"
+readers_check "$WORK/readers-empty.json" 0
+grep -q " $WORK" /proc/mounts && fail "--readers: a mount is left: $(grep " $WORK" /proc/mounts)"
+[ -z "$(ls -A "$TMPDIR")" ] || fail "--readers: temp dirs left: $(ls -A "$TMPDIR")"
 
 [ $FAILED = 0 ] && echo "PASS: pcifs-bench smoke test"
 exit $FAILED

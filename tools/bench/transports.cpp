@@ -8,7 +8,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <stdexcept>
 #include <utility>
+
+#include "mounts.hpp"
 
 namespace pcifs::bench {
 namespace {
@@ -86,6 +89,33 @@ bool choose_transports(const std::string& arg, TransportChoice* out, std::string
   }
   out->note = "--transport=both: measuring /dev/fuse only: " + why;
   return true;
+}
+
+std::map<std::string, std::string> floor_stats(const BenchMount& floor) {
+  std::ifstream in(floor.mountpoint() + "/.floor_stats");
+  std::map<std::string, std::string> out;
+  for (std::string k, v; in >> k >> v;) out[k] = v;
+  return out;
+}
+
+void check_served_over(BenchTransport t, const BenchMount& pcifs, const BenchMount* floor,
+                       int timeout_ms) {
+  const std::string want = transport_server_name(t);
+  const std::string other = transport_server_name(
+      t == BenchTransport::kUring ? BenchTransport::kDev : BenchTransport::kUring);
+  std::string error;
+  const std::string log = pcifs.wait_transport_log(timeout_ms, &error);
+  if (log.empty()) throw std::runtime_error(error);
+  if (log.find("requests over " + want) == std::string::npos ||
+      log.find("requests over " + other) != std::string::npos) {
+    throw std::runtime_error(std::string("pcifs --transport=") + transport_arg(t) +
+                             " does not serve over " + want + ", its log says:\n" + log);
+  }
+  if (floor == nullptr) return;
+  const std::string got = floor_stats(*floor)["transport"];
+  if (got != want) {
+    throw std::runtime_error("the floor asked for " + want + " serves over '" + got + "'");
+  }
 }
 
 }  // namespace pcifs::bench

@@ -16,6 +16,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,17 @@ class UringSwitch {
   std::string previous_;
   pid_t owner_;  // a forked child that unwinds through the switch leaves it alone
 };
+
+class BenchMount;
+
+// The floor's .floor_stats as key -> value (floor_fs.hpp).
+std::map<std::string, std::string> floor_stats(const BenchMount& floor);
+
+// Throws std::runtime_error unless `pcifs` logged that it serves over `t` (and
+// not the other transport) and `floor` (where given) says it does: no figure
+// is printed for a transport that silently fell back.
+void check_served_over(BenchTransport t, const BenchMount& pcifs, const BenchMount* floor,
+                       int timeout_ms);
 
 // What --transport=dev|uring|both asks for, as far as this kernel allows.
 struct TransportChoice {

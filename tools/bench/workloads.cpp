@@ -176,6 +176,11 @@ double config_read_qd1_us(const Target& t, const Sizes& s, Observations&) {
 }
 
 double config_readers_ops(const Target& t, const Sizes& s, unsigned readers) {
+  return parallel_preads(t.dir() + "config", 0x44, readers, s.reader_ops, t.name());
+}
+
+double parallel_preads(const std::string& path, uint32_t offset, unsigned readers,
+                       unsigned ops_per_reader, const std::string& what) {
   // Each child counts into its own slot; the gate is a pipe the parent
   // closes once every child has its file open.
   auto* done = static_cast<std::atomic<uint64_t>*>(mmap(nullptr, sizeof(uint64_t) * readers * 2,
@@ -186,7 +191,6 @@ double config_readers_ops(const Target& t, const Sizes& s, unsigned readers) {
       done, [=](void* p) { munmap(p, sizeof(uint64_t) * readers * 2); });
   int gate[2], ready[2];
   if (pipe(gate) != 0 || pipe(ready) != 0) throw std::runtime_error("pipe failed");
-  const std::string path = t.dir() + "config";
   std::vector<pid_t> kids;
   for (unsigned r = 0; r < readers; ++r) {
     const pid_t p = fork();
@@ -198,15 +202,15 @@ double config_readers_ops(const Target& t, const Sizes& s, unsigned readers) {
       (void)!write(ready[1], &c, 1);
       (void)!read(gate[0], &c, 1);  // EOF: go
       uint64_t ok = 0, bad = 0;
-      for (unsigned i = 0; fd >= 0 && i < s.reader_ops && !stop_requested(); ++i) {
+      for (unsigned i = 0; fd >= 0 && i < ops_per_reader && !stop_requested(); ++i) {
         uint32_t v = 0;
-        if (pread(fd, &v, 4, 0x44) == 4)
+        if (pread(fd, &v, 4, offset) == 4)
           ++ok;
         else
           ++bad;
       }
       done[size_t{2} * r].store(ok);
-      done[size_t{2} * r + 1].store(fd < 0 ? s.reader_ops : bad);
+      done[size_t{2} * r + 1].store(fd < 0 ? ops_per_reader : bad);
       _exit(0);
     }
     if (p < 0) break;
@@ -231,7 +235,7 @@ double config_readers_ops(const Target& t, const Sizes& s, unsigned readers) {
     bad += done[size_t{2} * r + 1].load();
   }
   if (kids.size() != readers || opened != readers || bad != 0) {
-    throw std::runtime_error(t.name() + ": " + std::to_string(readers) +
+    throw std::runtime_error(what + ": " + std::to_string(readers) +
                              " readers: " + std::to_string(opened) + " opened, " +
                              std::to_string(bad) + " reads failed");
   }

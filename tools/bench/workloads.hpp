@@ -78,6 +78,11 @@ double quiesce_64_maps_ms(const Target& t, const Sizes& s, Observations& o);
 // power management control register (0x44, served by the device, not the
 // shadow) in a loop, started together: the total operations per second.
 double config_readers_ops(const Target& t, const Sizes& s, unsigned readers);
+// The same for any file: `readers` processes, each with its own open `path`,
+// `ops_per_reader` 4-byte preads at `offset`, started together; reads per
+// second, all readers together. Throws (naming `what`) if any read fails.
+double parallel_preads(const std::string& path, uint32_t offset, unsigned readers,
+                       unsigned ops_per_reader, const std::string& what);
 template <unsigned N>
 double config_readers_n(const Target& t, const Sizes& s, Observations&) {
   return config_readers_ops(t, s, N);
