@@ -7,9 +7,8 @@
 #   (on the machine, from the repo root, as root)
 #   bash tools/bench/many_core.sh .kit "$OUT" [quick]
 #
-# Writes OUT/figures.txt (every figure, as printed), OUT/figures.jsonl (the
-# same as JSON, one line per step) and OUT/log.txt (the machine, each step's
-# stderr and exit status). Read-only on the machine's /sys: the sysfs mounts
+# Writes OUT/figures.txt (every figure, as printed) and OUT/log.txt (the
+# machine, each step's stderr and exit status). Read-only on the machine's /sys: the sysfs mounts
 # only read config, and lspci only reads. pcifs-bench sets
 # /sys/module/fuse/parameters/enable_uring for its io_uring steps and puts it
 # back; this script checks that it did. `quick` runs each step once, small
@@ -22,8 +21,8 @@ mkdir -p "$out"
 export LD_LIBRARY_PATH=$kit/lib PATH=$kit/bin:$PATH
 bench=$kit/bin/pcifs-bench
 pcifs=$kit/bin/pcifs
-txt=$out/figures.txt json=$out/figures.jsonl log=$out/log.txt
-: >"$txt" && : >"$json" && : >"$log"
+txt=$out/figures.txt log=$out/log.txt
+: >"$txt" && : >"$log"
 
 uring_param=/sys/module/fuse/parameters/enable_uring
 uring_before=$(cat "$uring_param" 2>/dev/null || echo absent)
@@ -37,7 +36,7 @@ uring_before=$(cat "$uring_param" 2>/dev/null || echo absent)
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 } >>"$log"
 
-# step NAME SECONDS ARGS...: one pcifs-bench run, text and JSON, bounded.
+# step NAME SECONDS ARGS...: one pcifs-bench run, bounded; its figures to txt.
 step() {
   local name=$1 limit=$2
   shift 2
@@ -48,16 +47,6 @@ step() {
   timeout -k 10 "$limit" "$bench" --pcifs "$pcifs" "$@" "${rounds[@]}" >>"$txt" 2>>"$log"
   local rc=$?
   echo "--- $name: rc $rc, $((SECONDS - t0)) s" | tee -a "$txt" >>"$log"
-  if [ -n "$quick" ]; then return; fi
-  # The same figures as JSON where the step is cheap enough to run twice.
-  case $name in
-    core | lspci_*)
-      printf '{"step": "%s", "result": ' "$name" >>"$json"
-      timeout -k 10 "$limit" "$bench" --pcifs "$pcifs" "$@" --rounds 3 --json 2>>"$log" |
-        tr -d '\n' >>"$json"
-      echo '}' >>"$json"
-      ;;
-  esac
 }
 
 step core 90 --core --rounds 3
