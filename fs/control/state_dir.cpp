@@ -92,10 +92,12 @@ std::vector<StateFile> list_state(const std::string& dir) {
   ::closedir(d);
   std::sort(names.begin(), names.end());
   for (const auto& n : names) {
-    std::ifstream in(dir + "/" + n);
+    std::string path = dir;
+    path.append("/").append(n);
+    std::ifstream in(path);
     std::stringstream ss;
     ss << in.rdbuf();
-    out.push_back({dir + "/" + n, ss.str()});
+    out.push_back({std::move(path), ss.str()});
   }
   return out;
 }

@@ -155,7 +155,7 @@ std::string Restart::view_retired(const std::string& name, const Session& s) {
   if (::getentropy(&salt, sizeof salt) != 0) salt = static_cast<uint32_t>(::getpid());
   char hex[9];
   std::snprintf(hex, sizeof hex, "%08x", salt);
-  const std::string stored = kRetiredMark + name + "~" + hex;
+  std::string stored = kRetiredMark + name + "~" + hex;
   MutexLock lock(mu_);
   state_->drop_view(name);
   state_->put_view(stored, s.init_request());

@@ -1,6 +1,7 @@
 // ViewHost (view_host.hpp): mounting, retiring and listing views at runtime.
 #include "fuse/view_host.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -113,8 +114,10 @@ std::optional<std::string> ViewHost::mountpoint_conflict(const std::string& mp) 
   for (const auto& [name, h] : views_) {
     const std::string other = normal(h->policy.mountpoint);
     if (inside(mp, other) || inside(other, mp)) {
-      return "mountpoint: expected a mountpoint no other view uses or contains, got " + mp +
-             " (view " + name + " is at " + other + ")";
+      return fmt::format(
+          "mountpoint: expected a mountpoint no other view uses or contains, got {} (view {} is "
+          "at {})",
+          mp, name, other);
     }
   }
   return std::nullopt;
@@ -171,10 +174,10 @@ Result<AddedView> ViewHost::add(const json& view, const std::string& source, std
     *error = source + ": " + *why;
     return Errno(EBUSY);
   }
-  return mount_locked(std::move(v), std::move(stored), /*runtime=*/true, error);
+  return mount_locked(std::move(v), stored, /*runtime=*/true, error);
 }
 
-Result<AddedView> ViewHost::mount_locked(ViewPolicy v, json stored, bool runtime,
+Result<AddedView> ViewHost::mount_locked(ViewPolicy v, const json& stored, bool runtime,
                                          std::string* error) {
   const std::string where = v.source.empty() ? "view " + v.name : v.source;
   if (auto why = mountpoint_conflict(normal(v.mountpoint))) {

@@ -90,7 +90,7 @@ class ViewHost {
 
  private:
   struct Hosted;
-  Result<AddedView> mount_locked(ViewPolicy v, nlohmann::json stored, bool runtime,
+  Result<AddedView> mount_locked(ViewPolicy v, const nlohmann::json& stored, bool runtime,
                                  std::string* error) REQUIRES(mu_);
   std::optional<std::string> mountpoint_conflict(const std::string& mp) const REQUIRES(mu_);
   void retire_locked(std::unique_ptr<Hosted> h, const char* why) REQUIRES(mu_);

@@ -36,7 +36,7 @@ struct SlistDeleter {
 using CurlPtr = std::unique_ptr<CURL, CurlDeleter>;
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 
-std::string trim(std::string s) {
+std::string trim(const std::string& s) {
   const char* ws = " \t\r\n\v\f";
   size_t b = s.find_first_not_of(ws);
   if (b == std::string::npos) return {};

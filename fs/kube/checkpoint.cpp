@@ -1,6 +1,8 @@
 // The checkpoint file (checkpoint.hpp).
 #include "kube/checkpoint.hpp"
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -96,7 +98,7 @@ Result<Checkpoint> Checkpoint::load(const std::string& path, std::string* error)
     for (const auto& [uid, e] : j["claims"].items()) {
       CheckpointEntry entry;
       if (!entry_from(e, &entry))
-        return fail(error, path + ": claim " + uid + ": malformed", EINVAL);
+        return fail(error, fmt::format("{}: claim {}: malformed", path, uid), EINVAL);
       c.entries_.emplace(uid, std::move(entry));
     }
   } catch (const std::exception& e) {

@@ -1,6 +1,8 @@
 // Claims (claim.hpp).
 #include "kube/claim.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <set>
 
@@ -68,17 +70,18 @@ Result<void> merge_policy(const json& parameters, const std::string& where, json
         return fail(error, where + ": kind: expected \"ViewPolicy\" (got " + value.dump() + ")");
       }
     } else if (key == "allow_dma" || key == "share_iommu_group") {
-      return fail(error, where + ": " + key +
-                             ": not allowed in a claim (a grant only the node's root gives, in "
-                             "the host daemon's own view files)");
+      return fail(error, fmt::format("{}: {}: not allowed in a claim (a grant only the node's "
+                                     "root gives, in the host daemon's own view files)",
+                                     where, key));
     } else if (key == "devices" || key == "name" || key == "mountpoint") {
-      return fail(error, where + ": " + key +
-                             ": not allowed in a claim (pcifs-kube sets it from the allocation)");
+      return fail(error, fmt::format("{}: {}: not allowed in a claim (pcifs-kube sets it from "
+                                     "the allocation)",
+                                     where, key));
     } else if (!is_policy_field(key)) {
-      return fail(error, where + ": " + key +
-                             ": unknown field (expected apiVersion, kind, config_read, "
-                             "config_write, bar_access, doe_protocols, mask_addresses, hide, "
-                             "low_power_access, uid, gid)");
+      return fail(error, fmt::format("{}: {}: unknown field (expected apiVersion, kind, "
+                                     "config_read, config_write, bar_access, doe_protocols, "
+                                     "mask_addresses, hide, low_power_access, uid, gid)",
+                                     where, key));
     } else {
       fields[key] = value;
     }
@@ -127,8 +130,8 @@ Result<ClaimPlan> plan_claim(const json& claim, const ClaimRef& ref, const std::
     }
     if (d.pool != node) {
       return fail(error,
-                  at + ": device " + d.device + " is from pool " + d.pool + ", not this node's (" +
-                      node + ")",
+                  fmt::format("{}: device {} is from pool {}, not this node's ({})", at, d.device,
+                              d.pool, node),
                   EXDEV);
     }
     requests.insert(d.request);

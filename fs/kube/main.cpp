@@ -12,7 +12,9 @@
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <thread>
 
 #include "control/client.hpp"
@@ -156,9 +158,7 @@ bool make_dirs(const std::string& path, mode_t mode) {
   return true;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   Args a;
   if (const char* n = std::getenv("NODE_NAME")) a.node = n;
   CLI::App app{"pcifs-kube: the pcifs.io Kubernetes DRA driver (a node agent)", "pcifs-kube"};
@@ -277,4 +277,20 @@ int main(int argc, char** argv) {
   watch_thread.join();
   publish_thread.join();
   return rc;
+}
+
+}  // namespace
+
+// Anything thrown (an allocation, a library that throws) ends the agent with
+// a message and status 1, not an abort: the kubelet restarts it, and its
+// checkpoint says what it had prepared.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pcifs-kube: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "pcifs-kube: an unknown exception\n");
+  }
+  return 1;
 }
