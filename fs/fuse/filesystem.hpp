@@ -9,9 +9,11 @@
 
 #include <atomic>
 #include <ctime>
+#include <memory>
 
 #include "fuse/deferred.hpp"
 #include "fuse/fh.hpp"
+#include "fuse/reply_gate.hpp"
 #include "fuse/session.hpp"
 #include "fuse/tree.hpp"
 
@@ -29,6 +31,9 @@ class Filesystem {
   // Fills a struct stat from the tree; false when the node is gone.
   Result<struct stat> stat_of(const NodeId& id) const;
   Deferred& deferred() { return deferred_; }
+  // For replies sent from outside the loop (reply_gate.hpp); callbacks keep
+  // the gate, which outlives the Filesystem.
+  const std::shared_ptr<ReplyGate>& replies() const { return replies_.gate; }
   Lanes& lanes() { return lanes_; }
   FhObjects& handles() { return handles_; }
   // The view was removed [S16]: from now on every request but the releases
@@ -40,6 +45,13 @@ class Filesystem {
   Tree tree_;
   std::string name_;
   timespec started_{};
+  // Closed on destruction, after deferred_ and lanes_ (declared after it)
+  // have run what they had queued, and before the Session goes.
+  struct ClosesOnDestruction {
+    std::shared_ptr<ReplyGate> gate = std::make_shared<ReplyGate>();
+    ~ClosesOnDestruction() { gate->close(); }
+  };
+  ClosesOnDestruction replies_;
   Deferred deferred_;
   Lanes lanes_;        // requests that wait for a device, off the loop's workers
   FhObjects handles_;  // status and directory snapshots still open

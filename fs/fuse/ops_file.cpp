@@ -76,14 +76,18 @@ void read_doe(Reply& r, Filesystem& fs, fuse_file_info* fi, size_t size) {
     fuse_reply_err(req, EINTR);
     return;
   }
-  fs.mediator().doe_read(fi->fh, size, [req](Result<std::vector<uint8_t>> res) {
-    if (res) {
-      fuse_reply_buf(req, reinterpret_cast<const char*>(res->data()), res->size());
-    } else {
-      const int e = res.error().value();
-      fuse_reply_err(req, e == ECANCELED ? EINTR : e);
-    }
-  });
+  // Answered later, maybe from the DOE executor: through the view's gate.
+  fs.mediator().doe_read(
+      fi->fh, size, [req, gate = fs.replies()](Result<std::vector<uint8_t>> res) {
+        gate->run([&] {
+          if (res) {
+            fuse_reply_buf(req, reinterpret_cast<const char*>(res->data()), res->size());
+          } else {
+            const int e = res.error().value();
+            fuse_reply_err(req, e == ECANCELED ? EINTR : e);
+          }
+        });
+      });
 }
 
 // A read or write that would wait for a device operation (kWouldWait from
@@ -259,7 +263,11 @@ void op_poll(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, fuse_pollhandle
       return void(fuse_reply_poll(r.take(), POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM));
     }
     std::function<void()> wake;
-    if (handle) wake = [handle] { fuse_lowlevel_notify_poll(handle.get()); };
+    if (handle) {
+      wake = [handle, gate = fs_of(req).replies()] {
+        gate->run([&] { fuse_lowlevel_notify_poll(handle.get()); });
+      };
+    }
     const unsigned bits = fs_of(req).mediator().doe_poll(fi->fh, std::move(wake));
     unsigned events = 0;
     if (bits & 1) events |= POLLIN | POLLRDNORM;

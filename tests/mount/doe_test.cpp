@@ -5,9 +5,11 @@
 // interrupt and kill tests need. The daemon runs with --doe-timeout=3000, not
 // the default 1 s, so that a loaded machine has time to act inside the window.
 #include <dirent.h>
+#include <signal.h>
 #include <sys/syscall.h>
 
 #include <set>
+#include <thread>
 
 #include "fixtures/mount_doe.hpp"
 
@@ -141,6 +143,31 @@ TEST_F(DoeTest, BadObjectsAreRefusedWithTheSpecifiedErrno) {
   auto rsp = f.exchange(discovery_request(0));
   ASSERT_TRUE(rsp);
   EXPECT_EQ(rsp->size(), 3u);
+}
+
+// An exchange that ends after the view's session is gone: the daemon stops
+// (SIGTERM) while a handle still has an exchange in flight on the dead
+// mailbox and a poll armed on it, and while a second handle's read is
+// blocked on it. The connection ends with the daemon, so the kernel never
+// sends these handles' releases: the exchanges complete as the daemon shuts
+// its DOE executor down, after every session is destroyed, and their reply
+// and wake-up must go nowhere (fs/fuse/reply_gate.hpp). Reaching the
+// destroyed session is a use after free, which ASan and TSan turn into the
+// exit status checked here (1, 66); on the TSan build this test failed so
+// before the gate.
+TEST_F(DoeTest, AnExchangeEndingAfterTheSessionRepliesToNothing) {
+  DoeFile polled(doe(kTwoBox, "doe.1"), O_RDWR | O_NONBLOCK);
+  ASSERT_TRUE(polled.ok());
+  ASSERT_EQ(polled.write_obj(discovery_request(0)).n, 12);
+  EXPECT_EQ(polled.poll_in(0) & POLLIN, 0);  // the daemon keeps the wake-up
+  DoeFile blocked(doe(kTwoBox, "doe.1"));
+  ASSERT_TRUE(blocked.ok());
+  ASSERT_EQ(blocked.write_obj(discovery_request(0)).n, 12);    // queued behind
+  std::thread reader([&] { (void)blocked.read_some(4096); });  // ends with the connection
+  const int st = d_->signal_and_wait(SIGTERM);
+  reader.join();
+  EXPECT_EQ(st, 0) << "the daemon did not end cleanly (status " << st << ")\n" << d_->log();
+  d_.reset();  // stopped here: nothing for TearDown to check
 }
 
 // Objects near the mailbox maximum (2^18 dwords = 1 MiB): one buffer, reused.
