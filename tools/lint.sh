@@ -14,7 +14,7 @@ if [[ -n $bad ]]; then echo "layering violated in: $bad"; exit 1; fi
 if [[ -f ${PCIFS_COMPILE_DB:-build/ci-plain}/compile_commands.json ]]; then
   echo "=== clang-tidy (bugprone, performance, concurrency; warnings are errors)"
   run-clang-tidy -p "${PCIFS_COMPILE_DB:-build/ci-plain}" -j "$(nproc)" -quiet \
-    'fs/.*\.cpp$|backend/.*\.cpp$|tools/.*\.cpp$' >build/clang-tidy.log 2>&1 \
+    "^$(pwd -P)/(fs|backend|tools)/.*\\.cpp\$" >build/clang-tidy.log 2>&1 \
     || { grep -E "(warning|error):" build/clang-tidy.log; exit 1; }
 else
   echo "=== clang-tidy skipped: no compile database (run the plain build first)"
