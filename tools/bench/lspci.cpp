@@ -21,18 +21,6 @@ namespace {
 constexpr uid_t kNobody = 65534;
 constexpr int kMountTimeoutMs = 20000;
 
-std::vector<std::string> list_devices(const std::string& root) {
-  std::vector<std::string> out;
-  DIR* d = opendir((root + "/devices").c_str());
-  if (d == nullptr) return out;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] != '.') out.emplace_back(e->d_name);
-  }
-  closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -47,6 +35,18 @@ std::vector<std::string> over(const std::string& path) {
 }
 
 }  // namespace
+
+std::vector<std::string> list_devices(const std::string& root) {
+  std::vector<std::string> out;
+  DIR* d = opendir((root + "/devices").c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') out.emplace_back(e->d_name);
+  }
+  closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 // Runs lspci with `args`, as `uid` (0: unchanged), capturing stdout.
 LspciRun run_lspci(const std::vector<std::string>& args, uid_t uid) {

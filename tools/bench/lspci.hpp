@@ -19,6 +19,9 @@ struct LspciRun {
   std::string out;
   bool ok = false;
 };
+// The device names under ROOT/devices, sorted (none when it cannot be read).
+std::vector<std::string> list_devices(const std::string& root);
+
 // Runs lspci with `args`, as `uid` (0: unchanged), capturing stdout and timing it.
 LspciRun run_lspci(const std::vector<std::string>& args, uid_t uid);
 

@@ -1,6 +1,5 @@
 #include "readers.hpp"
 
-#include <dirent.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "lspci.hpp"
 #include "mounts.hpp"
 #include "transports.hpp"
 #include "workloads.hpp"
@@ -28,18 +28,6 @@ struct Source {
   uint32_t offset;
   std::vector<std::vector<double>> rounds;  // [reader row][round]
 };
-
-std::string first_device(const std::string& root) {
-  std::vector<std::string> names;
-  if (DIR* d = opendir((root + "/devices").c_str())) {
-    while (dirent* e = readdir(d)) {
-      if (e->d_name[0] != '.') names.emplace_back(e->d_name);
-    }
-    closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names.empty() ? "" : names.front();
-}
 
 std::vector<unsigned> reader_counts(unsigned max_readers) {
   if (max_readers == 0) {
@@ -66,11 +54,9 @@ std::unique_ptr<BenchMount> mounted(std::unique_ptr<BenchMount> m, const std::st
   return m;
 }
 
-// The pcifs columns, each against the floor (the kernel's own file is not a
-// FUSE server: it has no ratio).
-bool has_ratio(const Source& s, const Source& floor) {
-  return &s != &floor && std::string(s.key) != "sysfs";
-}
+// The pcifs columns, each against the floor: those with a ratio label (the
+// floor itself and the kernel's own file, not a FUSE server, have none).
+bool has_ratio(const Source& s) { return *s.ratio_label != '\0'; }
 
 void print_table(const std::vector<Source>& src, const std::vector<unsigned>& counts,
                  const std::string& transport, unsigned rounds) {
@@ -80,7 +66,7 @@ void print_table(const std::vector<Source>& src, const std::vector<unsigned>& co
   std::printf("%8s", "readers");
   for (const auto& s : src) std::printf(" %16s", s.label);
   for (const auto& s : src) {
-    if (has_ratio(s, floor)) std::printf(" %10s", s.ratio_label);
+    if (has_ratio(s)) std::printf(" %10s", s.ratio_label);
   }
   std::printf("\n");
   for (size_t r = 0; r < counts.size(); ++r) {
@@ -88,7 +74,7 @@ void print_table(const std::vector<Source>& src, const std::vector<unsigned>& co
     for (const auto& s : src) std::printf(" %16.0f", median(s.rounds[r]));
     const double f = median(floor.rounds[r]);
     for (const auto& s : src) {
-      if (has_ratio(s, floor)) std::printf(" %10.2f", f > 0 ? median(s.rounds[r]) / f : 0);
+      if (has_ratio(s)) std::printf(" %10.2f", f > 0 ? median(s.rounds[r]) / f : 0);
     }
     std::printf("\n");
   }
@@ -112,7 +98,8 @@ void print_json(const std::vector<Source>& src, const std::vector<unsigned>& cou
 int run_readers_bench(const ReadersBenchArgs& a) {
   const BenchTransport transport =
       a.transport == "uring" ? BenchTransport::kUring : BenchTransport::kDev;
-  const std::string device = a.device.empty() ? first_device(a.root) : a.device;
+  const auto names = a.device.empty() ? list_devices(a.root) : std::vector<std::string>{a.device};
+  const std::string device = names.empty() ? "" : names.front();
   std::string error;
   // Every mount forks before this process has a thread (floor_fs.hpp).
   std::unique_ptr<BenchMount> sysfs_mount;
