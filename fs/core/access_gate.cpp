@@ -27,7 +27,7 @@ void AccessToken::release() {
   if (gate_ != nullptr) {
     AccessGate* g = std::exchange(gate_, nullptr);
     if (shard_ >= 0) {
-      g->leave_fast(static_cast<unsigned>(std::exchange(shard_, -1)));
+      g->leave_fast(kind_, static_cast<unsigned>(std::exchange(shard_, -1)));
     } else {
       g->leave(kind_);
     }
@@ -38,37 +38,42 @@ void AccessToken::release() {
 AccessGate::AccessGate(PowerState initial, bool mem_decode, bool io_decode)
     : power_(initial), mem_decode_(mem_decode), io_decode_(io_decode) {
   MutexLock lock(mu_);
-  cfg_open_.store(config_open());
+  publish();
 }
 
 bool AccessGate::config_open() const {
   return !physical_ && !revoked_ && power_ != PowerState::kD3cold;
 }
 
-std::optional<AccessToken> AccessGate::try_enter_config_fast() {
+std::optional<AccessToken> AccessGate::try_enter_fast(AccessKind kind, bool io_bar) {
   const int cpu = sched_getcpu();
   const unsigned s = static_cast<unsigned>(cpu < 0 ? 0 : cpu) % kShards;
-  shards_[s].inflight.fetch_add(1, std::memory_order_seq_cst);
-  if (cfg_open_.load(std::memory_order_seq_cst)) {
+  const bool bar = kind == AccessKind::kBar;
+  (bar ? shards_[s].bar_inflight : shards_[s].cfg_inflight).fetch_add(1, std::memory_order_seq_cst);
+  if ((bar ? bar_open_[io_bar ? 1 : 0] : cfg_open_).load(std::memory_order_seq_cst)) {
     shards_[s].admitted.fetch_add(1, std::memory_order_relaxed);
-    return AccessToken(this, s);
+    return AccessToken(this, kind, s);
   }
-  leave_fast(s);  // closed meanwhile: a drain may have counted this one
+  leave_fast(kind, s);  // closed meanwhile: a drain may have counted this one
   return std::nullopt;
 }
 
-void AccessGate::leave_fast(unsigned shard) {
-  shards_[shard].inflight.fetch_sub(1, std::memory_order_seq_cst);
-  // A drain counts itself in cfg_waiters_ before it counts the shards (both
+void AccessGate::leave_fast(AccessKind kind, unsigned shard) {
+  auto& n = kind == AccessKind::kBar ? shards_[shard].bar_inflight : shards_[shard].cfg_inflight;
+  n.fetch_sub(1, std::memory_order_seq_cst);
+  // A wait counts itself in fast_waiters_ before it counts the shards (both
   // seq_cst): it saw this decrement, or this sees it and wakes it.
-  if (cfg_waiters_.load(std::memory_order_seq_cst) == 0) return;
+  if (fast_waiters_.load(std::memory_order_seq_cst) == 0) return;
   MutexLock lock(mu_);
   cv_.notify_all();
 }
 
-uint32_t AccessGate::fast_inflight() const {
+uint32_t AccessGate::fast_inflight(AccessKind kind) const {
   uint32_t n = 0;
-  for (const auto& s : shards_) n += s.inflight.load(std::memory_order_seq_cst);
+  for (const auto& s : shards_) {
+    n += (kind == AccessKind::kBar ? s.bar_inflight : s.cfg_inflight)
+             .load(std::memory_order_seq_cst);
+  }
   return n;
 }
 
@@ -93,6 +98,7 @@ bool AccessGate::bar_open(bool io) const {
 }
 
 Result<AccessToken> AccessGate::enter_bar(bool io_bar, bool wait) {
+  if (auto fast = try_enter_fast(AccessKind::kBar, io_bar)) return std::move(*fast);
   MutexLock lock(mu_);
   if (capturing_ && !revoked_ && !wait) {
     ++counters_.would_wait;
@@ -109,7 +115,7 @@ Result<AccessToken> AccessGate::enter_bar(bool io_bar, bool wait) {
 }
 
 Result<AccessToken> AccessGate::enter_config(bool write, bool wait) {
-  if (auto fast = try_enter_config_fast()) return std::move(*fast);
+  if (auto fast = try_enter_fast(AccessKind::kConfig, false)) return std::move(*fast);
   MutexLock lock(mu_);
   if (physical_ && !revoked_ && !wait) {
     ++counters_.would_wait;
@@ -196,10 +202,17 @@ GateCounters AccessGate::counters() const {
   return c;
 }
 
+void AccessGate::publish() {
+  cfg_open_.store(config_open(), std::memory_order_seq_cst);
+  bar_open_[0].store(!capturing_ && bar_open(false), std::memory_order_seq_cst);
+  bar_open_[1].store(!capturing_ && bar_open(true), std::memory_order_seq_cst);
+}
+
 void AccessGate::changed() {
   ++epoch_;
-  // Before any drain counts the shards (begin_physical: wait_idle below).
-  cfg_open_.store(config_open(), std::memory_order_seq_cst);
+  // Before any drain counts the shards (close() or begin_physical(), then
+  // wait_idle()).
+  publish();
   cv_.notify_all();
 }
 
@@ -216,16 +229,16 @@ void AccessGate::reopen() {
 }
 
 bool AccessGate::idle(bool config) const {
-  return bar_inflight_ == 0 && doe_inflight_ == 0 &&
-         (!config || (cfg_inflight_ == 0 && fast_inflight() == 0));
+  return bar_inflight_ == 0 && fast_inflight(AccessKind::kBar) == 0 && doe_inflight_ == 0 &&
+         (!config || (cfg_inflight_ == 0 && fast_inflight(AccessKind::kConfig) == 0));
 }
 
 void AccessGate::wait_idle(bool config) {
   auto start = std::chrono::steady_clock::now();
   ++waiters_;
-  if (config) cfg_waiters_.fetch_add(1, std::memory_order_seq_cst);
+  fast_waiters_.fetch_add(1, std::memory_order_seq_cst);
   while (!idle(config)) cv_.wait(mu_);
-  if (config) cfg_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+  fast_waiters_.fetch_sub(1, std::memory_order_seq_cst);
   --waiters_;
   auto waited = std::chrono::steady_clock::now() - start;
   if (waited > counters_.longest_drain) {
@@ -266,9 +279,12 @@ bool AccessGate::begin_capture() {
   MutexLock lock(mu_);
   if (!bar_open(false)) return false;
   capturing_ = true;
+  publish();  // before the shards are counted: new BAR accesses go locked and wait
   // Only BAR accesses share the decoder with the ROM (PCI 3.0 §6.2.5.2).
   ++waiters_;
-  while (bar_inflight_ != 0) cv_.wait(mu_);
+  fast_waiters_.fetch_add(1, std::memory_order_seq_cst);
+  while (bar_inflight_ != 0 || fast_inflight(AccessKind::kBar) != 0) cv_.wait(mu_);
+  fast_waiters_.fetch_sub(1, std::memory_order_seq_cst);
   --waiters_;
   return true;
 }

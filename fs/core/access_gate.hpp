@@ -34,15 +34,18 @@
 // Thread safety: every method is thread-safe. Waits are on one CondVar under
 // mu_; nothing here calls out while holding mu_.
 //
-// Config admission takes no lock in the common case (no physical operation,
-// not revoked, not D3cold): every reader of a device would contend on mu_
-// otherwise (issue 13 §1). A config access counts itself in flight in its
-// CPU's shard (its own cache line), then checks cfg_open_; the control side
-// clears cfg_open_ under mu_ before it counts the shards. Both are seq_cst, so
-// either the access sees the gate closed (takes itself out and goes the
-// locked way) or the drain sees the access. A drain counts itself in
-// cfg_waiters_ before it counts the shards, and an access that leaves while
-// one does wakes it under mu_ (whether the gate is closed or not).
+// Config and BAR admission take no lock in the common case (config: no
+// physical operation, not revoked, not D3cold; BAR: open, decoding, no ROM
+// capture): every reader of a device would contend on mu_ otherwise (issue 13
+// §1). An access counts itself in flight in its CPU's shard (its own cache
+// line, one count per kind), then checks the published flag of its kind
+// (cfg_open_, bar_open_[io]); the control side clears the flag under mu_
+// before it counts the shards. Both are seq_cst, so either the access sees
+// the gate closed (takes itself out and goes the locked way) or the drain
+// (or capture) sees the access. Anything that waits for the shards counts
+// itself in fast_waiters_ first, and an access that leaves while one does
+// wakes it under mu_ (whether the gate is closed or not). DOE admission stays
+// locked: one initiator per mailbox (the executor), nothing to contend.
 #pragma once
 
 #include <array>
@@ -90,12 +93,12 @@ class [[nodiscard]] AccessToken {
   AccessToken(AccessGate* gate, AccessKind kind) : gate_(gate), kind_(kind) {}
   explicit AccessToken(std::shared_ptr<const ConfigImage> snap) : snapshot_(std::move(snap)) {}
 
-  AccessToken(AccessGate* gate, unsigned shard)
-      : gate_(gate), kind_(AccessKind::kConfig), shard_(static_cast<int>(shard)) {}
+  AccessToken(AccessGate* gate, AccessKind kind, unsigned shard)
+      : gate_(gate), kind_(kind), shard_(static_cast<int>(shard)) {}
 
   AccessGate* gate_ = nullptr;
   AccessKind kind_ = AccessKind::kBar;
-  int shard_ = -1;  // >= 0: a config access admitted without the lock
+  int shard_ = -1;  // >= 0: a config or BAR access admitted without the lock
   std::shared_ptr<const ConfigImage> snapshot_;
 };
 
@@ -153,10 +156,11 @@ class AccessGate {
  private:
   friend class AccessToken;
   void leave(AccessKind kind) EXCLUDES(mu_);
-  // The lock-free config admission (above): a token, or nothing (go locked).
-  std::optional<AccessToken> try_enter_config_fast() EXCLUDES(mu_);
-  void leave_fast(unsigned shard) EXCLUDES(mu_);
-  uint32_t fast_inflight() const;
+  // The lock-free admission (above) of a config or BAR access: a token, or
+  // nothing (go locked).
+  std::optional<AccessToken> try_enter_fast(AccessKind kind, bool io_bar) EXCLUDES(mu_);
+  void leave_fast(AccessKind kind, unsigned shard) EXCLUDES(mu_);
+  uint32_t fast_inflight(AccessKind kind) const;
   uint64_t fast_admitted() const;
   bool config_open() const REQUIRES(mu_);
   bool bar_open(bool io) const REQUIRES(mu_);
@@ -164,6 +168,7 @@ class AccessGate {
   void wait_idle(bool config) REQUIRES(mu_);
   Errno refuse(int err) REQUIRES(mu_);
   void changed() REQUIRES(mu_);  // admission may have changed: new epoch, wake waiters
+  void publish() REQUIRES(mu_);  // the lock-free flags from the state under mu_
 
   mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
   CondVar cv_;
@@ -186,15 +191,18 @@ class AccessGate {
 
   static constexpr unsigned kShards = 16;
   struct alignas(64) Shard {
-    std::atomic<uint32_t> inflight{0};
+    std::atomic<uint32_t> cfg_inflight{0};
+    std::atomic<uint32_t> bar_inflight{0};
     std::atomic<uint64_t> admitted{0};
   };
   std::array<Shard, kShards> shards_{};
-  // config_open() as last published under mu_ (changed()); read without it.
+  // config_open() and, per BAR kind (memory, I/O), bar_open() with no capture
+  // running, as last published under mu_ (publish()); read without it.
   std::atomic<bool> cfg_open_{false};
-  // Drains that count the shards now (wait_idle(true)): a lock-free access
-  // that leaves wakes them.
-  std::atomic<uint32_t> cfg_waiters_{0};
+  std::array<std::atomic<bool>, 2> bar_open_{};
+  // Waits that count the shards now (wait_idle, begin_capture): a lock-free
+  // access that leaves wakes them.
+  std::atomic<uint32_t> fast_waiters_{0};
 };
 
 }  // namespace pcifs::core

@@ -298,7 +298,7 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["threads"] == [1, 3], d["threads"]
 regs = d["reads_per_s"]
-assert len(regs) == 2, regs
+assert len(regs) == 3, regs
 for name, v in regs.items():
     assert len(v) == 2 and all(x > 0 for x in v), (name, v)
 PY

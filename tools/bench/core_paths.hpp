@@ -5,9 +5,11 @@
 // wait at a gate, then make 4-byte try_read()s (what a FUSE worker calls)
 // for a fixed time: of a shadowed register (offset 0: the shadow, no device
 // access) and of PMCSR (0x44: admitted by the device's gate and read from
-// the simulator). Each figure is the median of its rounds, in reads per
-// second, with the speed-up over one thread; on a machine with fewer CPUs
-// than threads the speed-up stops at the CPU count by nature.
+// the simulator); and the device gate's BAR admission alone (an AccessGate
+// entered and left, nothing behind it: what every BAR pread pays). Each
+// figure is the median of its rounds, in operations per second, with the
+// speed-up over one thread; on a machine with fewer CPUs than threads the
+// speed-up stops at the CPU count by nature.
 #pragma once
 
 #include <vector>
