@@ -111,6 +111,31 @@ std::string core::file_name(const FileRef& ref) {
   }
 }
 
+namespace {
+
+// "<prefix>N" with N in [0, max], written as files() writes it (no leading 0).
+bool numbered(std::string_view name, std::string_view prefix, unsigned long max) {
+  if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) return false;
+  const std::string_view digits = name.substr(prefix.size());
+  if (digits.size() > 1 && digits[0] == '0') return false;
+  unsigned long n = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9' || n > max) return false;
+    n = n * 10 + static_cast<unsigned long>(c - '0');
+  }
+  return n <= max;
+}
+
+}  // namespace
+
+bool Mediator::may_name_device_file(std::string_view name) {
+  for (const auto& a : kAttrs) {
+    if (name == a.name) return true;
+  }
+  return name == "config" || name == "rom" || name == "doe" || name == "reset" ||
+         name == "remove" || numbered(name, "resource", 5) || numbered(name, "doe.", UINT16_MAX);
+}
+
 std::vector<FileEntry> Mediator::Impl::list_files(const ViewPolicy& v, const DeviceState& d) const {
   std::vector<FileEntry> out;
   auto add = [&](std::string name, FileKind kind, uint32_t mode, uint64_t size,

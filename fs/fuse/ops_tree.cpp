@@ -53,6 +53,15 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
     auto p = decode(parent);
     if (!p) return r.error(Errno(ENOENT));
     auto id = fs.tree().lookup(*p, name);
+    if (!id && id.error() == Errno(ENOENT) && Tree::absent_for_good(*p, name)) {
+      // A negative entry: the kernel answers the next lookups of the name.
+      spdlog::trace("lookup {}/{}: absent for good", parent, name);
+      fuse_entry_param e{};
+      e.entry_timeout = kTimeout;
+      fuse_reply_entry(r.take(), &e);
+      return;
+    }
+    spdlog::trace("lookup {}/{}: {}", parent, name, id ? "found" : id.error().name());
     if (!id) return r.error(id.error());
     auto st = fs.stat_of(*id);
     if (!st) return r.error(st.error());

@@ -164,6 +164,18 @@ Result<NodeId> Tree::lookup(const NodeId& parent, const std::string& name) const
   return Errno(ENOENT);
 }
 
+bool Tree::absent_for_good(const NodeId& parent, std::string_view name) {
+  switch (parent.node) {
+    case Node::kRoot:
+      return name != "devices" && name != "drivers" && name != "iommu_groups" && name != "status";
+    case Node::kDeviceDir:
+      return name != "doe_features" && name != "driver" && name != "iommu_group" &&
+             !Mediator::may_name_device_file(name);
+    case Node::kGroupDir: return name != "devices";
+    default: return false;
+  }
+}
+
 Result<Attr> Tree::attr(const NodeId& id) const {
   switch (id.node) {
     case Node::kRoot:

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fuse/inode.hpp"
@@ -48,6 +49,12 @@ class Tree {
   Tree(Mediator& m, ViewId view, DriverNames& drivers);
 
   Result<NodeId> lookup(const NodeId& parent, const std::string& name) const;
+  // Whether `name` can never be found in `parent`, whatever the view, the
+  // devices and their state (a name no listing of this kind of directory
+  // has): the kernel may cache its absence (lspci asks every device for
+  // `label` and `of_node`). Names that may come (a device, `driver`,
+  // `iommu_group`, a DOE feature) are never absent for good.
+  static bool absent_for_good(const NodeId& parent, std::string_view name);
   Result<Attr> attr(const NodeId& id) const;
   // Without "." and "..".
   Result<std::vector<DirEntry>> children(const NodeId& dir) const;

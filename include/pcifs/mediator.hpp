@@ -28,6 +28,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pcifs/backend.hpp"
@@ -289,6 +290,10 @@ class Mediator {
   bool has_device(ViewId view, const Bdf& bdf) const;
   Result<std::vector<FileEntry>> files(ViewId view, const Bdf& bdf) const;
   Result<FileEntry> stat(ViewId view, const FileRef& ref) const;
+  // Whether any view could ever list a file of this name for any device, in
+  // any state (`doe_features/` entries aside): any other name is absent for
+  // good, and a lookup of it may be answered from the kernel's cache.
+  static bool may_name_device_file(std::string_view name);
   // iommu_group / driver link targets; nullopt when there is none.
   std::optional<int> iommu_group(ViewId view, const Bdf& bdf) const;
   std::optional<std::string> driver(ViewId view, const Bdf& bdf) const;

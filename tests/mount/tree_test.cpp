@@ -285,6 +285,42 @@ TEST_F(TreeViewTest, UnopenableFilesAreNotListed) {
   }
 }
 
+struct TraceLog {
+  static std::vector<std::string> args() { return {"--log-level=trace"}; }
+};
+
+// A name no directory of its kind can ever have (lspci asks every device for
+// `label` and `of_node`) is looked up once, then answered by the kernel's
+// cache; a name that may come later (`driver`: a function can be bound at any
+// time) reaches the daemon every time: the control, in the same run. The
+// daemon's trace log counts the lookups that reached it.
+class TreeLookupTest : public SharedMountTest<TraceLog> {};
+
+TEST_F(TreeLookupTest, AbsentForGoodIsAskedOnceWhatMayComeEveryTime) {
+  const std::vector<std::string> paths = {dev() + "/label", dev() + "/of_node", mnt() + "/slots",
+                                          dev() + "/driver"};
+  for (int round = 0; round < 3; ++round) {
+    for (const auto& p : paths) {
+      struct stat st {};
+      errno = 0;
+      EXPECT_EQ(stat(p.c_str(), &st), -1) << p;
+      EXPECT_EQ(errno, ENOENT) << p;
+    }
+  }
+  const std::string log = d().log();
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("/label: absent for good"), 1u) << log;
+  EXPECT_EQ(count("/of_node: absent for good"), 1u) << log;
+  EXPECT_EQ(count("/slots: absent for good"), 1u) << log;
+  EXPECT_EQ(count("/driver: ENOENT"), 3u) << log;
+  // Names that exist are unaffected.
+  EXPECT_EQ(read_text(dev() + "/vendor"), "0x1b36\n");
+}
+
 struct DriverSet {
   static std::vector<std::string> args() {
     static TempFile set(R"({"devices": [

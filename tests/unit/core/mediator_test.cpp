@@ -84,6 +84,32 @@ TEST_F(MediatorTest, SecondMailboxIsDocDot1AndHostBridgeHasNoBars) {
   EXPECT_EQ(std::count(hb.begin(), hb.end(), "rom"), 0);
 }
 
+// The kernel may cache the absence of any name this denies (fs/fuse/tree.cpp),
+// so it must admit every name files() lists, for every device.
+TEST_F(MediatorTest, EveryListedNameMayNameADeviceFile) {
+  med_->wait_for_discovery();
+  size_t checked = 0;
+  for (const Bdf& b : med_->devices(view_)) {
+    auto files = med_->files(view_, b);
+    ASSERT_TRUE(files.ok()) << b.str();
+    for (const auto& f : *files) {
+      if (f.ref.kind == FileKind::kDoeFeature) continue;  // doe_features/, the tree's own
+      EXPECT_TRUE(Mediator::may_name_device_file(f.name)) << b.str() << " " << f.name;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 60u);
+  for (const char* yes : {"resource0", "resource5", "doe.1", "doe.65535", "power_state", "owner"}) {
+    EXPECT_TRUE(Mediator::may_name_device_file(yes)) << yes;
+  }
+  for (const char* no : {"label", "of_node", "modalias", "resource6", "resource01", "resourcex",
+                         "doe.", "doe.01", "doe.65536", "doe.x", "", "config ",
+                         // the tree's own entries, not files of the Mediator:
+                         "driver", "iommu_group", "doe_features"}) {
+    EXPECT_FALSE(Mediator::may_name_device_file(no)) << no;
+  }
+}
+
 TEST_F(MediatorTest, AttributesAreFormattedAsSysfs) {
   EXPECT_EQ(text(must_open(kEp0, FileKind::kVendor, 0, false, kUser)), "0x1b36\n");
   EXPECT_EQ(text(must_open(kEp0, FileKind::kClass, 0, false, kUser)), "0x050210\n");
