@@ -55,6 +55,8 @@ endforeach()
 set_tests_properties(mount.uring_test PROPERTIES RUN_SERIAL TRUE LABELS "mount;uring")
 # pcifs-bench --transport=both flips the switch for its run too.
 set_tests_properties(tools.bench_smoke_test PROPERTIES RUN_SERIAL TRUE)
+# many_core_test sets enable_uring too (through the bench and its profiles).
+set_tests_properties(tools.many_core_test PROPERTIES RUN_SERIAL TRUE)
 # Not no_park_test: over io_uring a burst of callers waiting on one stuck
 # device can hold another device's request in the kernel (README "Transports").
 foreach(n bar_io_test claims_test config_test doe_test power_test reset_remove_test
