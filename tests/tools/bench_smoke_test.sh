@@ -24,21 +24,8 @@ command -v python3 >/dev/null || { echo "SKIP: python3 not installed"; exit 77; 
 [ -x "$BENCH" ] || { echo "FAIL: $BENCH not built"; exit 1; }
 [ -x "$BUILD/pcifs" ] || { echo "FAIL: $BUILD/pcifs not built"; exit 1; }
 
-# The bench makes its temp dirs under $TMPDIR: a private one tells its mounts
-# apart from anyone else's.
-WORK=$(mktemp -d)
-export TMPDIR=$WORK/tmp
-mkdir -p "$TMPDIR"
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {  # a safety net: the test fails before it gets here if it was needed
-  grep -o " ${WORK}[^ ]*" /proc/mounts | while read -r m; do
-    fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-FAILED=0
-fail() { echo "FAIL: $*"; FAILED=1; }
+# shellcheck source=bench_lib.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/bench_lib.sh"
 
 # The kernel's switch. Other runs may hold it too (with_uring.sh): each check
 # compares it with what it read just before the bench started.

@@ -19,21 +19,10 @@ for b in pcifs pcifs-bench; do
   [ -x "$BUILD/$b" ] || { echo "FAIL: $BUILD/$b not built"; exit 1; }
 done
 
-WORK=$(mktemp -d)
-export TMPDIR=$WORK/tmp
-mkdir -p "$TMPDIR"
+# shellcheck source=bench_lib.sh source-path=SCRIPTDIR
+source "$(dirname "$0")/bench_lib.sh"
 # --lspci runs lspci as nobody over its mount too: the path must be open to it.
 chmod 755 "$WORK" "$TMPDIR"
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-  grep -o " ${WORK}[^ ]*" /proc/mounts | while read -r m; do
-    fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-FAILED=0
-fail() { echo "FAIL: $*"; FAILED=1; }
 
 # A kit as device-kit.sh lays it out (bin/, lib/), of this build; perf as
 # kit_extras.sh adds it, where this machine has it.
