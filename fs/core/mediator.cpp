@@ -92,6 +92,13 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
     }
   }
   {
+    // Before it is published: whatever needs doe_features/ before Discovery
+    // has ended waits for it (Mediator::when_doe_discovered).
+    MutexLock lock(d->doe_mu);
+    d->features.assign(d->mailboxes.size(), std::nullopt);
+    d->discovery_pending = d->mailboxes.size();
+  }
+  {
     ExclusiveLock lock(devices_mu);
     publish(d);
   }

@@ -276,25 +276,36 @@ unsigned Mediator::doe_poll(HandleId id, std::function<void()> wake) {
 }
 
 void Mediator::Impl::start_discovery(const std::shared_ptr<DeviceState>& d) {
-  {
-    MutexLock lock(d->doe_mu);
-    d->features.assign(d->mailboxes.size(), std::nullopt);
-    d->discovery_pending = d->mailboxes.size();
-  }
-  std::weak_ptr<DeviceState> wd = d;
   for (size_t m = 0; m < d->mailboxes.size(); ++m) {
-    d->mailboxes[m]->discover([wd, m](Result<std::vector<backend::DoeFeature>> r) {
-      auto dev = wd.lock();
-      if (!dev) return;
+    // The device lives until its Discovery has ended, so the callbacks of
+    // when_doe_discovered always run: every exchange completes (a response,
+    // the timeout, close() at removal, ESHUTDOWN when the executor stops).
+    d->mailboxes[m]->discover([dev = d, m](Result<std::vector<backend::DoeFeature>> r) {
       if (!r)
         spdlog::warn("{}: DOE mailbox {} discovery failed: {}", dev->bdf.str(), m,
                      r.error().name());
-      MutexLock lock(dev->doe_mu);
-      dev->features[m] = r ? *r : std::vector<backend::DoeFeature>{};
-      dev->discovery_pending--;
-      dev->discovery_cv.notify_all();
+      std::vector<std::function<void()>> then;
+      {
+        MutexLock lock(dev->doe_mu);
+        dev->features[m] = r ? *r : std::vector<backend::DoeFeature>{};
+        if (--dev->discovery_pending == 0) then.swap(dev->discovery_waiters);
+        dev->discovery_cv.notify_all();
+      }
+      for (auto& f : then) f();  // with no lock held
     });
   }
+}
+
+bool Mediator::when_doe_discovered(const Bdf& bdf, std::function<void()> then) {
+  if (auto d = impl_->find(bdf)) {
+    MutexLock lock(d->doe_mu);
+    if (d->discovery_pending > 0) {
+      d->discovery_waiters.push_back(std::move(then));
+      return false;
+    }
+  }
+  then();
+  return true;
 }
 
 void Mediator::wait_for_discovery() {
@@ -303,11 +314,7 @@ void Mediator::wait_for_discovery() {
     SharedLock lock(impl_->devices_mu);
     for (auto& [bdf, d] : impl_->devices) all.push_back(d);
   }
-  for (auto& d : all) {
-    MutexLock lock(d->doe_mu);
-    d->discovery_cv.wait(d->doe_mu,
-                         [&]() NO_THREAD_SAFETY_ANALYSIS { return d->discovery_pending == 0; });
-  }
+  for (auto& d : all) d->await_discovery();
 }
 
 }  // namespace pcifs

@@ -50,6 +50,11 @@ bool bar_implemented(const DeviceState& d, unsigned bar) {
 
 }  // namespace
 
+void core::DeviceState::await_discovery() const {
+  MutexLock lock(doe_mu);
+  discovery_cv.wait(doe_mu, [&]() NO_THREAD_SAFETY_ANALYSIS { return discovery_pending == 0; });
+}
+
 std::vector<backend::DoeFeature> core::DeviceState::doe_features() const {
   if (bound() || mailboxes.empty()) return info.kernel_doe_features;
   std::vector<backend::DoeFeature> out;

@@ -27,6 +27,7 @@ void Mediator::Impl::run_hand_over(const std::string& group,
   bool failed = false;
   for (const auto& d : members) {
     if (d->gone.load()) continue;
+    d->await_discovery();  // a reset in the middle of Discovery would fail it (write_control)
     const auto start = std::chrono::steady_clock::now();
     auto r = d->control->hand_over(d->baseline, d->reset_method);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -178,6 +178,7 @@ Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<c
   // which waits for the writeback of mapped pages) [S12]: never with write_mu
   // or a token held, never on a thread that must not wait.
   if (!wait) return Errno(kWouldWait);
+  d.await_discovery();  // a quiesce in the middle of Discovery would fail it (write_control)
   d.counters.add(core::DeviceCounters::kConfigWrites);
   Result<size_t> applied = size_t{0};
   auto r = d.control->change_decode(decode, [&]() -> Result<void> {
@@ -254,6 +255,10 @@ Result<size_t> Mediator::Impl::write_control(Handle& h, std::span<const uint8_t>
   DeviceState& d = *h.dev;
   std::string_view text = control_text(in);
   Result<void> r = Ok();
+  // A power change or a reset in the middle of Discovery would fail it and
+  // leave doe_features/ empty for good: it waits (the first DOE timeout after
+  // the device arrived at most). On the device's lane: control writes wait.
+  if (h.ref.kind != FileKind::kRemove) d.await_discovery();
   if (h.ref.kind == FileKind::kPowerState) {
     // parse_power_state strips the one newline itself: "D0\n\n" is EINVAL.
     auto target = parse_power_state({reinterpret_cast<const char*>(in.data()), in.size()});

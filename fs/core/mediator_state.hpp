@@ -150,10 +150,13 @@ struct DeviceState {
   Mutex write_mu ACQUIRED_BEFORE(doe_mu);  // lock order: level 6 (top of this file)
 
   mutable Mutex doe_mu;  // lock order: level 7, last of its chain
-  CondVar discovery_cv;
-  // Per mailbox: what Discovery reported; nullopt until it has run.
+  mutable CondVar discovery_cv;
+  // Per mailbox: what Discovery reported; nullopt until it has run. Set
+  // before the device is published; Discovery then runs in the background.
   std::vector<std::optional<std::vector<backend::DoeFeature>>> features GUARDED_BY(doe_mu);
   size_t discovery_pending GUARDED_BY(doe_mu) = 0;
+  // Mediator::when_doe_discovered's callbacks, run when it reaches 0.
+  std::vector<std::function<void()>> discovery_waiters GUARDED_BY(doe_mu);
 
   // Somebody else owns the device and pcifs only reads [S15]: "bound to
   // driver NAME", or "served by another pcifs daemon (pid N, ...)" when
@@ -163,6 +166,13 @@ struct DeviceState {
   bool lease_refused = false;        // another daemon holds it: retried (watch_leases)
   bool bound() const { return owned_elsewhere.has_value(); }
   bool bridge() const { return info.is_bridge(); }
+  // Waits until Discovery has finished on every mailbox: each exchange ends
+  // by the DOE timeout, or at once when the device goes or the executor shuts
+  // down. Only on a thread that may wait and is not the DOE executor's (a
+  // device lane, the hand-over worker), holding no other lock.
+  void await_discovery() const EXCLUDES(doe_mu);
+  // What the mailboxes have reported so far; complete once Discovery has
+  // finished (Mediator::when_doe_discovered). Never waits.
   std::vector<backend::DoeFeature> doe_features() const EXCLUDES(doe_mu);
 };
 

@@ -51,10 +51,10 @@ class Filesystem {
     std::shared_ptr<ReplyGate> gate = std::make_shared<ReplyGate>();
     ~ClosesOnDestruction() { gate->close(); }
   };
+  FhObjects handles_;  // status and directory snapshots; replies behind the gate use it
   ClosesOnDestruction replies_;
   Deferred deferred_;
-  Lanes lanes_;        // requests that wait for a device, off the loop's workers
-  FhObjects handles_;  // status and directory snapshots still open
+  Lanes lanes_;  // requests that wait for a device, off the loop's workers
   std::atomic<bool> dead_{false};
 };
 

@@ -2,7 +2,9 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "fuse/fh.hpp"
@@ -19,6 +21,45 @@ constexpr double kTimeout = 60.0;
 struct DirSnapshot {
   std::vector<DirEntry> entries;
 };
+
+// An operation that needs a device's doe_features/ complete runs once the
+// device's DOE Discovery has finished: at once, or on the DOE executor's
+// thread when Discovery ends (within the first DOE timeout after the device
+// arrived). No thread waits for a mailbox, and a mailbox that never answers
+// delays nothing else. Behind the view's ReplyGate: a view stopped meanwhile
+// has ended the request, and the reply is dropped. `body(Reply&)` holds
+// copies of what it needs from the request.
+template <typename Body>
+void after_discovery(Reply& r, std::optional<Bdf> device, const char* op, Body body) {
+  if (!device) return body(r);
+  fuse_req_t req = r.req();
+  Filesystem& fs = fs_of(req);
+  std::function<void()> then = [gate = fs.replies(), req, op, body = std::move(body)]() mutable {
+    gate->run([&] {
+      Reply later(req);
+      guarded(op, [&] { body(later); });
+    });
+  };
+  r.take();
+  if (!fs.mediator().when_doe_discovered(*device, std::move(then)))
+    spdlog::debug("{} in {}: after its DOE Discovery", op, device->str());
+}
+
+void reply_dir(Reply& r, const DirSnapshot& snap, size_t size, off_t off) {
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < snap.entries.size(); ++i) {
+    const DirEntry& e = snap.entries[i];
+    struct stat st {};
+    st.st_ino = encode(e.id);
+    st.st_mode = e.type;
+    const size_t n = fuse_add_direntry(r.req(), buf.data() + used, size - used, e.name.c_str(), &st,
+                                       static_cast<off_t>(i + 1));
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(r.take(), buf.data(), used);
+}
 
 }  // namespace
 
@@ -52,52 +93,57 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
     Filesystem& fs = fs_of(req);
     auto p = decode(parent);
     if (!p) return r.error(Errno(ENOENT));
-    auto id = fs.tree().lookup(*p, name);
-    if (!id && id.error() == Errno(ENOENT) && Tree::absent_for_good(*p, name)) {
-      // A negative entry: the kernel answers the next lookups of the name.
-      spdlog::trace("lookup {}/{}: absent for good", parent, name);
+    auto awaited = Tree::needs_discovery(Tree::Op::kLookup, *p, name);
+    after_discovery(r, awaited, "lookup", [fs = &fs, p = *p, name = std::string(name)](Reply& out) {
+      auto id = fs->tree().lookup(p, name);
+      if (!id && id.error() == Errno(ENOENT) && Tree::absent_for_good(p, name)) {
+        // A negative entry: the kernel answers the next lookups of the name.
+        spdlog::trace("lookup {}/{}: absent for good", encode(p), name);
+        fuse_entry_param e{};
+        e.entry_timeout = kTimeout;
+        fuse_reply_entry(out.take(), &e);
+        return;
+      }
+      spdlog::trace("lookup {}/{}: {}", encode(p), name, id ? "found" : id.error().name());
+      if (!id) return out.error(id.error());
+      auto st = fs->stat_of(*id);
+      if (!st) return out.error(st.error());
       fuse_entry_param e{};
+      e.ino = st->st_ino;
+      e.attr = *st;
+      e.attr_timeout = kTimeout;
       e.entry_timeout = kTimeout;
-      fuse_reply_entry(r.take(), &e);
-      return;
-    }
-    spdlog::trace("lookup {}/{}: {}", parent, name, id ? "found" : id.error().name());
-    if (!id) return r.error(id.error());
-    auto st = fs.stat_of(*id);
-    if (!st) return r.error(st.error());
-    fuse_entry_param e{};
-    e.ino = st->st_ino;
-    e.attr = *st;
-    e.attr_timeout = kTimeout;
-    e.entry_timeout = kTimeout;
-    fuse_reply_entry(r.take(), &e);
+      fuse_reply_entry(out.take(), &e);
+    });
+  });
+}
+
+// getattr, and setattr: truncate(2) and `echo > file` send a size change.
+// Device files have a fixed size, so it is accepted and ignored, as sysfs
+// does (O_TRUNC); any other change is EPERM.
+void reply_attr(fuse_req_t req, fuse_ino_t ino, int to_set, const char* op) {
+  Reply r(req);
+  guarded(op, [&] {
+    auto id = decode(ino);
+    if (!id) return r.error(Errno(ENOENT));
+    if (to_set & ~FUSE_SET_ATTR_SIZE) return r.error(Errno(EPERM));
+    Filesystem& fs = fs_of(req);
+    auto awaited = Tree::needs_discovery(Tree::Op::kAttr, *id);
+    after_discovery(r, awaited, op, [fs = &fs, id = *id](Reply& out) {
+      auto st = fs->stat_of(id);
+      if (!st) return out.error(st.error());
+      fuse_reply_attr(out.take(), &*st, kTimeout);
+    });
   });
 }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
-  Reply r(req);
-  guarded("getattr", [&] {
-    auto id = decode(ino);
-    if (!id) return r.error(Errno(ENOENT));
-    auto st = fs_of(req).stat_of(*id);
-    if (!st) return r.error(st.error());
-    fuse_reply_attr(r.take(), &*st, kTimeout);
-  });
+  reply_attr(req, ino, 0, "getattr");
 }
 
-// truncate(2) and `echo > file` send a size change: device files have a
-// fixed size, so it is accepted and ignored, as sysfs does (O_TRUNC).
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat*, int to_set,
                 fuse_file_info*) noexcept {
-  Reply r(req);
-  guarded("setattr", [&] {
-    auto id = decode(ino);
-    if (!id) return r.error(Errno(ENOENT));
-    if (to_set & ~FUSE_SET_ATTR_SIZE) return r.error(Errno(EPERM));
-    auto st = fs_of(req).stat_of(*id);
-    if (!st) return r.error(st.error());
-    fuse_reply_attr(r.take(), &*st, kTimeout);
-  });
+  reply_attr(req, ino, to_set, "setattr");
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
@@ -111,14 +157,12 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
   });
 }
 
-Result<std::unique_ptr<DirSnapshot>> dir_snapshot(fuse_req_t req, fuse_ino_t ino) {
-  auto id = decode(ino);
-  if (!id) return Errno(ENOENT);
-  auto list = fs_of(req).tree().children(*id);
+Result<std::unique_ptr<DirSnapshot>> dir_snapshot(Filesystem& fs, const NodeId& id) {
+  auto list = fs.tree().children(id);
   if (!list) return list.error();
   auto snap = std::make_unique<DirSnapshot>();
-  snap->entries.push_back({".", *id, S_IFDIR});
-  snap->entries.push_back({"..", *id, S_IFDIR});
+  snap->entries.push_back({".", id, S_IFDIR});
+  snap->entries.push_back({"..", id, S_IFDIR});
   for (auto& e : *list) snap->entries.push_back(std::move(e));
   return snap;
 }
@@ -126,9 +170,15 @@ Result<std::unique_ptr<DirSnapshot>> dir_snapshot(fuse_req_t req, fuse_ino_t ino
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   Reply r(req);
   guarded("opendir", [&] {
-    auto snap = dir_snapshot(req, ino);
-    if (!snap) return r.error(snap.error());
-    fh_reply_open(r, fi, std::move(*snap), fs_of(req).handles());
+    auto id = decode(ino);
+    if (!id) return r.error(Errno(ENOENT));
+    Filesystem& fs = fs_of(req);
+    auto awaited = Tree::needs_discovery(Tree::Op::kList, *id);
+    after_discovery(r, awaited, "opendir", [fs = &fs, id = *id, info = *fi](Reply& out) mutable {
+      auto snap = dir_snapshot(*fs, id);
+      if (!snap) return out.error(snap.error());
+      fh_reply_open(out, &info, std::move(*snap), fs->handles());
+    });
   });
 }
 
@@ -136,27 +186,21 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 fuse_file_info* fi) noexcept {
   Reply r(req);
   guarded("readdir", [&] {
-    auto snap = fs_of(req).handles().get<const DirSnapshot>(fi->fh);
-    if (!snap) {
-      // Opened before a restart: list the directory again under the same fh.
-      auto fresh = dir_snapshot(req, ino);
-      if (!fresh) return r.error(fresh.error());
-      snap = std::shared_ptr<const DirSnapshot>(std::move(*fresh));
-      fs_of(req).handles().adopt(fi->fh, snap);
-    }
-    std::vector<char> buf(size);
-    size_t used = 0;
-    for (size_t i = static_cast<size_t>(off); i < snap->entries.size(); ++i) {
-      const DirEntry& e = snap->entries[i];
-      struct stat st {};
-      st.st_ino = encode(e.id);
-      st.st_mode = e.type;
-      const size_t n = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
-                                         static_cast<off_t>(i + 1));
-      if (n > size - used) break;
-      used += n;
-    }
-    fuse_reply_buf(r.take(), buf.data(), used);
+    Filesystem& fs = fs_of(req);
+    if (auto snap = fs.handles().get<const DirSnapshot>(fi->fh))
+      return reply_dir(r, *snap, size, off);
+    // Opened before a restart: list the directory again under the same fh.
+    auto id = decode(ino);
+    if (!id) return r.error(Errno(ENOENT));
+    auto awaited = Tree::needs_discovery(Tree::Op::kList, *id);
+    after_discovery(r, awaited, "readdir",
+                    [fs = &fs, id = *id, fh = fi->fh, size, off](Reply& out) {
+                      auto fresh = dir_snapshot(*fs, id);
+                      if (!fresh) return out.error(fresh.error());
+                      std::shared_ptr<const DirSnapshot> snap(std::move(*fresh));
+                      fs->handles().adopt(fh, snap);
+                      reply_dir(out, *snap, size, off);
+                    });
   });
 }
 

@@ -12,7 +12,9 @@
 //
 // Thread safety: run() from any thread, concurrently; close() once, from the
 // thread that destroys the view. Lock order: mu_ is taken before libfuse's
-// own session locks (the reply takes them) and before nothing of ours.
+// own session locks (the reply takes them) and, for a reply that first lists
+// a directory (ops_tree.cpp after_discovery), before the Mediator's and the
+// tree's locks; it is never taken with one of ours held.
 #pragma once
 
 #include "pcifs/sync.hpp"

@@ -164,6 +164,20 @@ Result<NodeId> Tree::lookup(const NodeId& parent, const std::string& name) const
   return Errno(ENOENT);
 }
 
+std::optional<Bdf> Tree::needs_discovery(Op op, const NodeId& node, std::string_view name) {
+  bool needs = false;
+  switch (node.node) {
+    case Node::kDeviceDir:
+      needs = op == Op::kList || (op == Op::kLookup && name == "doe_features");
+      break;
+    case Node::kDoeFeaturesDir: needs = op != Op::kAttr; break;
+    case Node::kDoeFeature: needs = op == Op::kAttr; break;
+    default: break;
+  }
+  if (!needs) return std::nullopt;
+  return node.bdf;
+}
+
 bool Tree::absent_for_good(const NodeId& parent, std::string_view name) {
   switch (parent.node) {
     case Node::kRoot:

@@ -60,6 +60,13 @@ class Tree {
   Result<std::vector<DirEntry>> children(const NodeId& dir) const;
   Result<std::string> link_target(const NodeId& link) const;
 
+  // The device whose doe_features/ this operation needs, complete: a listing
+  // of a device directory or of doe_features/, a lookup of doe_features or in
+  // it, the attributes of a feature. The handler runs it once the device's
+  // DOE Discovery has finished (Mediator::when_doe_discovered).
+  enum class Op { kLookup, kAttr, kList };
+  static std::optional<Bdf> needs_discovery(Op op, const NodeId& node, std::string_view name = {});
+
   Mediator& mediator() const { return m_; }
   ViewId view() const { return view_; }
 

@@ -193,7 +193,6 @@ Result<AddedView> ViewHost::mount_locked(ViewPolicy v, const json& stored, bool 
   h->policy = v;
   h->id = mediator_.add_view(v);
   h->fs = std::make_unique<Filesystem>(mediator_, h->id, drivers_);
-  mediator_.wait_for_discovery();  // doe_features/ is complete before anyone looks
   if (Restart* r = options_.restart) {
     if (auto kept = r->take_view(v.name)) {
       std::string why;

@@ -334,8 +334,16 @@ class Mediator {
   // Poll: bit 0 readable, bit 1 writable. `wake` is called once when it changes.
   unsigned doe_poll(HandleId h, std::function<void()> wake);
 
-  // Blocks until the DOE Discovery started at attach has finished on every
-  // mailbox (each bounded by the DOE timeout), so doe_features/ is complete.
+  // DOE Discovery runs in the background from the moment a device arrives;
+  // doe_features/ (files()) is complete once it has finished on the device's
+  // mailboxes. Runs `then` at once when it has (or there is no such device),
+  // else on the DOE executor's thread when it ends: each exchange ends by the
+  // DOE timeout, or at once when the device goes or the executor shuts down,
+  // so `then` may run after every view has stopped. No lock is held. True:
+  // `then` has run at once.
+  bool when_doe_discovered(const Bdf& bdf, std::function<void()> then);
+  // Blocks until Discovery has finished on every mailbox of every device.
+  // Nothing needs it to serve; tests use it to start from settled mailboxes.
   void wait_for_discovery();
 
   // --- status (S3): JSON text for the view's devices.
