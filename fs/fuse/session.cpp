@@ -500,6 +500,23 @@ void Session::exit() {
   if (running_.load()) pthread_kill(loop_thread_.load(), SIGUSR2);
 }
 
+// The wake-up signal is repeated (the first may come just before the loop's
+// thread waits), but only every 25 ms: one that lands while the loop joins its
+// workers is wasted, and under TSan harmful -- its runtime can deadlock on a
+// signal that arrives inside its free() of a joined thread's stack.
+void Session::end_loop() {
+  constexpr auto kResend = std::chrono::milliseconds(25);
+  auto next = std::chrono::steady_clock::now();
+  while (running()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next) {
+      exit();
+      next = now + kResend;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 bool Session::wait_for_init(std::chrono::milliseconds timeout) const {
   const auto end = std::chrono::steady_clock::now() + timeout;
   const int fd = fuse_session_fd(se_);

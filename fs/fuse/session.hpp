@@ -89,6 +89,8 @@ class Session {
   // Ends the loop from any thread. Call until running() is false: a wake-up
   // sent just before the loop starts waiting is lost.
   void exit();
+  // Ends the loop and waits until it has returned (its thread not joined).
+  void end_loop();
   bool running() const { return running_.load(); }
   bool started() const { return started_.load(); }
   fuse_session* raw() const { return se_; }

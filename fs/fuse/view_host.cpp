@@ -304,10 +304,7 @@ void ViewHost::start_loop(Hosted& h) {
 
 // Ends a view's loop and unmounts it (a clean stop). The loop must have started.
 void ViewHost::stop(Hosted& h) {
-  while (h.session->running()) {
-    h.session->exit();
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  h.session->end_loop();
   if (h.loop.joinable()) h.loop.join();
   revoker_.remove(h.session->raw());
   h.fs.reset();       // drains queued interrupt replies
@@ -415,10 +412,7 @@ void ViewHost::stop_all() {
 void ViewHost::hand_over() {
   MutexLock lock(mu_);
   for (auto& [name, h] : views_) {
-    while (h->session->running()) {
-      h->session->exit();
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    h->session->end_loop();
     if (h->loop.joinable()) h->loop.join();
     h->session->disown();  // the store holds the connection; the mount stays
   }
