@@ -222,6 +222,7 @@ struct Args {
   std::string readers_root;  // --readers: reader scaling, ROOT's config beside pcifs and the floor
   std::string readers_device;
   unsigned max_readers = 0;
+  bool verbose = false;
 };
 
 // --only keeps the named figures, e.g. to profile one workload with perf.
@@ -340,6 +341,7 @@ int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--quick", a.quick, "one small round of everything (a smoke test, not a figure)");
   app.add_flag("--json", a.json, "print the results as JSON (with every round's sample)");
+  app.add_flag("--verbose", a.verbose, "say on stderr which child (pid) serves which mount");
   app.add_option("--only", a.only, "run only these figures (names as in --json), e.g. to profile")
       ->delimiter(',');
   app.add_flag("--floor-no-poll", a.floor_no_poll,
@@ -385,6 +387,7 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(1u, 1024u));
   try {
     app.parse(argc, argv);
+    BenchMount::set_verbose(a.verbose);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : kUsageError;

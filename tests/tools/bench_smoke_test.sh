@@ -88,22 +88,31 @@ if bad:
 PY
 }
 
-# run_watched OUT ERR ARGS...: runs the bench in the background, records the
-# pids of its children (the pcifs daemons and the floors) while it runs and
-# whether the switch read Y meanwhile; sets RC, CHILDREN and SAW_Y.
-# SIGINT_AFTER_MOUNT=N interrupts it once N mounts are up.
+# The pcifs the bench starts (--pcifs): it notes what the switch reads as it
+# starts, then runs pcifs with its arguments, the transport changed to
+# $PCIFS_TRANSPORT where that is set.
+cat >"$WORK/rec-pcifs" <<EOF
+#!/bin/bash
+cat "$PARAM" >>"$WORK/switch-seen" 2>/dev/null
+args=("\$@")
+[ -n "\${PCIFS_TRANSPORT:-}" ] && args=("\${args[@]/--transport=*/--transport=\$PCIFS_TRANSPORT}")
+exec "$BUILD/pcifs" "\${args[@]}"
+EOF
+chmod +x "$WORK/rec-pcifs"
+
+# run_watched OUT ERR ARGS...: runs the bench in the background with
+# --verbose, whose stderr names every child it starts (the pcifs daemons and
+# the floors: CHILDREN, however briefly they lived), and the pcifs above,
+# which notes whether the switch read Y as the bench started it (SAW_Y).
+# Sets RC, CHILDREN and SAW_Y. SIGINT_AFTER_MOUNT=N interrupts it once N
+# mounts are up.
 run_watched() {
   local out=$1 err=$2
   shift 2
-  "$BENCH" "$@" >"$out" 2>"$err" &
+  rm -f "$WORK/switch-seen"
+  "$BENCH" --verbose --pcifs "$WORK/rec-pcifs" "$@" >"$out" 2>"$err" &
   local pid=$! interrupted=0
-  CHILDREN=""
-  SAW_Y=0
   while kill -0 "$pid" 2>/dev/null; do
-    for c in $(pgrep -P "$pid"); do
-      case " $CHILDREN " in *" $c "*) ;; *) CHILDREN="$CHILDREN $c" ;; esac
-    done
-    [ "$URING" = 1 ] && [ "$(cat "$PARAM")" = Y ] && SAW_Y=1
     if [ "${SIGINT_AFTER_MOUNT:-0}" != 0 ] && [ $interrupted = 0 ] &&
        [ "$(grep -c " $TMPDIR/pcifs-bench\.[^ ]*/mnt " /proc/mounts)" = "$SIGINT_AFTER_MOUNT" ]; then
       sleep 0.5  # into the rounds
@@ -114,6 +123,9 @@ run_watched() {
   done
   wait "$pid"
   RC=$?
+  CHILDREN=$(sed -n 's/^pcifs-bench: [a-z]* (pid \([0-9]*\)) serves .*/\1/p' "$err" | tr '\n' ' ')
+  SAW_Y=0
+  grep -qx Y "$WORK/switch-seen" 2>/dev/null && SAW_Y=1
 }
 
 # no_leftovers WHAT N: no mount under our TMPDIR, no temp dir left, none of
@@ -122,7 +134,7 @@ no_leftovers() {
   local what=$1 n=$2
   grep -q " $WORK" /proc/mounts && fail "$what: a mount is left: $(grep " $WORK" /proc/mounts)"
   [ -z "$(ls -A "$TMPDIR")" ] || fail "$what: temp dirs left: $(ls -A "$TMPDIR")"
-  # Control: the watcher must have seen every child, or this check is empty.
+  # Control: the bench named every child it started, or this check is empty.
   [ "$(echo "$CHILDREN" | wc -w)" -ge "$n" ] || fail "$what: saw fewer than $n children: '$CHILDREN'"
   for c in $CHILDREN; do
     kill -0 "$c" 2>/dev/null &&
@@ -137,7 +149,7 @@ switch_back() {
   local now
   now=$(cat "$PARAM")
   [ "$now" = "$2" ] || fail "$1: $PARAM is $now after the run, was $2 before"
-  [ "$SAW_Y" = 1 ] || fail "$1: $PARAM never read Y while the bench ran"
+  [ "$SAW_Y" = 1 ] || fail "$1: $PARAM did not read Y when the bench started pcifs"
   [ "$2" = Y ] && echo "note: $1: $PARAM was already Y (another run holds it): restore check is weak"
   return 0
 }
@@ -199,14 +211,9 @@ if [ "$URING" = 1 ]; then
   no_leftovers "--transport=uring" 2
   switch_back "--transport=uring" "$before"
 
-  cat >"$WORK/dev-pcifs" <<EOF
-#!/bin/bash
-exec "$BUILD/pcifs" "\${@/--transport=uring/--transport=dev}"
-EOF
-  chmod +x "$WORK/dev-pcifs"
   before=$(cat "$PARAM")
-  run_watched "$WORK/fellback.txt" "$WORK/fellback.err" --quick --transport=uring \
-    --pcifs "$WORK/dev-pcifs"
+  PCIFS_TRANSPORT=dev run_watched "$WORK/fellback.txt" "$WORK/fellback.err" --quick \
+    --transport=uring
   [ "$RC" = 1 ] || fail "pcifs on /dev/fuse for uring: exit $RC, want 1"
   grep -q "does not serve over io_uring" "$WORK/fellback.err" ||
     fail "pcifs on /dev/fuse for uring: no refusal: $(tail -3 "$WORK/fellback.err")"

@@ -150,6 +150,8 @@ std::unique_ptr<BenchMount> BenchMount::start_pcifs(const std::string& pcifs_exe
     _exit(127);
   }
   m->pid_ = pid;
+  if (verbose_)
+    std::fprintf(stderr, "pcifs-bench: pcifs (pid %d) serves %s\n", pid, m->mnt_.c_str());
   return m;
 }
 
@@ -176,6 +178,8 @@ std::unique_ptr<BenchMount> BenchMount::start_floor(bool with_poll, bool uring,
     _exit(run_floor(m->mnt_, with_poll, uring));
   }
   m->pid_ = pid;
+  if (verbose_)
+    std::fprintf(stderr, "pcifs-bench: floor (pid %d) serves %s\n", pid, m->mnt_.c_str());
   return m;
 }
 

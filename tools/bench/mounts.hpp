@@ -47,6 +47,8 @@ class BenchMount {
   std::string wait_transport_log(int timeout_ms, std::string* error) const;
   // Stops the child and removes the mount; idempotent.
   void stop();
+  // --verbose: each start says on stderr which child serves where.
+  static void set_verbose(bool on) { verbose_ = on; }
 
  private:
   BenchMount() = default;
@@ -58,6 +60,7 @@ class BenchMount {
   std::string log_;
   std::string probe_ = "devices/0000:01:00.0/config";
   pid_t pid_ = -1;
+  static inline bool verbose_ = false;
 };
 
 // Whether `path` is a mount point in this mount namespace.
