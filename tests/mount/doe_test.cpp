@@ -497,11 +497,13 @@ TEST_F(DoeDiscoveryTest, AMailboxThatNeverAnswersDelaysOnlyItsDevicesFeatures) {
   std::filesystem::directory_iterator cxl(d_->dev(kCxl) + "/doe_features", ec);
   EXPECT_FALSE(ec) << ec.message();
   EXPECT_TRUE(still_running(p)) << "the listing of 02:00.0 did not wait for its Discovery";
-  // The device goes: its mailboxes close, Discovery ends, the listing is answered.
+  // The device goes: its mailboxes fail or close, Discovery ends, and the
+  // listing is answered -- with the device's files when Discovery ended on
+  // the failing register path before the device left the tree, else ENOENT.
   ASSERT_EQ(write_file(two + "/remove", "1").n, 1);
   auto st = wait_child_or_abort(p, std::chrono::seconds(20), d_->mnt());
   ASSERT_TRUE(st) << "the deferred listing was never answered\n" << d_->log();
-  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == ENOENT) << *st;
+  EXPECT_TRUE(WIFEXITED(*st) && (WEXITSTATUS(*st) == 0 || WEXITSTATUS(*st) == ENOENT)) << *st;
 }
 
 TEST_F(DoeDiscoveryTest, AStopEndsWhatWaitsForDiscovery) {
