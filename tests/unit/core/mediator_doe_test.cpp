@@ -6,6 +6,7 @@
 #include <linux/pci_regs.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -776,6 +777,28 @@ TEST_F(MediatorDoeTest, FeaturesListWhatDiscoveryReports) {
     EXPECT_EQ(listed, want) << b.str();
     EXPECT_GE(want.size(), 2u) << "not vacuous: Discovery found something";
   }
+}
+
+// Discovery runs in the background [S8]: when_doe_discovered holds what needs
+// a device's doe_features/ until that device's Discovery ends -- here never on
+// its own, doe.1 of 02:00.0 would take a minute -- and no longer than that:
+// the executor's shutdown ends it, and the callback runs then.
+TEST(MediatorDiscovery, WhenDoeDiscoveredWaitsForThatDevicesDiscoveryOnly) {
+  MediatorOptions o;
+  o.doe_timeout = 60s;
+  auto med = std::make_unique<Mediator>(backend::sim::make_default_backend(), o);
+  std::atomic<int> slow{0}, bridge{0}, absent{0};
+  EXPECT_FALSE(med->when_doe_discovered(kEp2, [&] { slow++; }));
+  EXPECT_TRUE(med->when_doe_discovered(kHostBridge, [&] { bridge++; }));  // no mailbox
+  EXPECT_TRUE(med->when_doe_discovered(*Bdf::parse("0000:09:00.0"), [&] { absent++; }));
+  EXPECT_EQ(bridge.load(), 1);
+  EXPECT_EQ(absent.load(), 1);
+  EXPECT_EQ(slow.load(), 0);
+  // What a listing would show meanwhile: the features found so far, at once.
+  auto files = med->files(med->add_view(ViewPolicy{}), kEp2);
+  ASSERT_TRUE(files.ok());
+  med.reset();  // the executor stops: Discovery ends (ESHUTDOWN), the callback runs
+  EXPECT_EQ(slow.load(), 1);
 }
 
 }  // namespace
