@@ -176,7 +176,9 @@ int serve(std::shared_ptr<backend::Backend> backend, const DaemonOptions& option
     spdlog::info("handing the mounts over to the next daemon (fd store)");
     control.stop();
     host->hand_over();
-    spdlog::shutdown();
+    // Flushed, not shut down: a DOE thread may still log (a Discovery ending)
+    // until _Exit, and spdlog::shutdown() would free the logger under it.
+    spdlog::default_logger()->flush();
     std::_Exit(0);
   }
   spdlog::info("unmounting");
