@@ -8,11 +8,13 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <ctime>
 #include <memory>
 
 #include "fuse/deferred.hpp"
 #include "fuse/fh.hpp"
+#include "fuse/held_requests.hpp"
 #include "fuse/reply_gate.hpp"
 #include "fuse/session.hpp"
 #include "fuse/tree.hpp"
@@ -35,6 +37,9 @@ class Filesystem {
   // the gate, which outlives the Filesystem.
   const std::shared_ptr<ReplyGate>& replies() const { return replies_.gate; }
   Lanes& lanes() { return lanes_; }
+  // Requests answered later from outside the loop; answered ENODEV, if still
+  // held, as the Filesystem goes (before the gate closes).
+  const std::shared_ptr<HeldRequests>& held() const { return held_.requests; }
   FhObjects& handles() { return handles_; }
   // The view was removed [S16]: from now on every request but the releases
   // gets ENODEV (the mount may live on in a container until it lets go).
@@ -55,6 +60,11 @@ class Filesystem {
   ClosesOnDestruction replies_;
   Deferred deferred_;
   Lanes lanes_;  // requests that wait for a device, off the loop's workers
+  struct EndsOnDestruction {
+    std::shared_ptr<HeldRequests> requests = std::make_shared<HeldRequests>();
+    ~EndsOnDestruction() { requests->end(ENODEV); }
+  };
+  EndsOnDestruction held_;  // last: its requests are answered first
   std::atomic<bool> dead_{false};
 };
 

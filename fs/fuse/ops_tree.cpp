@@ -26,21 +26,27 @@ struct DirSnapshot {
 // device's DOE Discovery has finished: at once, or on the DOE executor's
 // thread when Discovery ends (within the first DOE timeout after the device
 // arrived). No thread waits for a mailbox, and a mailbox that never answers
-// delays nothing else. Behind the view's ReplyGate: a view stopped meanwhile
-// has ended the request, and the reply is dropped. `body(Reply&)` holds
+// delays nothing else. The request is held (HeldRequests): a view that stops
+// first answers it ENODEV while its session can, and the completion, behind
+// the view's ReplyGate, then has nothing to answer. `body(Reply&)` holds
 // copies of what it needs from the request.
 template <typename Body>
 void after_discovery(Reply& r, std::optional<Bdf> device, const char* op, Body body) {
   if (!device) return body(r);
-  fuse_req_t req = r.req();
-  Filesystem& fs = fs_of(req);
-  std::function<void()> then = [gate = fs.replies(), req, op, body = std::move(body)]() mutable {
+  Filesystem& fs = fs_of(r.req());
+  const std::shared_ptr<HeldRequests>& held = fs.held();
+  auto id = held->hold(r.req());
+  if (!id) return r.error(Errno(ENODEV));  // the view is going
+  r.take();
+  std::function<void()> then = [gate = fs.replies(), held, id = *id, op,
+                                body = std::move(body)]() mutable {
     gate->run([&] {
+      fuse_req_t req = held->take(id);
+      if (req == nullptr) return;  // answered as the view ended
       Reply later(req);
       guarded(op, [&] { body(later); });
     });
   };
-  r.take();
   if (!fs.mediator().when_doe_discovered(*device, std::move(then)))
     spdlog::debug("{} in {}: after its DOE Discovery", op, device->str());
 }
