@@ -380,8 +380,15 @@ TEST_F(DoeTest, KilledBlockedReaderDiesBeforeTheTimeout) {
   EXPECT_TRUE(WIFSIGNALED(*st) && WTERMSIG(*st) == SIGKILL);
   // It died while its exchange still ran: the exchange was cancelled by the
   // close at death, it did not time out first (it would have, had the process
-  // waited in D state for the daemon's reply).
-  const auto after = mailbox(kTwoBox, 1);
+  // waited in D state for the daemon's reply). The close reaches the daemon as
+  // a RELEASE after the process is reaped: wait for the exchange to end,
+  // whichever way.
+  nlohmann::json after;
+  ASSERT_TRUE(wait_until([&] {
+    after = mailbox(kTwoBox, 1);
+    return after.is_object() &&
+           (after["cancelled"] != before["cancelled"] || after["timeouts"] != before["timeouts"]);
+  })) << "the exchange never ended";
   EXPECT_EQ(after["timeouts"], before["timeouts"]);
   EXPECT_EQ(after["cancelled"].get<int>(), before["cancelled"].get<int>() + 1);
   // Control: a reader left alone does time out.
