@@ -23,8 +23,8 @@
 # Every --sample seconds (default 10; 3 for runs under 5 minutes) it prints the
 # daemon's RSS, fd count and thread count. At the end it stops the clients,
 # removes the runtime views it churned and checks, exiting 1 on a violation:
-#   - RSS: the last third's max <= the first third's max + 10% + 8 MiB
-#     (the first third is the warm-up)
+#   - RSS: the last third's median <= the first third's max + 10% + 8 MiB
+#     (the first third is the warm-up; tools/soak/flatness.py says why the median)
 #   - threads: the last third's max <= the first third's max + 12 (a churned view:
 #     its pool of --max-threads=8 and its own threads)
 #   - fds: back to the baseline taken before the clients started (+0)
@@ -425,29 +425,7 @@ log "final, clients stopped: RSS ${FINAL_RSS} kB, $FINAL_FDS fds, $FINAL_THR thr
   violation "hot-plug daemon fds: $HP_FINAL_FDS at the end, $HP_BASE_FDS before the clients"
 
 # ---- flatness: thirds of the samples
-python3 - "$W/samples.raw" <<'PY' || violation "RSS or threads grew (above)"
-import sys
-rows = [list(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
-if len(rows) < 3:
-    print("flatness: only %d samples" % len(rows)); sys.exit(1)
-k = len(rows) // 3
-first, last = rows[:k], rows[-k:]
-bad = False
-def check(name, col, limit_of):
-    global bad
-    a, b = max(r[col] for r in first), max(r[col] for r in last)
-    limit = limit_of(a)
-    ok = b <= limit
-    bad |= not ok
-    print("%-8s first third max %8d  last third max %8d  limit %8d  %s" % (name, a, b, limit, "ok" if ok else "GREW"))
-check("rss_kB", 3, lambda a: int(a * 1.10) + 8192)
-check("threads", 5, lambda a: a + 12)
-check("fds", 4, lambda a: a + 8)
-check("hp_rss", 6, lambda a: int(a * 1.10) + 8192)
-check("hp_thr", 8, lambda a: a + 12)
-check("hp_fds", 7, lambda a: a + 8)
-sys.exit(1 if bad else 0)
-PY
+python3 "$SRC/tools/soak/flatness.py" "$W/samples.raw" || violation "RSS or threads grew (above)"
 
 # ---- client errors, by kind and errno
 python3 - "$W/out" "$RESTARTS" <<'PY' || violation "client errors outside the expected (above)"
