@@ -275,24 +275,67 @@ unsigned Mediator::doe_poll(HandleId id, std::function<void()> wake) {
   return 0;
 }
 
+namespace {
+
+// Whether Discovery could reach the device's mailboxes now.
+bool in_d0(const DeviceState& d) {
+  return !d.gone.load() && !d.control->unrecovered() && d.control->power_state() == PowerState::kD0;
+}
+
+// Runs Discovery on mailbox `m`; discovery_pending already counts it. The
+// device lives until its Discovery has ended, so the callbacks of
+// when_doe_discovered always run: every exchange completes (a response, the
+// timeout, close() at removal, ESHUTDOWN when the executor stops).
+void discover_mailbox(const std::shared_ptr<DeviceState>& d, size_t m) {
+  const uint64_t generation = d->control->state_generation();
+  d->mailboxes[m]->discover([dev = d, m, generation](Result<std::vector<backend::DoeFeature>> r) {
+    const bool eio = !r && r.error() == Errno(EIO);
+    // The device changed state while Discovery ran and is in D0 now: a wake
+    // (which does not wait for Discovery) came after the refusal, and the
+    // rediscover() after it found nothing to retry yet. Once more, at once;
+    // each further try needs another change of state.
+    if (eio && dev->control->state_generation() != generation && in_d0(*dev)) {
+      spdlog::info("{}: DOE mailbox {}: Discovery again, the device is in D0 now", dev->bdf.str(),
+                   m);
+      return discover_mailbox(dev, m);
+    }
+    if (!r)
+      spdlog::warn("{}: DOE mailbox {} discovery failed: {}{}", dev->bdf.str(), m, r.error().name(),
+                   eio ? " (it runs again when the device is next put in D0)" : "");
+    std::vector<std::function<void()>> then;
+    {
+      MutexLock lock(dev->doe_mu);
+      dev->features[m] = r ? *r : std::vector<backend::DoeFeature>{};
+      dev->rediscover[m] = eio;
+      if (--dev->discovery_pending == 0) then.swap(dev->discovery_waiters);
+      dev->discovery_cv.notify_all();
+    }
+    for (auto& f : then) f();  // with no lock held
+  });
+}
+
+}  // namespace
+
 void Mediator::Impl::start_discovery(const std::shared_ptr<DeviceState>& d) {
-  for (size_t m = 0; m < d->mailboxes.size(); ++m) {
-    // The device lives until its Discovery has ended, so the callbacks of
-    // when_doe_discovered always run: every exchange completes (a response,
-    // the timeout, close() at removal, ESHUTDOWN when the executor stops).
-    d->mailboxes[m]->discover([dev = d, m](Result<std::vector<backend::DoeFeature>> r) {
-      if (!r)
-        spdlog::warn("{}: DOE mailbox {} discovery failed: {}", dev->bdf.str(), m,
-                     r.error().name());
-      std::vector<std::function<void()>> then;
-      {
-        MutexLock lock(dev->doe_mu);
-        dev->features[m] = r ? *r : std::vector<backend::DoeFeature>{};
-        if (--dev->discovery_pending == 0) then.swap(dev->discovery_waiters);
-        dev->discovery_cv.notify_all();
-      }
-      for (auto& f : then) f();  // with no lock held
-    });
+  for (size_t m = 0; m < d->mailboxes.size(); ++m) discover_mailbox(d, m);
+}
+
+void Mediator::Impl::rediscover(const std::shared_ptr<DeviceState>& d) {
+  if (!in_d0(*d)) return;
+  std::vector<size_t> again;
+  {
+    MutexLock lock(d->doe_mu);
+    for (size_t m = 0; m < d->rediscover.size(); ++m) {
+      if (!d->rediscover[m]) continue;
+      d->rediscover[m] = false;
+      d->features[m].reset();
+      again.push_back(m);
+    }
+    d->discovery_pending += again.size();
+  }
+  for (size_t m : again) {
+    spdlog::info("{}: DOE mailbox {}: Discovery again, the device is in D0", d->bdf.str(), m);
+    discover_mailbox(d, m);
   }
 }
 

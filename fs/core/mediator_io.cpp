@@ -267,16 +267,21 @@ Result<size_t> Mediator::Impl::write_control(Handle& h, std::span<const uint8_t>
     spdlog::info("{}: power_state {} -> {} by pid={}", d.bdf.str(),
                  to_string(d.control->power_state()), to_string(*target), h.caller.pid);
     r = d.control->set_power_state(*target);
-    if (r)
+    if (r) {
       emit(MediatorEvent::device(MediatorEvent::Kind::kPower, d.bdf,
                                  std::string(to_string(*target))));
+      rediscover(h.dev);
+    }
   } else if (text != "1") {
     return Errno(EINVAL);
   } else if (h.ref.kind == FileKind::kReset) {
     PCIFS_TRY(claim(h));
     spdlog::info("{}: reset by pid={}", d.bdf.str(), h.caller.pid);
     r = d.control->reset();
-    if (r) d.config->reset_virtual();
+    if (r) {
+      d.config->reset_virtual();
+      rediscover(h.dev);
+    }
   } else {
     spdlog::info("{}: remove by pid={}", d.bdf.str(), h.caller.pid);
     r = d.control->remove();

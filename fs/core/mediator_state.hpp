@@ -155,6 +155,11 @@ struct DeviceState {
   // before the device is published; Discovery then runs in the background.
   std::vector<std::optional<std::vector<backend::DoeFeature>>> features GUARDED_BY(doe_mu);
   size_t discovery_pending GUARDED_BY(doe_mu) = 0;
+  // Per mailbox: its last Discovery ended in EIO -- the gate refused it (the
+  // device arrived in low power) or the mailbox set its Error bit. It runs
+  // again when the device is next brought to D0 (Mediator::Impl::rediscover).
+  // A timeout is final: each try would cost the DOE timeout.
+  std::vector<bool> rediscover GUARDED_BY(doe_mu);
   // Mediator::when_doe_discovered's callbacks, run when it reaches 0.
   std::vector<std::function<void()>> discovery_waiters GUARDED_BY(doe_mu);
 
@@ -397,6 +402,9 @@ struct Mediator::Impl {
   void doe_complete(const std::weak_ptr<core::Handle>& wh, uint64_t ticket,
                     Result<std::vector<uint32_t>> r);
   void start_discovery(const std::shared_ptr<core::DeviceState>& d);
+  // After a power change, a reset, a wake or a hand-over: the mailboxes whose
+  // Discovery ended in EIO run it again if the device is now in D0.
+  void rediscover(const std::shared_ptr<core::DeviceState>& d);
 
   // --- mediator_files.cpp
   std::vector<FileEntry> list_files(const ViewPolicy& v, const core::DeviceState& d) const;

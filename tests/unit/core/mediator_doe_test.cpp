@@ -196,10 +196,15 @@ class MediatorDoeTest : public MediatorFixture {
     med_.reset();  // before gate_ and fault_ go: the hook refers to gate_
   }
 
-  void start_doe(bool faulty_doe1) {
+  // ep0_in_d3hot: 0000:01:00.0 is in D3hot when the Mediator attaches it.
+  void start_doe(bool faulty_doe1, bool ep0_in_d3hot = false) {
     sim_ = backend::sim::make_default_backend();
     sim_raw_ = sim_.get();
     if (!faulty_doe1) sim_raw_->find(kEp2)->set_doe_fault(1, DoeFault::kNone);
+    if (ep0_in_d3hot) {
+      auto r = sim_raw_->find(kEp0)->set_power_state(PowerState::kD3hot);
+      ASSERT_TRUE(r.ok()) << r.error().name();
+    }
     fault_ = std::make_shared<FaultBackend>(sim_);
     fault_->device(kEp0)->set_hook(OpClass::kConfigWrite, [this](OpClass c) { gate_.hook(c); });
     MediatorOptions o;
@@ -777,6 +782,107 @@ TEST_F(MediatorDoeTest, FeaturesListWhatDiscoveryReports) {
     EXPECT_EQ(listed, want) << b.str();
     EXPECT_GE(want.size(), 2u) << "not vacuous: Discovery found something";
   }
+}
+
+// A device that arrives in low power refuses Discovery (the gate: no DOE
+// access outside D0). Its mailboxes run it again when the device is next put
+// in D0 -- by a power_state write, a reset, a wake or a hand-over -- instead of
+// keeping an empty doe_features/ for good.
+class MediatorDoeArrivesInD3hotTest : public MediatorDoeTest {
+ protected:
+  void SetUp() override { start_doe(/*faulty_doe1=*/false, /*ep0_in_d3hot=*/true); }
+
+  std::vector<std::string> features(const Bdf& b) {
+    std::vector<std::string> out;
+    auto files = med_->files(view_, b);
+    EXPECT_TRUE(files.ok());
+    if (!files) return out;
+    for (const auto& e : *files) {
+      if (e.name.rfind("doe_features/", 0) == 0) out.push_back(e.name.substr(13));
+    }
+    return out;
+  }
+  // Waits until the device's Discovery has ended (the bound is a hang guard).
+  void settle(const Bdf& b) {
+    Flag f;
+    med_->when_doe_discovered(b, f.callback());
+    ASSERT_TRUE(f.wait()) << b.str() << ": Discovery never ended";
+  }
+};
+
+TEST_F(MediatorDoeArrivesInD3hotTest, DiscoveryRunsAgainWhenTheDeviceIsPutInD0) {
+  HandleId ps = must_open(kEp0, FileKind::kPowerState, 0, true);
+  EXPECT_EQ(text(ps), "D3hot\n");
+  EXPECT_TRUE(features(kEp0).empty()) << "refused in D3hot";
+  EXPECT_FALSE(features(kEp2).empty()) << "another device is not held back";
+  ASSERT_TRUE(write_text(ps, "D3hot").ok());  // still low power: nothing to run
+  EXPECT_TRUE(med_->when_doe_discovered(kEp0, [] {})) << "no Discovery started in D3hot";
+  ASSERT_TRUE(write_text(ps, "D0").ok());
+  settle(kEp0);
+  auto found = discover(kEp0, 0);
+  std::vector<std::string> want;
+  want.reserve(found.size());
+  for (auto f : found) want.push_back(core::format_doe_protocol(f));
+  std::sort(want.begin(), want.end());
+  EXPECT_GE(want.size(), 2u) << "not vacuous";
+  EXPECT_EQ(features(kEp0), want) << "what Discovery reports, once in D0";
+  // Once found, a later power cycle does not run it again.
+  ASSERT_TRUE(write_text(ps, "D3hot").ok());
+  ASSERT_TRUE(write_text(ps, "D0").ok());
+  EXPECT_TRUE(med_->when_doe_discovered(kEp0, [] {})) << "nothing to run again";
+  EXPECT_EQ(features(kEp0), want);
+}
+
+TEST_F(MediatorDoeArrivesInD3hotTest, AWakeForTheClaimHolderRunsItAgain) {
+  ViewId wake = add_view(R"({"name": "w", "low_power_access": "wake"})");
+  HandleId ps = must_open(kEp0, FileKind::kPowerState, 0, true);
+  ASSERT_TRUE(write_text(ps, "D3hot").ok());  // pid 100 claims; it stays in D3hot
+  ASSERT_TRUE(features(kEp0).empty());
+  auto r = exchange_as(kEp0, 0, kRoot, echo_object(7), wake);  // wakes to D0 first
+  ASSERT_TRUE(r.ok()) << r.error().name();
+  EXPECT_EQ(text(ps), "D0\n");
+  settle(kEp0);
+  EXPECT_EQ(features(kEp0).size(), discover(kEp0, 0).size());
+  EXPECT_FALSE(features(kEp0).empty());
+}
+
+TEST_F(MediatorDoeArrivesInD3hotTest, AResetRunsItAgain) {
+  auto rst = med_->open(view_, kRoot, FileRef{kEp0, FileKind::kReset, 0, {}},
+                        OpenFlags{false, true, false});
+  ASSERT_TRUE(rst.ok()) << rst.error().name();
+  ASSERT_TRUE(features(kEp0).empty());
+  ASSERT_TRUE(write_text(*rst, "1").ok());
+  HandleId ps = must_open(kEp0, FileKind::kPowerState, 0, false);
+  if (text(ps) != "D0\n") GTEST_SKIP() << "this reset leaves the function in " << text(ps);
+  settle(kEp0);
+  EXPECT_FALSE(features(kEp0).empty());
+}
+
+TEST_F(MediatorDoeArrivesInD3hotTest, AHandOverRunsItAgain) {
+  HandleId ps = must_open(kEp0, FileKind::kPowerState, 0, true);
+  ASSERT_TRUE(write_text(ps, "D3hot").ok());  // a claim: its end hands the group over
+  ASSERT_TRUE(features(kEp0).empty());
+  med_->release(ps);
+  med_->drain_handovers();  // reset, baseline config, D0
+  settle(kEp0);
+  EXPECT_FALSE(features(kEp0).empty());
+}
+
+// Negative control: a Discovery that timed out (doe.1 of 02:00.0 never
+// answers) is not run again at a power cycle -- each try would cost the DOE
+// timeout -- and what the healthy mailbox found stays.
+TEST_F(MediatorDoeFaultyTest, ATimedOutDiscoveryIsNotRunAgain) {
+  auto before = med_->files(view_, kEp2);
+  ASSERT_TRUE(before.ok());
+  HandleId ps = must_open(kEp2, FileKind::kPowerState, 0, true);
+  const auto timeouts = mailbox_status(kEp2, 1)["timeouts"].get<int>();
+  ASSERT_TRUE(write_text(ps, "D3hot").ok());
+  ASSERT_TRUE(write_text(ps, "D0").ok());
+  EXPECT_TRUE(med_->when_doe_discovered(kEp2, [] {})) << "nothing to run again";
+  EXPECT_EQ(mailbox_status(kEp2, 1)["timeouts"].get<int>(), timeouts);
+  auto after = med_->files(view_, kEp2);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->size(), before->size());
 }
 
 // Discovery runs in the background [S8]: when_doe_discovered holds what needs
