@@ -14,6 +14,7 @@
 #include "core/access_gate.hpp"
 #include "pcifs/mediator.hpp"
 #include "sim/sim_backend.hpp"
+#include "stats.hpp"
 
 namespace pcifs::bench {
 namespace {
@@ -36,11 +37,6 @@ std::vector<unsigned> default_threads() {
   std::vector<unsigned> out;
   for (unsigned n = 1; n <= std::max(2 * cpus, 16u); n *= 2) out.push_back(n);
   return out;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 // One run: `n` threads reading `offset` (or entering the gate) for `ms`;

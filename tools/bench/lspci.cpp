@@ -14,21 +14,13 @@
 #include <vector>
 
 #include "mounts.hpp"
+#include "stats.hpp"
 
 namespace pcifs::bench {
 namespace {
 
 constexpr uid_t kNobody = 65534;
 constexpr int kMountTimeoutMs = 20000;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-double best(const std::vector<double>& v) {
-  return v.empty() ? 0 : *std::min_element(v.begin(), v.end());
-}
 
 std::vector<std::string> over(const std::string& path) {
   return {"-A", "linux-sysfs", "-O", "sysfs.path=" + path, "-vvv", "-xxxx"};

@@ -11,6 +11,7 @@
 
 #include "lspci.hpp"
 #include "mounts.hpp"
+#include "stats.hpp"
 #include "transports.hpp"
 #include "workloads.hpp"
 
@@ -37,12 +38,6 @@ std::vector<unsigned> reader_counts(unsigned max_readers) {
   std::vector<unsigned> out;
   for (unsigned n = 1; n <= max_readers; n *= 2) out.push_back(n);
   return out;
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 std::unique_ptr<BenchMount> mounted(std::unique_ptr<BenchMount> m, const std::string& what,

@@ -219,13 +219,6 @@ nlohmann::json cross_json(const std::vector<Block>& blocks) {
 
 }  // namespace
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 double ratio(const Figure& f) {
   return cost_ratio(f, median(f.samples[kPcifs]), median(f.samples[kFloor]));
 }

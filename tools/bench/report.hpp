@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "stats.hpp"
 #include "transports.hpp"
 #include "workloads.hpp"
 
@@ -38,7 +39,6 @@ struct Figure {
 inline constexpr int kPcifs = 0;
 inline constexpr int kFloor = 1;
 
-double median(std::vector<double> v);
 double ratio(const Figure& f);       // of the medians
 double best_ratio(const Figure& f);  // of each side's fastest round
 double cpu_us_per_op(const Figure& f, int side);

@@ -15,6 +15,7 @@
 
 #include "lspci.hpp"
 #include "mounts.hpp"
+#include "stats.hpp"
 
 namespace pcifs::bench {
 namespace {
@@ -25,11 +26,6 @@ constexpr unsigned kSample = 64;  // devices measured per round, spread over the
 
 double us_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 // Function i of a set whose first function is 0000:01:00.0: the function
