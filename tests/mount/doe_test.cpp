@@ -296,8 +296,8 @@ TEST_F(DoeTest, DoeDoesNotClaim) {
             }),
             0);
   // ...control: a BAR handle does claim, so owner is not "none" while it is open
-  // (once the child's claim has been handed over).
-  ASSERT_TRUE(wait_handed_over(dev(kCxl)));
+  // (once the child's claim has ended and been handed over).
+  ASSERT_TRUE(wait_unclaimed(dev(kCxl)));
   const int bar = open((dev(kCxl) + "/resource2").c_str(), O_RDWR);
   ASSERT_GE(bar, 0);
   EXPECT_NE(read_text(dev(kCxl) + "/owner"), "none\n");

@@ -92,7 +92,7 @@ TEST_F(PowerTest, WritingNeedsTheClaim) {
   (void)!::write(done[1], "x", 1);
   int st = 0;
   waitpid(holder, &st, 0);
-  ASSERT_TRUE(wait_handed_over(dev(kBdf)));  // the holder's claim ended: its group is cleaned
+  ASSERT_TRUE(wait_unclaimed(dev(kBdf)));  // the holder's claim ended: its group is cleaned
   // Control: with the holder gone the same write works.
   r = set_power("D3hot");
   EXPECT_EQ(r.n, 5) << strerror(r.err);

@@ -338,7 +338,7 @@ TEST_F(ViewsRuntimeTest, WatchStreamsViewsClaimsPowerAndHealth) {
     Holder h([&] { return ::open((dev + "/resource0").c_str(), O_RDWR) >= 0 ? 0 : 1; });
     ASSERT_EQ(h.result(), 0);
   }
-  ASSERT_TRUE(wait_handed_over(dev));  // the holder's claim ended: cleaned first
+  ASSERT_TRUE(wait_unclaimed(dev));  // the holder's claim ended: cleaned first
   // Held open until the health monitor has seen D3hot: closing it ends the
   // claim, and the hand-over brings the device back to D0.
   Fd p(dev + "/power_state", O_WRONLY);
