@@ -178,6 +178,7 @@ Entry parse_entry(const JsonObject& d) {
           "subordinate_bus",
           "windows",
           "capabilities",
+          "power_state",
           "stall_file"});
   Entry e;
   e.path = d.path();
@@ -208,6 +209,13 @@ Entry parse_entry(const JsonObject& d) {
   parse_rom(d, e);
   parse_bridge(d, e);
   parse_caps(d, e.spec);
+  if (d.has("power_state")) {
+    const std::string p = d.string("power_state");
+    if (p != "D0" && p != "D3hot") json_fail(d.path("power_state"), "expected \"D0\" or \"D3hot\"");
+    if (p == "D3hot" && !e.spec.caps.pm)
+      json_fail(d.path("power_state"), "D3hot needs the PM capability (capabilities.pm)");
+    e.spec.power_state = p == "D3hot" ? PowerState::kD3hot : PowerState::kD0;
+  }
   return e;
 }
 

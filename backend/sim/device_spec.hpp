@@ -79,6 +79,10 @@ struct DeviceSpec {
   uint8_t primary_bus = 0, secondary_bus = 0, subordinate_bus = 0;
   WindowSpec io_window, mem_window, pref_window;
   CapsSpec caps;
+  // The power state the function is in when the simulator creates it (at
+  // start, and so again after a daemon restart): as if the host had put it
+  // there before pcifs came. D0 or D3hot (which needs caps.pm).
+  PowerState power_state = PowerState::kD0;
   // Test-only gate: while this file exists, reset(), set_power_state() and
   // rom_read() wait (no device lock held) before doing anything; on entering
   // the wait they create "<stall_file>.entered". Empty: no gate.

@@ -42,6 +42,9 @@ SimDevice::SimDevice(DeviceSpec spec, std::shared_ptr<const ConfigModel> model,
     doe_.push_back(
         std::make_unique<DoeResponder>(cfg, [this](std::string r) { violation(std::move(r)); }));
   }
+  // Put there by the host before anyone could see the function: a PMCSR write.
+  if (spec_.power_state == PowerState::kD3hot)
+    (void)transition(PowerState::kD0, PowerState::kD3hot);
 }
 
 SimDevice::~SimDevice() = default;

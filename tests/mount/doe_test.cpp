@@ -516,5 +516,36 @@ TEST_F(DoeDiscoveryTest, AStopEndsWhatWaitsForDiscovery) {
   d_.reset();  // stopped here: nothing for TearDown to check
 }
 
+// A device that arrives in low power refuses Discovery (no DOE access outside
+// D0): its doe_features/ is empty, and fills in once it is put in D0 -- the
+// listing waits for that second Discovery as for the first.
+class DoeArrivesInD3hotTest : public MountTest {
+ protected:
+  static constexpr const char* kBdf = "0000:07:00.0";
+  std::vector<std::string> daemon_args() override {
+    static TempFile set(R"({"devices": [
+      {"bdf": "0000:07:00.0", "device": 7, "class": "0x120000", "iommu_group": 7,
+       "config_size": 4096, "power_state": "D3hot",
+       "capabilities": {"pm": {}, "pcie": {"flr": true}, "doe": [{"echo": true}]}}]})");
+    return {"--backend=sim:" + set.path()};
+  }
+};
+
+TEST_F(DoeArrivesInD3hotTest, ItsFeaturesAppearOnceItIsInD0) {
+  const std::string dev = d_->dev(kBdf);
+  EXPECT_EQ(read_text(dev + "/power_state"), "D3hot\n");
+  EXPECT_EQ(list_dir(dev + "/doe_features"), std::set<std::string>{}) << "refused in D3hot";
+  {
+    Fd p(dev + "/power_state", O_WRONLY);
+    ASSERT_TRUE(p.ok());
+    ASSERT_EQ(::pwrite(p.get(), "D0", 2, 0), 2);
+    EXPECT_EQ(list_dir(dev + "/doe_features"), (std::set<std::string>{"0001:00", "1b36:01"}))
+        << d_->log();
+  }
+  ASSERT_TRUE(wait_unclaimed(dev));  // the hand-over leaves it in D0: nothing runs again
+  EXPECT_EQ(list_dir(dev + "/doe_features"), (std::set<std::string>{"0001:00", "1b36:01"}));
+  EXPECT_EQ(violations(d_->mnt(), kBdf), 0);
+}
+
 }  // namespace
 }  // namespace pcifs::testing

@@ -131,6 +131,30 @@ TEST(DeviceSet, DriverAndCountExpand) {
   EXPECT_EQ(bar_rd(*last, 0, kRegId, 4), kIdValue);
 }
 
+// "power_state": the function is in D3hot when the simulator creates it, as
+// after a PMCSR write by the host: its PMCSR says so, its BARs do not answer.
+TEST(DeviceSet, PowerStateD3hotAtCreation) {
+  std::string err;
+  auto b = load_backend_json(R"({"devices":[
+      {"bdf":"0000:03:00.0","count":2,"device":1,"class":"0x120000","power_state":"D3hot",
+       "bars":[{"index":0,"type":"mem32","size":4096}],"capabilities":{"pm":{}}},
+      {"bdf":"0000:04:00.0","device":2,"class":"0x120000","power_state":"D0",
+       "capabilities":{"pm":{}}}]})",
+                             &err);
+  ASSERT_TRUE(b.ok()) << err;
+  for (const char* at : {"0000:03:00.0", "0000:03:00.1"}) {
+    auto d = (*b)->find(bdf(at));
+    EXPECT_EQ(d->physical_power_state(), PowerState::kD3hot) << at;
+    const uint32_t pmcsr = find_cap(*d, PCI_CAP_ID_PM, false) + PCI_PM_CTRL;
+    EXPECT_EQ(rd(*d, pmcsr, 2) & PCI_PM_CTRL_STATE_MASK, 3u) << at;
+    EXPECT_EQ(d->violations().value_or(0), 0u) << at;
+  }
+  auto d0 = (*b)->find(bdf("0000:04:00.0"));
+  EXPECT_EQ(d0->physical_power_state(), PowerState::kD0);
+  EXPECT_EQ(rd(*d0, find_cap(*d0, PCI_CAP_ID_PM, false) + PCI_PM_CTRL, 2) & PCI_PM_CTRL_STATE_MASK,
+            0u);
+}
+
 TEST(DeviceSet, TwoThousandFunctionsLoad) {
   std::string err;
   auto start = std::chrono::steady_clock::now();
@@ -279,6 +303,11 @@ const BadCase kBad[] = {
     {"BoolField",
      R"({"bdf":"0000:01:00.0","device":1,"class":1,"capabilities":{"pm":{"no_soft_reset":1}}})",
      "devices[1].capabilities.pm.no_soft_reset: expected true or false"},
+    {"PowerStateUnknown",
+     R"({"bdf":"0000:01:00.0","device":1,"class":1,"power_state":"D3cold","capabilities":{"pm":{}}})",
+     R"(devices[1].power_state: expected "D0" or "D3hot")"},
+    {"PowerStateWithoutPm", R"({"bdf":"0000:01:00.0","device":1,"class":1,"power_state":"D3hot"})",
+     "devices[1].power_state: D3hot needs the PM capability (capabilities.pm)"},
     {"NoDevices", "!{\"devices\":[]}", "devices: expected a non-empty array"},
     {"TopNotObject", "![1,2]", "(top level): expected an object"},
     {"SyntaxError", "!{\"devices\":[",
