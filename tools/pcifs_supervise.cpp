@@ -244,6 +244,15 @@ void Supervisor::exec_child(const std::vector<int>& fds, const std::string& name
 }
 
 void Supervisor::start_child() {
+  // A stored fd that hung up when the last generation died leaves the store
+  // before the next one starts. The death that brought us here may have been
+  // reaped in the same pass as the signal that caused it, before any poll
+  // could report the hang-up; the kernel closes a dead process's files before
+  // its parent learns of the death, so a poll now sees every such hang-up.
+  std::vector<pollfd> now{{-1, 0, 0}, {-1, 0, 0}};  // poll_store skips two
+  for (const auto& s : store_)
+    if (s.poll) now.push_back({s.fd, 0, 0});
+  if (now.size() > 2 && poll(now.data(), now.size(), 0) > 0) poll_store(now);
   std::vector<int> fds;
   std::string names;
   for (const auto& s : store_) {
