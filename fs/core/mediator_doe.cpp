@@ -299,14 +299,18 @@ void discover_mailbox(const std::shared_ptr<DeviceState>& d, size_t m) {
                    m);
       return discover_mailbox(dev, m);
     }
+    // Refused because the device is not in D0 (it arrived in low power): it
+    // runs again when the device is next put there. Not an Error bit or a
+    // timeout of a device in D0: running again would find the same.
+    const bool refused = eio && !in_d0(*dev);
     if (!r)
       spdlog::warn("{}: DOE mailbox {} discovery failed: {}{}", dev->bdf.str(), m, r.error().name(),
-                   eio ? " (it runs again when the device is next put in D0)" : "");
+                   refused ? " (the device is not in D0: it runs again when it is put there)" : "");
     std::vector<std::function<void()>> then;
     {
       MutexLock lock(dev->doe_mu);
       dev->features[m] = r ? *r : std::vector<backend::DoeFeature>{};
-      dev->rediscover[m] = eio;
+      dev->rediscover[m] = refused;
       if (--dev->discovery_pending == 0) then.swap(dev->discovery_waiters);
       dev->discovery_cv.notify_all();
     }

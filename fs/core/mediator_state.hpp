@@ -155,10 +155,10 @@ struct DeviceState {
   // before the device is published; Discovery then runs in the background.
   std::vector<std::optional<std::vector<backend::DoeFeature>>> features GUARDED_BY(doe_mu);
   size_t discovery_pending GUARDED_BY(doe_mu) = 0;
-  // Per mailbox: its last Discovery ended in EIO -- the gate refused it (the
-  // device arrived in low power) or the mailbox set its Error bit. It runs
-  // again when the device is next brought to D0 (Mediator::Impl::rediscover).
-  // A timeout is final: each try would cost the DOE timeout.
+  // Per mailbox: its last Discovery was refused because the device was not in
+  // D0 (it arrived in low power). It runs again when the device is next
+  // brought to D0 (Mediator::Impl::rediscover). An Error bit or a timeout in
+  // D0 is final: a timeout would cost the DOE timeout at every try.
   std::vector<bool> rediscover GUARDED_BY(doe_mu);
   // Mediator::when_doe_discovered's callbacks, run when it reaches 0.
   std::vector<std::function<void()>> discovery_waiters GUARDED_BY(doe_mu);
@@ -403,7 +403,7 @@ struct Mediator::Impl {
                     Result<std::vector<uint32_t>> r);
   void start_discovery(const std::shared_ptr<core::DeviceState>& d);
   // After a power change, a reset, a wake or a hand-over: the mailboxes whose
-  // Discovery ended in EIO run it again if the device is now in D0.
+  // Discovery was refused outside D0 run it again if the device is now in D0.
   void rediscover(const std::shared_ptr<core::DeviceState>& d);
 
   // --- mediator_files.cpp
