@@ -147,6 +147,9 @@ class Supervisor {
   void handle_message(std::string_view text, const std::vector<int>& fds);
   void store_fds(const std::vector<int>& fds, const std::string& name, bool poll);
   void remove_fds(const std::string& name);
+  // The notify socket, the signalfd, then the stored fds that are watched
+  // (poll_store reads their results from index 2 on).
+  std::vector<pollfd> poll_set(int sock, int sigfd) const;
   void poll_store(const std::vector<pollfd>& pfds);
   void on_signal();
   void on_child_exit(int status);
@@ -249,9 +252,7 @@ void Supervisor::start_child() {
   // reaped in the same pass as the signal that caused it, before any poll
   // could report the hang-up; the kernel closes a dead process's files before
   // its parent learns of the death, so a poll now sees every such hang-up.
-  std::vector<pollfd> now{{-1, 0, 0}, {-1, 0, 0}};  // poll_store skips two
-  for (const auto& s : store_)
-    if (s.poll) now.push_back({s.fd, 0, 0});
+  std::vector<pollfd> now = poll_set(-1, -1);  // only the store
   if (now.size() > 2 && poll(now.data(), now.size(), 0) > 0) poll_store(now);
   std::vector<int> fds;
   std::string names;
@@ -422,6 +423,13 @@ void Supervisor::on_notify() {
   }
 }
 
+std::vector<pollfd> Supervisor::poll_set(int sock, int sigfd) const {
+  std::vector<pollfd> pfds{{sock, POLLIN, 0}, {sigfd, POLLIN, 0}};  // poll ignores fd -1
+  for (const auto& s : store_)
+    if (s.poll) pfds.push_back({s.fd, 0, 0});
+  return pfds;
+}
+
 void Supervisor::poll_store(const std::vector<pollfd>& pfds) {
   // pfds[2..] mirror store_ in order, for the entries with poll set.
   size_t k = 2;
@@ -530,9 +538,7 @@ int Supervisor::run() {
   setup();
   start_child();
   while (!done_) {
-    std::vector<pollfd> pfds{{sock_, POLLIN, 0}, {sigfd_, POLLIN, 0}};
-    for (const auto& s : store_)
-      if (s.poll) pfds.push_back({s.fd, 0, 0});
+    std::vector<pollfd> pfds = poll_set(sock_, sigfd_);
     int timeout = -1;
     int64_t t = now_ms();
     if (kill_at_ms_ >= 0) timeout = static_cast<int>(std::max<int64_t>(0, kill_at_ms_ - t));
