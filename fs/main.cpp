@@ -324,7 +324,7 @@ int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--control", a.control,
                  "serve views at runtime: a root-only control socket for `pcifs view "
-                 "add|rm|ls|watch` (--control alone: /run/pcifs/control.sock; else "
+                 "add|rm|ls|watch|locks` (--control alone: /run/pcifs/control.sock; else "
                  "--control=PATH); MOUNTPOINT is then optional")
       ->expected(0, 1)
       ->default_str("/run/pcifs/control.sock");

@@ -55,7 +55,7 @@ class FaultBackend final : public Backend {
 
   const std::shared_ptr<Backend> inner_;
   const uint64_t seed_;
-  Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  Mutex mu_{"FaultBackend::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   // Keyed by the inner device's address; the wrapper holds the inner device, so
   // the address cannot be reused while the entry exists.
   std::map<const Device*, std::shared_ptr<FaultDevice>> wrappers_ GUARDED_BY(mu_);

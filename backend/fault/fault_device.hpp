@@ -115,7 +115,8 @@ class FaultDevice final : public Device {
   static bool draw(ClassState& s);
 
   const std::shared_ptr<Device> inner_;
-  mutable Mutex mu_;  // lock order: leaf; hooks run without it (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{
+      "FaultDevice::mu_"};  // lock order: leaf; hooks run without it (fs/core/mediator_state.hpp)
   std::array<ClassState, kOpClassCount> state_ GUARDED_BY(mu_);
 };
 

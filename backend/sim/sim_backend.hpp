@@ -49,7 +49,8 @@ class SimBackend final : public Backend {
   // Shared with the devices' remove hooks, so a device that outlives the
   // backend can still be removed safely.
   struct Registry {
-    Mutex mu;  // lock order: leaf chain mu -> SimDevice::mu_ (fs/core/mediator_state.hpp)
+    Mutex mu{"SimBackend::Registry::mu"};  // lock order: leaf chain mu -> SimDevice::mu_
+                                           // (fs/core/mediator_state.hpp)
     std::map<Bdf, std::shared_ptr<SimDevice>> devices GUARDED_BY(mu);
     HotplugFn hotplug GUARDED_BY(mu);
   };

@@ -129,7 +129,7 @@ class SimDevice final : public Device {
   DeviceInfo info_;
 
   // Lock order: leaf chain Registry::mu -> mu_ -> vmu_ (fs/core/mediator_state.hpp).
-  mutable Mutex mu_ ACQUIRED_BEFORE(vmu_);
+  mutable Mutex mu_ ACQUIRED_BEFORE(vmu_){"SimDevice::mu_"};
   std::vector<uint8_t> config_ GUARDED_BY(mu_);
   PowerState power_ GUARDED_BY(mu_) = PowerState::kD0;
   bool removed_ GUARDED_BY(mu_) = false;
@@ -138,7 +138,7 @@ class SimDevice final : public Device {
   std::function<void(const Bdf&)> remove_hook_ GUARDED_BY(mu_);
 
   // Inner lock: the DoeResponder reports through a sink while mu_ is held.
-  mutable Mutex vmu_;
+  mutable Mutex vmu_{"SimDevice::vmu_"};
   mutable uint64_t violation_count_ GUARDED_BY(vmu_) = 0;
   mutable std::deque<std::string> violation_log_ GUARDED_BY(vmu_);
 };

@@ -120,10 +120,10 @@ class SysfsBackend final : public Backend {
   UringBatch batch_;
   // Serialises rescans; held across the hot-plug callback (-> the Mediator's
   // attach_mu). Lock order: level 2 (fs/core/mediator_state.hpp).
-  Mutex rescan_mu_ ACQUIRED_BEFORE(mu_);
+  Mutex rescan_mu_ ACQUIRED_BEFORE(mu_){"SysfsBackend::rescan_mu_"};
   // Unbound slots to look at again, and when (unbind_settle).
   std::map<Bdf, std::chrono::steady_clock::time_point> settling_ GUARDED_BY(rescan_mu_);
-  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{"SysfsBackend::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   std::map<Bdf, std::shared_ptr<SysfsDevice>> devices_ GUARDED_BY(mu_);
   std::vector<std::string> skipped_ GUARDED_BY(mu_);
   HotplugFn hotplug_ GUARDED_BY(mu_);

@@ -96,7 +96,7 @@ class SysfsDevice final : public Device {
   // restoring config (the mid-restore failpoint, crash_points.hpp).
   std::atomic<bool> restoring_{false};
 
-  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{"SysfsDevice::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   UniqueFd config_rw_ GUARDED_BY(mu_);
   UniqueFd rom_ro_ GUARDED_BY(mu_);
   std::array<UniqueFd, 6> io_fds_ GUARDED_BY(mu_);

@@ -155,8 +155,8 @@ class UeventMonitor {
   void count(uint64_t Stats::*field) EXCLUDES(mu_);
 
   UeventSource source_;
-  UniqueFd stop_fd_;  // eventfd: written by stop(), polled by the thread
-  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  UniqueFd stop_fd_;                        // eventfd: written by stop(), polled by the thread
+  mutable Mutex mu_{"UeventMonitor::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   std::thread thread_ GUARDED_BY(mu_);
   bool started_ GUARDED_BY(mu_) = false;
   Stats stats_ GUARDED_BY(mu_);

@@ -184,6 +184,36 @@ int run_ls(const ViewCli& s, Io& io) {
   return 0;
 }
 
+std::string millis(uint64_t ns) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(ns) / 1e6);
+  return buf;
+}
+
+// The daemon's lock contention since it started: every named lock that has
+// waited, the longest waits first (README "Views at runtime").
+int run_locks(const ViewCli& s, Io& io) {
+  std::unique_ptr<Client> client;
+  json r;
+  if (const int rc = exchange(s, io, "locks", json{{"verb", "locks"}}, &client, &r)) return rc;
+  const json locks = r.contains("locks") && r["locks"].is_array() ? r["locks"] : json::array();
+  if (s.json) {
+    io.out << dump(locks, 2) << "\n";
+    return 0;
+  }
+  if (r.value("counted", true) != true) {
+    io.err << "pcifs: view locks: this daemon does not count contention (a TSan build)\n";
+  }
+  std::vector<std::vector<std::string>> rows{{"LOCK", "CONTENDED", "WAITED_MS"}};
+  for (const auto& l : locks) {
+    if (!l.is_object()) continue;
+    rows.push_back(
+        {text_of(l, "name"), text_of(l, "contended"), millis(l.value("wait_ns", uint64_t{0}))});
+  }
+  print_table(io.out, rows);
+  return 0;
+}
+
 // Until the daemon closes (status 3, said on stderr) or SIGINT ends us.
 int run_watch(const ViewCli& s, Io& io) {
   std::unique_ptr<Client> client;
@@ -201,9 +231,10 @@ int run_watch(const ViewCli& s, Io& io) {
 
 void add_view_cli(CLI::App& app, ViewCli& state) {
   const std::string control_help = "the host daemon's control socket";
-  state.view = app.add_subcommand("view",
-                                  "add, remove, list or watch the views of a host daemon "
-                                  "(through its root-only control socket)");
+  state.view =
+      app.add_subcommand("view",
+                         "add, remove, list or watch the views of a host daemon, or see its locks "
+                         "(through its root-only control socket)");
   state.view->require_subcommand(1);
   state.view->add_option("--control", state.control, control_help)->capture_default_str();
   state.add = state.view->add_subcommand("add", "mount a view (FILE.json, or - for stdin)");
@@ -213,7 +244,10 @@ void add_view_cli(CLI::App& app, ViewCli& state) {
   state.ls = state.view->add_subcommand("ls", "list the views, their devices and claims");
   state.ls->add_flag("--json", state.json, "print the views as a JSON array");
   state.watch = state.view->add_subcommand("watch", "print the daemon's events, one JSON a line");
-  for (CLI::App* leaf : {state.add, state.rm, state.ls, state.watch}) {
+  state.locks = state.view->add_subcommand(
+      "locks", "the daemon's lock contention since it started (waits per named lock)");
+  state.locks->add_flag("--json", state.json, "print the locks as a JSON array");
+  for (CLI::App* leaf : {state.add, state.rm, state.ls, state.watch, state.locks}) {
     leaf->add_option("--control", state.control, control_help)->capture_default_str();
   }
 }
@@ -230,7 +264,8 @@ std::optional<int> run_view_cli(const CLI::App& app, const ViewCli& state, std::
   if (state.rm && state.rm->parsed()) return run_rm(state, io);
   if (state.ls && state.ls->parsed()) return run_ls(state, io);
   if (state.watch && state.watch->parsed()) return run_watch(state, io);
-  return complain(io, "", "expected one of add, rm, ls, watch", kExitUsage);
+  if (state.locks && state.locks->parsed()) return run_locks(state, io);
+  return complain(io, "", "expected one of add, rm, ls, watch, locks", kExitUsage);
 }
 
 }  // namespace pcifs::control

@@ -35,13 +35,14 @@ struct ViewCli {
   std::string control{kDefaultControlPath};
   std::string file;   // add FILE|-
   std::string name;   // rm NAME
-  bool json = false;  // ls --json
+  bool json = false;  // ls --json, locks --json
   // The subcommands, set by add_view_cli.
   CLI::App* view = nullptr;
   CLI::App* add = nullptr;
   CLI::App* rm = nullptr;
   CLI::App* ls = nullptr;
   CLI::App* watch = nullptr;
+  CLI::App* locks = nullptr;
 };
 
 void add_view_cli(CLI::App& app, ViewCli& state);

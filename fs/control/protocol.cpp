@@ -9,11 +9,12 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::string_view kVerbList = "add, rm, ls, devices, watch, ping";
+constexpr std::string_view kVerbList = "add, rm, ls, devices, locks, watch, ping";
 constexpr size_t kMaxEcho = 64;  // how much of a bad value an error message quotes
 
 bool known_verb(std::string_view v) {
-  return v == "add" || v == "rm" || v == "ls" || v == "devices" || v == "watch" || v == "ping";
+  return v == "add" || v == "rm" || v == "ls" || v == "devices" || v == "locks" || v == "watch" ||
+         v == "ping";
 }
 
 Errno fail(std::string* error, std::string text, int err = EINVAL) {

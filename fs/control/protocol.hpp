@@ -1,6 +1,6 @@
 // The control socket's wire protocol [S16]: line-delimited JSON over a
 // SOCK_STREAM unix socket. Each request is one line holding one JSON object
-// with a "verb" (add, rm, ls, devices, watch, ping); each response is one line,
+// with a "verb" (add, rm, ls, devices, locks, watch, ping); each response is one line,
 // {"ok":true,...} or {"ok":false,"error":"text"}. After a successful "watch"
 // the daemon writes event lines ({"event":...}) until the client closes.
 //
@@ -29,7 +29,7 @@ inline constexpr size_t kMaxDepth = 64;
 inline constexpr std::string_view kDefaultControlPath = "/run/pcifs/control.sock";
 
 struct Request {
-  std::string verb;     // one of add, rm, ls, devices, watch, ping
+  std::string verb;     // one of add, rm, ls, devices, locks, watch, ping
   nlohmann::json body;  // the whole request object; for "add", body["source"] is normalised
 };
 

@@ -95,7 +95,7 @@ class RestartState final : public HandleJournal {
 
   const int fd_;
   char* const base_;
-  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{"RestartState::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   std::unordered_map<std::string, uint32_t> view_index_ GUARDED_BY(mu_);
   std::unordered_map<HandleId, uint32_t> handle_index_ GUARDED_BY(mu_);
   std::vector<uint32_t> free_views_ GUARDED_BY(mu_);

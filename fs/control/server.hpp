@@ -112,7 +112,7 @@ class Server {
   dev_t sock_dev_ = 0;
   ino_t sock_ino_ = 0;
 
-  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{"Server::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   mutable CondVar conns_changed_;
   std::list<Conn> conns_ GUARDED_BY(mu_);
   size_t live_ GUARDED_BY(mu_) = 0;  // conns_ not done

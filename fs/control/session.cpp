@@ -11,6 +11,7 @@
 
 #include "control/protocol.hpp"
 #include "core/log_limit.hpp"
+#include "pcifs/sync.hpp"
 
 namespace pcifs::control {
 
@@ -23,6 +24,19 @@ constexpr size_t kReadChunk = size_t{64} << 10;
 constexpr size_t kWatchChunk = size_t{256} << 10;  // bytes of events gathered per send
 
 json error_object(const std::string& text) { return json{{"ok", false}, {"error", text}}; }
+
+// The daemon's lock contention since it started (include/pcifs/sync.hpp):
+// every named lock that ever waited, the longest waits first.
+json locks_object() {
+  std::vector<LockContention> sites = lock_contention();
+  std::sort(sites.begin(), sites.end(),
+            [](const LockContention& a, const LockContention& b) { return a.wait_ns > b.wait_ns; });
+  json list = json::array();
+  for (const LockContention& s : sites) {
+    list.push_back(json{{"name", s.name}, {"contended", s.contended}, {"wait_ns", s.wait_ns}});
+  }
+  return json{{"ok", true}, {"counted", kLockContentionCounted}, {"locks", std::move(list)}};
+}
 
 int poll_ms(Clock::time_point deadline) {
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
@@ -116,6 +130,7 @@ json Session::answer(const std::string& line, bool* watch) {
     return json{
         {"ok", true}, {"pid", static_cast<int64_t>(::getpid())}, {"version", opts_.version}};
   }
+  if (req->verb == "locks") return locks_object();
   if (req->verb == "watch") {
     *watch = true;
     return json{{"ok", true}, {"watching", true}};

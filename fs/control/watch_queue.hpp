@@ -48,7 +48,8 @@ class WatchQueue {
   };
 
   const size_t capacity_;
-  mutable Mutex mu_;  // lock order: leaf, after WatcherHub::mu_ (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{
+      "WatchQueue::mu_"};  // lock order: leaf, after WatcherHub::mu_ (fs/core/mediator_state.hpp)
   std::deque<Item> items_ GUARDED_BY(mu_);
   uint64_t pending_drop_ GUARDED_BY(mu_) = 0;  // dropped since the last marker
   uint64_t dropped_total_ GUARDED_BY(mu_) = 0;
@@ -74,7 +75,8 @@ class WatcherHub {
   bool wait_for_size(size_t n, std::chrono::milliseconds timeout) const EXCLUDES(mu_);
 
  private:
-  mutable Mutex mu_;  // lock order: before WatchQueue::mu_ (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{
+      "WatcherHub::mu_"};  // lock order: before WatchQueue::mu_ (fs/core/mediator_state.hpp)
   mutable CondVar changed_;
   std::vector<std::shared_ptr<Watcher>> watchers_ GUARDED_BY(mu_);
 };

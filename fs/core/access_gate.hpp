@@ -170,7 +170,7 @@ class AccessGate {
   void changed() REQUIRES(mu_);  // admission may have changed: new epoch, wake waiters
   void publish() REQUIRES(mu_);  // the lock-free flags from the state under mu_
 
-  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{"AccessGate::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   CondVar cv_;
   PowerState power_ GUARDED_BY(mu_);
   bool mem_decode_ GUARDED_BY(mu_);

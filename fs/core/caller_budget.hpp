@@ -60,7 +60,7 @@ class CallerBudget {
 
  private:
   struct State {
-    mutable Mutex mu;
+    mutable Mutex mu{"CallerBudget::State::mu"};
     std::map<uid_t, size_t> held GUARDED_BY(mu);
     size_t total GUARDED_BY(mu) = 0;
   };

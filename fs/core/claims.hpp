@@ -84,8 +84,8 @@ class ClaimTable {
   std::string owner_text(const std::string& group) const EXCLUDES(mu_);  // or "none"
 
  private:
-  mutable Mutex mu_;        // lock order: leaf (fs/core/mediator_state.hpp)
-  CondVar handed_over_cv_;  // a hand-over ended (done or failed)
+  mutable Mutex mu_{"ClaimTable::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
+  CondVar handed_over_cv_;               // a hand-over ended (done or failed)
   std::map<std::string, ClaimHolder, std::less<>> claims_ GUARDED_BY(mu_);
 };
 

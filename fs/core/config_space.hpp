@@ -153,7 +153,8 @@ class ConfigSpace {
   uint8_t header_type_ = 0;
   std::array<VirtualReg, 7> vregs_{};  // immutable after construction
   ConfigShadow shadow_;                // immutable after construction
-  mutable Mutex mu_;  // lock order: leaf, under write_mu (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{
+      "ConfigSpace::mu_"};  // lock order: leaf, under write_mu (fs/core/mediator_state.hpp)
   std::array<uint32_t, 7> vvalue_ GUARDED_BY(mu_){};  // current address (+ROM enable) bits
 };
 

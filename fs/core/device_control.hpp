@@ -93,7 +93,7 @@ class CAPABILITY("control slot") ControlSlot {
   void set_phase(Phase phase) REQUIRES(this);
 
  private:
-  Mutex mu_;
+  Mutex mu_{"ControlSlot::mu_"};
   CondVar cv_;
   bool busy_ GUARDED_BY(mu_) = false;
   Phase phase_ GUARDED_BY(mu_) = Phase::kIdle;
@@ -220,7 +220,7 @@ class DeviceControl {
   StepRecorder steps_ GUARDED_BY(slot_);  // the step journal of this device, if any
   std::atomic<bool> unrecovered_{false};
 
-  mutable Mutex rom_mu_;
+  mutable Mutex rom_mu_{"DeviceControl::rom_mu_"};
   std::shared_ptr<const RomImage> rom_ GUARDED_BY(rom_mu_);
   std::string rom_error_ GUARDED_BY(rom_mu_);  // non-empty: invalid for good
 

@@ -81,7 +81,7 @@ class DoeExecutor {
   void schedule(Entry& entry, Task* task, Clock::time_point due) REQUIRES(mu_);
   bool is_stale(const Timer& t) REQUIRES(mu_);
 
-  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{"DoeExecutor::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   CondVar cv_;
   bool stopping_ GUARDED_BY(mu_) = false;
   bool stopped_ GUARDED_BY(mu_) = false;
@@ -91,7 +91,7 @@ class DoeExecutor {
   std::vector<std::thread> workers_;  // written only by the constructor and shutdown()
   // Serialises shutdown() callers; held across the join and the ESHUTDOWN
   // completions. Lock order: level 2 (fs/core/mediator_state.hpp).
-  Mutex shutdown_mu_ ACQUIRED_BEFORE(mu_);
+  Mutex shutdown_mu_ ACQUIRED_BEFORE(mu_){"DoeExecutor::shutdown_mu_"};
 };
 
 }  // namespace pcifs::core

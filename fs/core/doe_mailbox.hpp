@@ -198,7 +198,7 @@ class DoeMailbox final : public DoeExecutor::Task, public std::enable_shared_fro
 
   // Lock order: leaf; the executor is woken and completions run after it is
   // let go (fs/core/mediator_state.hpp).
-  mutable Mutex mu_;
+  mutable Mutex mu_{"DoeMailbox::mu_"};
   std::deque<Pending> queue_ GUARDED_BY(mu_);
   std::deque<Delivery> outbox_ GUARDED_BY(mu_);
   uint64_t next_ticket_ GUARDED_BY(mu_) = 1;

@@ -64,7 +64,7 @@ class HandleTable {
  private:
   static constexpr size_t kShards = 64;
   struct alignas(64) Shard {
-    mutable SharedMutex mu;
+    mutable SharedMutex mu{"HandleTable::Shard::mu"};
     std::unordered_map<HandleId, std::shared_ptr<Handle>> map GUARDED_BY(mu);
   };
   Shard& shard(HandleId id) { return shards_[id % kShards]; }

@@ -66,7 +66,7 @@ class HandoverWorker {
  private:
   void run() EXCLUDES(mu_);
 
-  mutable Mutex mu_;
+  mutable Mutex mu_{"HandoverWorker::mu_"};
   CondVar cv_;
   std::deque<Job> queue_ GUARDED_BY(mu_);
   uint64_t submitted_ GUARDED_BY(mu_) = 0;

@@ -50,7 +50,7 @@ class HostLocks {
 
  private:
   const std::string dir_, root_, owner_;
-  Mutex mu_;  // lock order: leaf, under attach_mu (fs/core/mediator_state.hpp)
+  Mutex mu_{"HostLocks::mu_"};  // lock order: leaf, under attach_mu (fs/core/mediator_state.hpp)
   std::map<std::string, std::weak_ptr<HostLease>> held_ GUARDED_BY(mu_);
 };
 

@@ -32,7 +32,7 @@ class LogLimiter {
     uint32_t count = 0;
     uint64_t dropped = 0;
   };
-  Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  Mutex mu_{"LogLimiter::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   std::unordered_map<std::string, Window> windows_ GUARDED_BY(mu_);
 };
 

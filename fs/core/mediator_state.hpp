@@ -147,9 +147,10 @@ struct DeviceState {
   // token (AccessToken before write_mu) and never held across a control
   // operation: a Command write that changes decode plans, drops it, and
   // plans again inside change_decode, after the quiesce.
-  Mutex write_mu ACQUIRED_BEFORE(doe_mu);  // lock order: level 6 (top of this file)
+  Mutex write_mu ACQUIRED_BEFORE(doe_mu){
+      "DeviceState::write_mu"};  // lock order: level 6 (top of this file)
 
-  mutable Mutex doe_mu;  // lock order: level 7, last of its chain
+  mutable Mutex doe_mu{"DeviceState::doe_mu"};  // lock order: level 7, last of its chain
   mutable CondVar discovery_cv;
   // Per mailbox: what Discovery reported; nullopt until it has run. Set
   // before the device is published; Discovery then runs in the background.
@@ -213,7 +214,7 @@ struct Handle {
   std::atomic<bool> claiming{false};
   std::atomic<bool> revoked{false};  // its view was removed: dead for good (ENODEV)
   // Lock order: level 7, after Impl::handles_mu, before DeviceState::doe_mu.
-  Mutex mu;
+  Mutex mu{"Handle::mu"};
   DoeSlot doe GUARDED_BY(mu);
 };
 
@@ -278,8 +279,9 @@ struct Mediator::Impl {
   std::unique_ptr<core::HostLocks> host_locks;  // null: no cross-daemon leases
   // Serialises what changes the device set: hot-plug and lease takeovers.
   // Lock order: level 4, then the level-7 locks below (top of this file).
-  Mutex attach_mu ACQUIRED_BEFORE(devices_mu, handles_mu, views_mu, event_mu, watch_mu);
-  Mutex watch_mu;
+  Mutex attach_mu ACQUIRED_BEFORE(devices_mu, handles_mu, views_mu, event_mu,
+                                  watch_mu){"Mediator::attach_mu"};
+  Mutex watch_mu{"Mediator::watch_mu"};
   CondVar watch_cv;
   bool watch_stop GUARDED_BY(watch_mu) = false;
   std::atomic<bool> any_refused{false};  // until a lease is refused, the watcher has nothing to do
@@ -288,7 +290,7 @@ struct Mediator::Impl {
   core::ClaimTable claims;
   core::DoeExecutor executor;
 
-  mutable SharedMutex devices_mu ACQUIRED_BEFORE(handles_mu);
+  mutable SharedMutex devices_mu ACQUIRED_BEFORE(handles_mu){"Mediator::devices_mu"};
   std::map<Bdf, std::shared_ptr<core::DeviceState>> devices GUARDED_BY(devices_mu);
   // The same devices by IOMMU group and by driver (immutable per DeviceState:
   // a rebind is a removal and an arrival), kept with `devices`.
@@ -310,14 +312,14 @@ struct Mediator::Impl {
                            size_t limit) const;
   template <class Key>
   std::vector<Key> index_keys(ViewId view, Index<Key> Impl::*index) const;
-  mutable Mutex views_mu;
+  mutable Mutex views_mu{"Mediator::views_mu"};
   std::deque<ViewPolicy> views GUARDED_BY(views_mu);  // deque: stable references
   std::deque<bool> views_removed GUARDED_BY(views_mu);
-  mutable Mutex event_mu;
+  mutable Mutex event_mu{"Mediator::event_mu"};
   std::shared_ptr<const EventSink> events GUARDED_BY(event_mu);
   // Ids and orphans; the table itself has its own (sharded) locks, taken
   // under handles_mu where both are needed (open, adopt, release).
-  Mutex handles_mu;
+  Mutex handles_mu{"Mediator::handles_mu"};
   core::HandleTable handles;
   HandleId next_handle GUARDED_BY(handles_mu) = 1;
   // Handles of the previous daemon whose device left while no daemon ran

@@ -42,7 +42,7 @@ class Deferred {
 
  private:
   void run();
-  Mutex mu_;  // lock order: leaf; jobs run without it (fs/core/mediator_state.hpp)
+  Mutex mu_{"Deferred::mu_"};  // lock order: leaf; jobs run without it (fs/core/mediator_state.hpp)
   CondVar cv_;
   std::deque<std::function<void()>> jobs_ GUARDED_BY(mu_);
   bool stop_ GUARDED_BY(mu_) = false;
@@ -76,7 +76,8 @@ class Lanes {
   };
   void run(Lane* lane);
 
-  mutable Mutex mu_;  // lock order: leaf; jobs run without it (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{
+      "Lanes::mu_"};  // lock order: leaf; jobs run without it (fs/core/mediator_state.hpp)
   std::map<Bdf, std::unique_ptr<Lane>> lanes_ GUARDED_BY(mu_);
   bool stop_ GUARDED_BY(mu_) = false;
   uint64_t started_ GUARDED_BY(mu_) = 0;

@@ -66,7 +66,7 @@ class FhObjects {
 
  private:
   const uint64_t epoch_;
-  Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  Mutex mu_{"FhObjects::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   uint64_t next_ GUARDED_BY(mu_) = 1;
   std::unordered_map<uint64_t, std::shared_ptr<void>> objects_ GUARDED_BY(mu_);
 };

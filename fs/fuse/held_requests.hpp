@@ -49,7 +49,7 @@ class HeldRequests {
   }
 
  private:
-  Mutex mu_;
+  Mutex mu_{"HeldRequests::mu_"};
   std::map<uint64_t, fuse_req_t> held_ GUARDED_BY(mu_);
   uint64_t next_ GUARDED_BY(mu_) = 0;
   bool ended_ GUARDED_BY(mu_) = false;

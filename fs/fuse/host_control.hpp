@@ -43,7 +43,7 @@ class HostControl final : public control::Handler {
   // destroys it after, so a connection thread that publishes while the
   // server joins it finds none rather than waiting for mu_.
   // Lock order: leaf chain mu_ -> WatcherHub::mu_ -> WatchQueue::mu_ (fs/core/mediator_state.hpp).
-  mutable Mutex mu_;
+  mutable Mutex mu_{"HostControl::mu_"};
   std::unique_ptr<control::Server> server_ GUARDED_BY(mu_);
   std::map<Bdf, std::string> health_;  // poll_health's thread only
 };

@@ -37,7 +37,7 @@ class ReplyGate {
   }
 
  private:
-  SharedMutex mu_;
+  SharedMutex mu_{"ReplyGate::mu_"};
   bool closed_ GUARDED_BY(mu_) = false;
 };
 

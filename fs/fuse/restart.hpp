@@ -82,7 +82,7 @@ class Restart {
   control::Notifier notifier_;
   bool storing_ = false;
   std::unique_ptr<control::RestartState> state_;
-  Mutex mu_;  // lock order: after ViewHost::mu_; a leaf but for RestartState's
+  Mutex mu_{"Restart::mu_"};  // lock order: after ViewHost::mu_; a leaf but for RestartState's
   std::map<std::string, int> stored_ GUARDED_BY(mu_);  // view name -> fd, not yet taken
   std::vector<HandleRecord> records_ GUARDED_BY(mu_);  // journaled, not yet adopted
 };

@@ -27,7 +27,7 @@ class Revoker : public RevocationSink {
  private:
   // Lock order: leaf, held across notify_inval_*; taken under ViewHost::mu_,
   // a ControlSlot and attach_mu, never by a FUSE handler (fs/core/mediator_state.hpp).
-  Mutex mu_;
+  Mutex mu_{"Revoker::mu_"};
   std::vector<fuse_session*> sessions_ GUARDED_BY(mu_);
 };
 

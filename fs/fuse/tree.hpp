@@ -26,7 +26,7 @@ class DriverNames {
   std::optional<std::string> name(uint32_t id) const;
 
  private:
-  mutable Mutex mu_;  // lock order: leaf (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{"DriverNames::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
   std::vector<std::string> names_ GUARDED_BY(mu_);
 };
 

@@ -104,8 +104,8 @@ class ViewHost {
   DriverNames drivers_;
   // Lock order: mu_ is level 1, the outermost lock of the daemon; publish_mu_
   // starts a leaf chain (-> HostControl::mu_ -> the watchers') (fs/core/mediator_state.hpp).
-  mutable Mutex mu_ ACQUIRED_BEFORE(publish_mu_);
-  mutable Mutex publish_mu_;
+  mutable Mutex mu_ ACQUIRED_BEFORE(publish_mu_){"ViewHost::mu_"};
+  mutable Mutex publish_mu_{"ViewHost::publish_mu_"};
   Publish publish_ GUARDED_BY(publish_mu_);
   std::map<std::string, std::unique_ptr<Hosted>> views_ GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Hosted>> retired_ GUARDED_BY(mu_);

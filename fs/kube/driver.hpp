@@ -88,7 +88,7 @@ class Driver : public DraHandler {
   const std::string cdi_dir_;
   HostDaemon& daemon_;
   ClaimReader& claims_;
-  mutable Mutex mu_;
+  mutable Mutex mu_{"Driver::mu_"};
   Checkpoint checkpoint_ GUARDED_BY(mu_);
 };
 

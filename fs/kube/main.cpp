@@ -123,7 +123,7 @@ class Watcher {
   }
   const std::string control_;
   Publisher& publisher_;
-  Mutex mu_;
+  Mutex mu_{"Watcher::mu_"};
   CondVar cv_;
   bool stopping_ GUARDED_BY(mu_) = false;
   int fd_ GUARDED_BY(mu_) = -1;

@@ -121,7 +121,7 @@ class PluginServer {
   OwnedSocket reg_sock_;
   OwnedSocket dra_sock_;
 
-  mutable Mutex mu_;
+  mutable Mutex mu_{"PluginServer::mu_"};
   mutable CondVar cv_;
   RegistrationState state_ GUARDED_BY(mu_);
 };

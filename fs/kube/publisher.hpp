@@ -71,7 +71,7 @@ class Publisher {
   HostDaemon& daemon_;
   SliceStore& store_;
   const std::chrono::milliseconds resync_;
-  mutable Mutex mu_;
+  mutable Mutex mu_{"Publisher::mu_"};
   CondVar cv_;
   bool poked_ GUARDED_BY(mu_) = false;
   bool stopping_ GUARDED_BY(mu_) = false;

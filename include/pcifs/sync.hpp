@@ -3,6 +3,15 @@
 // libstdc++'s std::mutex carries no annotations; these thin wrappers do.
 // Mutex works with std::condition_variable_any (it has lock/unlock).
 //
+// Contention counters: each Mutex and SharedMutex is named where it is
+// declared ("SimDevice::mu_"), and an acquisition that finds it taken counts
+// itself, with the time it waited, in the site of that name, summed over every
+// lock of the name (lock_contention(); `pcifs view locks`, pcifs-bench
+// --core). An uncontended acquisition costs what it did (a try-lock is the
+// same atomic exchange a lock begins with) and touches no shared counter. Not
+// counted under TSan: its deadlock detector records a successful try-lock as
+// one that cannot wait, so the lock order would go unchecked there.
+//
 // Lock order: the daemon's whole order is written in fs/core/mediator_state.hpp
 // ("Lock order"). ACQUIRED_BEFORE/ACQUIRED_AFTER state it where clang can see
 // both locks (members of one class); clang checks them under
@@ -12,9 +21,15 @@
 // mutex (a flag + condition variable) reports itself to it with LockOrderProbe.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <mutex>
 #include <shared_mutex>
+#include <string>
+#include <vector>
 
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
@@ -53,25 +68,132 @@
 
 namespace pcifs {
 
+// Where contention is counted: every lock of one name shares its site.
+struct LockSite {
+  explicit LockSite(const char* n) : name(n) {}
+  const std::string name;
+  std::atomic<uint64_t> contended{0};  // acquisitions that found the lock taken
+  std::atomic<uint64_t> wait_ns{0};    // how long they waited, in all
+};
+
+struct LockContention {
+  std::string name;
+  uint64_t contended = 0;
+  uint64_t wait_ns = 0;
+};
+
+#if defined(PCIFS_TSAN)
+inline constexpr bool kLockContentionCounted = false;
+#else
+inline constexpr bool kLockContentionCounted = true;
+#endif
+
+namespace detail {
+
+struct LockSites {
+  std::mutex mu;               // a leaf: nothing is taken under it
+  std::deque<LockSite> sites;  // never shrinks: a Mutex keeps a pointer to its site
+};
+
+// Never destroyed: a Mutex of a static object may be contended during exit.
+inline LockSites& lock_sites() {
+  static auto* sites = new LockSites;
+  return *sites;
+}
+
+inline LockSite& lock_site(const char* name) {
+  LockSites& s = lock_sites();
+  std::lock_guard<std::mutex> g(s.mu);
+  for (LockSite& site : s.sites) {
+    if (site.name == name) return site;
+  }
+  return s.sites.emplace_back(name);
+}
+
+// The slow path of an acquisition that found the lock taken: the site is
+// found before waiting (no lock is nested in another), the acquisition counts
+// itself before it waits (so a count can be seen while the lock is held) and
+// adds its wait once it has the lock.
+template <typename Acquire>
+void contended_acquire(const char* name, std::atomic<LockSite*>& cache, Acquire acquire) {
+  LockSite* site = cache.load(std::memory_order_acquire);
+  if (site == nullptr) {
+    site = &lock_site(name);
+    cache.store(site, std::memory_order_release);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  site->contended.fetch_add(1, std::memory_order_relaxed);
+  acquire();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  site->wait_ns.fetch_add(
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count()),
+      std::memory_order_relaxed);
+}
+
+}  // namespace detail
+
+// Every site that has seen contention (or was asked for), in order of first
+// contention; counts since the process started.
+inline std::vector<LockContention> lock_contention() {
+  detail::LockSites& s = detail::lock_sites();
+  std::lock_guard<std::mutex> g(s.mu);
+  std::vector<LockContention> out;
+  out.reserve(s.sites.size());
+  for (const LockSite& site : s.sites) {
+    out.push_back({site.name, site.contended.load(std::memory_order_relaxed),
+                   site.wait_ns.load(std::memory_order_relaxed)});
+  }
+  return out;
+}
+
+// `name` must outlive the lock (a string literal).
 class CAPABILITY("mutex") Mutex {
  public:
-  void lock() ACQUIRE() { mu_.lock(); }
+  Mutex() = default;
+  explicit Mutex(const char* name) : name_(name) {}
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+
+  void lock() ACQUIRE() {
+    if (!kLockContentionCounted) return mu_.lock();
+    if (mu_.try_lock()) return;
+    detail::contended_acquire(name_, site_, [this] { mu_.lock(); });
+  }
   void unlock() RELEASE() { mu_.unlock(); }
   bool try_lock() TRY_ACQUIRE(true) { return mu_.try_lock(); }
+  const char* name() const { return name_; }
 
  private:
   std::mutex mu_;
+  const char* name_ = "(unnamed Mutex)";
+  std::atomic<LockSite*> site_{nullptr};
 };
 
 class CAPABILITY("shared_mutex") SharedMutex {
  public:
-  void lock() ACQUIRE() { mu_.lock(); }
+  SharedMutex() = default;
+  explicit SharedMutex(const char* name) : name_(name) {}
+  SharedMutex(const SharedMutex&) = delete;
+  SharedMutex& operator=(const SharedMutex&) = delete;
+
+  void lock() ACQUIRE() {
+    if (!kLockContentionCounted) return mu_.lock();
+    if (mu_.try_lock()) return;
+    detail::contended_acquire(name_, site_, [this] { mu_.lock(); });
+  }
   void unlock() RELEASE() { mu_.unlock(); }
-  void lock_shared() ACQUIRE_SHARED() { mu_.lock_shared(); }
+  void lock_shared() ACQUIRE_SHARED() {
+    if (!kLockContentionCounted) return mu_.lock_shared();
+    if (mu_.try_lock_shared()) return;
+    detail::contended_acquire(name_, site_, [this] { mu_.lock_shared(); });
+  }
   void unlock_shared() RELEASE_SHARED() { mu_.unlock_shared(); }
+  const char* name() const { return name_; }
 
  private:
   std::shared_mutex mu_;
+  const char* name_ = "(unnamed SharedMutex)";
+  std::atomic<LockSite*> site_{nullptr};
 };
 
 class SCOPED_CAPABILITY MutexLock {

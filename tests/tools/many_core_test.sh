@@ -2,8 +2,9 @@
 # The prepared many-core run (issue 13 §4), tried small: `many_core.sh KIT OUT
 # quick` on a kit made of this build exits 0, runs every step with status 0
 # into OUT/figures.txt, logs enable_uring before and after (the same) and no
-# mount left, and leaves no mount or temp dir behind. Where perf is installed
-# the two profiles name the daemon's threads; where it is not, they are
+# mount left, and leaves no mount or temp dir behind; --core prints its lock
+# waits. Where perf is installed the two profiles name the daemon's threads
+# and hold its lock table (`pcifs view locks`); where it is not, they are
 # reported skipped. A device session is short: this is what makes sure the
 # script it runs works.
 # Needs: root, /dev/fuse, python3, PCIFS_BUILD_DIR with pcifs and pcifs-bench.
@@ -45,6 +46,7 @@ for s in core readers_dev readers_uring transports lspci_dev lspci_uring scale; 
 done
 grep -q "config read 4 B, QD1" "$txt" || fail "the transport table is missing"
 grep -q "ratio mount / sysfs" "$txt" || fail "the lspci comparison is missing"
+grep -q "^Lock waits" "$txt" || fail "--core printed no lock waits"
 grep -q "^enable_uring after: $before (before: $before)$" "$log" ||
   fail "enable_uring: $(grep enable_uring "$log")"
 grep -q "^pcifs mounts left: 0$" "$log" || fail "$(grep 'mounts left' "$log" || echo 'no mount count')"
@@ -53,6 +55,7 @@ for t in dev uring; do
   if [ "$have_perf" = 1 ]; then
     p=$out/profile-$t.txt
     grep -q "pcifs" "$p" 2>/dev/null || fail "profile $t names no pcifs thread: $(head -c 300 "$p" 2>&1)"
+    grep -q "^LOCK  *CONTENDED  *WAITED_MS" "$p" || fail "profile $t has no lock table: $(head -c 300 "$p")"
     grep -q "^--- profile $t: [0-9]* lines" "$txt" || fail "profile $t not reported"
   else
     grep -q "^--- profile $t: skipped" "$txt" || fail "profile $t: neither run nor skipped"

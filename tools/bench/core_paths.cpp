@@ -7,12 +7,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "core/access_gate.hpp"
 #include "pcifs/mediator.hpp"
+#include "pcifs/sync.hpp"
 #include "sim/sim_backend.hpp"
 #include "stats.hpp"
 
@@ -39,10 +41,58 @@ std::vector<unsigned> default_threads() {
   return out;
 }
 
+// Lock waits by lock name (include/pcifs/sync.hpp): what lock_contention()
+// says now, and what it added since an earlier look.
+using Waits = std::map<std::string, LockContention>;
+Waits waits_now() {
+  Waits w;
+  for (auto& c : lock_contention()) w[c.name] = c;
+  return w;
+}
+void add_waits_since(const Waits& before, Waits* sum) {
+  for (const auto& [name, now] : waits_now()) {
+    const auto it = before.find(name);
+    const uint64_t c0 = it == before.end() ? 0 : it->second.contended;
+    const uint64_t w0 = it == before.end() ? 0 : it->second.wait_ns;
+    if (now.contended == c0) continue;
+    LockContention& s = (*sum)[name];
+    s.name = name;
+    s.contended += now.contended - c0;
+    s.wait_ns += now.wait_ns - w0;
+  }
+}
+
+// One cell over all rounds: the rates, and the lock waits of every operation.
+struct Cell {
+  std::vector<double> rates;
+  uint64_t ops = 0;
+  Waits waits;
+};
+
+// The locks that waited longest in a cell, per operation: "NAME C/M W ns"
+// (acquisitions that waited per million operations, nanoseconds waited per
+// operation), at most `top`; "none".
+std::string top_waits(const Cell& c, size_t top) {
+  std::vector<LockContention> v;
+  for (const auto& [name, w] : c.waits) v.push_back(w);
+  std::sort(v.begin(), v.end(),
+            [](const LockContention& a, const LockContention& b) { return a.wait_ns > b.wait_ns; });
+  std::string out;
+  const double ops = static_cast<double>(std::max<uint64_t>(c.ops, 1));
+  for (size_t i = 0; i < v.size() && i < top; ++i) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%s%s %.0f/M %.0f ns", out.empty() ? "" : "; ",
+                  v[i].name.c_str(), static_cast<double>(v[i].contended) * 1e6 / ops,
+                  static_cast<double>(v[i].wait_ns) / ops);
+    out += buf;
+  }
+  return out.empty() ? "none" : out;
+}
+
 // One run: `n` threads reading `offset` (or entering the gate) for `ms`;
-// operations per second, or -1.
-double run_once(Mediator& m, ViewId view, const Bdf& bdf, uint32_t offset, unsigned n,
-                unsigned ms) {
+// operations per second (-1 on failure), the operations in *ops.
+double run_once(Mediator& m, ViewId view, const Bdf& bdf, uint32_t offset, unsigned n, unsigned ms,
+                uint64_t* ops) {
   std::vector<HandleId> handles;
   core::AccessGate gate(PowerState::kD0, true, true);
   for (unsigned t = 0; t < n && offset != kGateOnly; ++t) {
@@ -92,6 +142,7 @@ double run_once(Mediator& m, ViewId view, const Bdf& bdf, uint32_t offset, unsig
   if (failed.load()) return -1;
   uint64_t total = 0;
   for (uint64_t c : counts) total += c;
+  *ops = total;
   return static_cast<double>(total) / s;
 }
 
@@ -105,20 +156,24 @@ int run_core_bench(const CoreBenchArgs& a) {
   auto m = std::make_unique<Mediator>(backend::sim::make_default_backend(), MediatorOptions{});
   const ViewId view = m->add_view(ViewPolicy{});
   const Bdf bdf = *Bdf::parse("0000:01:00.0");
-  // [register][thread count] -> rounds
-  std::vector<std::vector<std::vector<double>>> got(
-      std::size(kRegisters), std::vector<std::vector<double>>(threads.size()));
+  // [register][thread count]
+  std::vector<std::vector<Cell>> got(std::size(kRegisters), std::vector<Cell>(threads.size()));
   for (unsigned r = 0; r < a.rounds; ++r) {
     for (size_t g = 0; g < std::size(kRegisters); ++g) {
       for (size_t i = 0; i < threads.size(); ++i) {
         std::fprintf(stderr, "\rpcifs-bench --core: round %u/%u, %s, %u threads      ", r + 1,
                      a.rounds, kRegisters[g].name, threads[i]);
-        const double ops = run_once(*m, view, bdf, kRegisters[g].offset, threads[i], a.ms);
-        if (ops < 0) {
+        Cell& cell = got[g][i];
+        const Waits before = waits_now();
+        uint64_t ops = 0;
+        const double rate = run_once(*m, view, bdf, kRegisters[g].offset, threads[i], a.ms, &ops);
+        if (rate < 0) {
           std::fprintf(stderr, "\npcifs-bench --core: a read of %s failed\n", kRegisters[g].name);
           return 1;
         }
-        got[g][i].push_back(ops);
+        add_waits_since(before, &cell.waits);
+        cell.rates.push_back(rate);
+        cell.ops += ops;
       }
     }
   }
@@ -131,7 +186,26 @@ int run_core_bench(const CoreBenchArgs& a) {
     for (size_t g = 0; g < std::size(kRegisters); ++g) {
       std::printf("%s\"%s\": [", g ? ", " : "", kRegisters[g].name);
       for (size_t i = 0; i < threads.size(); ++i)
-        std::printf("%s%.0f", i ? ", " : "", median(got[g][i]));
+        std::printf("%s%.0f", i ? ", " : "", median(got[g][i].rates));
+      std::printf("]");
+    }
+    // Per register, per thread count: the operations of every round and
+    // each lock's waits during them.
+    std::printf("}, \"lock_waits_counted\": %s, \"lock_waits\": {",
+                kLockContentionCounted ? "true" : "false");
+    for (size_t g = 0; g < std::size(kRegisters); ++g) {
+      std::printf("%s\"%s\": [", g ? ", " : "", kRegisters[g].name);
+      for (size_t i = 0; i < threads.size(); ++i) {
+        std::printf("%s{\"ops\": %llu, \"locks\": [", i ? ", " : "",
+                    static_cast<unsigned long long>(got[g][i].ops));
+        size_t k = 0;
+        for (const auto& [name, w] : got[g][i].waits) {
+          std::printf("%s{\"name\": \"%s\", \"contended\": %llu, \"wait_ns\": %llu}",
+                      k++ ? ", " : "", name.c_str(), static_cast<unsigned long long>(w.contended),
+                      static_cast<unsigned long long>(w.wait_ns));
+        }
+        std::printf("]}");
+      }
       std::printf("]");
     }
     std::printf("}}\n");
@@ -150,8 +224,27 @@ int run_core_bench(const CoreBenchArgs& a) {
   for (size_t i = 0; i < threads.size(); ++i) {
     std::printf("| %u |", threads[i]);
     for (size_t g = 0; g < std::size(kRegisters); ++g) {
-      const double one = median(got[g][0]), now = median(got[g][i]);
+      const double one = median(got[g][0].rates), now = median(got[g][i].rates);
       std::printf(" %.0f | %.2f |", now, one > 0 ? now / one : 0);
+    }
+    std::printf("\n");
+  }
+  if (!kLockContentionCounted) {
+    std::printf("\nLock waits: not counted in this build (TSan).\n");
+    return 0;
+  }
+  std::printf(
+      "\nLock waits, all rounds: the locks that waited longest, each as acquisitions that "
+      "found it taken per million operations and nanoseconds waited per operation "
+      "(include/pcifs/sync.hpp)\n\n| threads |");
+  for (const auto& reg : kRegisters) std::printf(" %s |", reg.name);
+  std::printf("\n|---|");
+  for (size_t g = 0; g < std::size(kRegisters); ++g) std::printf("---|");
+  std::printf("\n");
+  for (size_t i = 0; i < threads.size(); ++i) {
+    std::printf("| %u |", threads[i]);
+    for (size_t g = 0; g < std::size(kRegisters); ++g) {
+      std::printf(" %s |", top_waits(got[g][i], 2).c_str());
     }
     std::printf("\n");
   }

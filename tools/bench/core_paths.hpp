@@ -9,7 +9,9 @@
 // entered and left, nothing behind it: what every BAR pread pays). Each
 // figure is the median of its rounds, in operations per second, with the
 // speed-up over one thread; on a machine with fewer CPUs than threads the
-// speed-up stops at the CPU count by nature.
+// speed-up stops at the CPU count by nature. Then, per cell, the locks that
+// waited longest during it (include/pcifs/sync.hpp's contention counters):
+// what stops a figure from scaling, by name.
 #pragma once
 
 #include <vector>

@@ -64,10 +64,12 @@ profile() {
     return
   fi
   echo "=== profile $transport: $(nproc) readers, perf for $secs s" | tee -a "$txt" >>"$log"
-  local mnt data=$out/perf-$transport.data
+  local mnt data=$out/perf-$transport.data host
   mnt=$(mktemp -d)
+  host=$(mktemp -d)  # its control socket (for `pcifs view locks`), state and CDI directories
   if [ "$transport" = uring ]; then echo Y >"$uring_param" 2>>"$log"; fi
-  "$pcifs" -f --lock-dir=none --transport="$transport" "$mnt" 2>>"$log" &
+  "$pcifs" -f --lock-dir=none --transport="$transport" --control="$host/control.sock" \
+    --state-dir="$host/state" --cdi-dir="$host/cdi" --view-root="$host/views" "$mnt" 2>>"$log" &
   local pid=$!
   local cfg=$mnt/devices/0000:01:00.0/config
   for _ in $(seq 100); do [ -e "$cfg" ] && break; sleep 0.1; done
@@ -85,12 +87,21 @@ while time.time() < end:
   LD_LIBRARY_PATH=$kit/perf/lib timeout -k 5 $((secs + 30)) "$perf" record -F 499 -g \
     -p "$pid" -o "$data" -- sleep "$secs" >>"$log" 2>&1
   wait "${readers[@]}" 2>/dev/null
-  fusermount3 -u "$mnt" 2>>"$log" || umount -l "$mnt" 2>>"$log"
+  # The daemon's lock waits over the whole run (include/pcifs/sync.hpp).
+  timeout -k 5 20 "$pcifs" view locks --control "$host/control.sock" >"$host/locks.txt" 2>>"$log"
+  # A daemon with a control socket outlives its mount: SIGTERM stops it and
+  # unmounts; the unmount after it is for a daemon that did not.
+  kill -TERM "$pid" 2>>"$log"
   wait "$pid" 2>/dev/null
+  if grep -q " $mnt " /proc/mounts; then
+    fusermount3 -u "$mnt" 2>>"$log" || umount -l "$mnt" 2>>"$log"
+  fi
   rmdir "$mnt" 2>/dev/null
   if [ "$transport" = uring ]; then echo "$uring_before" >"$uring_param" 2>>"$log"; fi
   {
     echo "# pcifs --transport=$transport, $(nproc) readers of PMCSR, perf -F 499 -g for $secs s"
+    echo "# the daemon's lock waits since it started (pcifs view locks)"
+    cat "$host/locks.txt" 2>/dev/null
     LD_LIBRARY_PATH=$kit/perf/lib "$perf" report -i "$data" --no-children --sort pid --stdio \
       -g none 2>/dev/null | grep -v '^$' | head -40
     LD_LIBRARY_PATH=$kit/perf/lib "$perf" report -i "$data" --no-children --sort dso,sym \
@@ -99,6 +110,7 @@ while time.time() < end:
       -g caller,0.5,callee --percent-limit 3 2>/dev/null | head -1500
   } >"$report"
   rm -f "$data"
+  rm -rf "$host"
   echo "--- profile $transport: $(wc -l <"$report") lines in $report" | tee -a "$txt" >>"$log"
 }
 

@@ -1,4 +1,4 @@
-// `pcifs view add|rm|ls|watch` (fs/control/cli.hpp, client.hpp) against a
+// `pcifs view add|rm|ls|watch|locks` (fs/control/cli.hpp, client.hpp) against a
 // Server with a fake Handler: what is sent, what is printed, and the exit
 // statuses 0 (done), 1 (the daemon said no), 2 (usage), 3 (no daemon).
 #include "control/cli.hpp"
@@ -9,8 +9,10 @@
 #include <future>
 #include <sstream>
 #include <streambuf>
+#include <thread>
 
 #include "control/client.hpp"
+#include "pcifs/sync.hpp"
 #include "unit/control/control_test_util.hpp"
 
 namespace pcifs::control::test {
@@ -171,6 +173,44 @@ TEST_F(CliTest, ARefusedConnectionIsStatus1WithTheDaemonsWords) {
   EXPECT_NE(r.err.find("pcifs: view ls: permission denied: the control socket is for uid"),
             std::string::npos)
       << r.err;
+}
+
+// The server runs in this process, so a lock made to wait here is the
+// daemon's: one waiting acquisition, counted before the lock is given up.
+TEST_F(CliTest, LocksPrintsEveryLockThatWaited) {
+  Mutex m("test::cli_waited");
+  m.lock();
+  std::thread waiter([&] { MutexLock lock(m); });
+  for (int i = 0; i < 60000 && kLockContentionCounted; ++i) {
+    bool seen = false;
+    for (const auto& c : lock_contention()) seen |= c.name == "test::cli_waited" && c.contended;
+    if (seen) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  m.unlock();
+  waiter.join();
+  CliRun r = run({"view", "locks"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("LOCK", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("CONTENDED  WAITED_MS"), std::string::npos) << r.out;
+  CliRun j = run({"view", "locks", "--json"});
+  EXPECT_EQ(j.status, 0) << j.err;
+  const json locks = json::parse(j.out);
+  ASSERT_TRUE(locks.is_array());
+  if (!kLockContentionCounted) {
+    EXPECT_EQ(r.err, "pcifs: view locks: this daemon does not count contention (a TSan build)\n");
+    return;
+  }
+  EXPECT_EQ(r.err, "");
+  EXPECT_NE(r.out.find("\ntest::cli_waited "), std::string::npos) << r.out;
+  bool found = false;
+  for (const auto& l : locks) {
+    if (l["name"] != "test::cli_waited") continue;
+    found = true;
+    EXPECT_EQ(l["contended"], 1);
+  }
+  EXPECT_TRUE(found) << j.out;
+  EXPECT_TRUE(h_.calls().empty());
 }
 
 TEST_F(CliTest, RmSaysRemovedOrTheNote) {

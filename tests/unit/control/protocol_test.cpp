@@ -36,13 +36,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadRequest{"{\"verb\":\"ls\"} trailing", "not JSON: "},
         BadRequest{"\"ls\"", "expected a JSON object, got \"ls\""},
         BadRequest{"[1,2]", "expected a JSON object, got [1,2]"},
-        BadRequest{"{}", "verb: expected one of add, rm, ls, devices, watch, ping (got nothing)"},
+        BadRequest{"{}",
+                   "verb: expected one of add, rm, ls, devices, locks, watch, ping (got nothing)"},
         BadRequest{"{\"verb\":\"x\"}",
-                   "verb: expected one of add, rm, ls, devices, watch, ping (got \"x\")"},
+                   "verb: expected one of add, rm, ls, devices, locks, watch, ping (got \"x\")"},
         BadRequest{"{\"verb\":7}",
-                   "verb: expected one of add, rm, ls, devices, watch, ping (got 7)"},
+                   "verb: expected one of add, rm, ls, devices, locks, watch, ping (got 7)"},
         BadRequest{"{\"verb\":\"LS\"}",
-                   "verb: expected one of add, rm, ls, devices, watch, ping (got \"LS\")"},
+                   "verb: expected one of add, rm, ls, devices, locks, watch, ping (got \"LS\")"},
         BadRequest{"{\"verb\":\"rm\"}", "name: expected a string"},
         BadRequest{"{\"verb\":\"rm\",\"name\":3}", "name: expected a string"},
         BadRequest{"{\"verb\":\"rm\",\"name\":\"\"}", "name: must not be empty"},
@@ -69,7 +70,7 @@ TEST(ProtocolTest, ALineOverTheLimitIsE2big) {
 
 TEST(ProtocolTest, ValidRequests) {
   std::string error;
-  for (const char* verb : {"ls", "watch", "ping"}) {
+  for (const char* verb : {"ls", "devices", "locks", "watch", "ping"}) {
     auto r = parse_request(json{{"verb", verb}}.dump(), &error);
     ASSERT_TRUE(r.ok()) << error;
     EXPECT_EQ(r->verb, verb);

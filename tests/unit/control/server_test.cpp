@@ -11,8 +11,10 @@
 
 #include <fstream>
 #include <future>
+#include <thread>
 
 #include "control/client.hpp"
+#include "pcifs/sync.hpp"
 #include "unit/control/control_test_util.hpp"
 
 namespace pcifs::control::test {
@@ -52,6 +54,44 @@ TEST_F(ServerTest, PingAnswersPidAndVersion) {
   EXPECT_TRUE(h_.calls().empty());
 }
 
+// `locks` answers this process's lock contention (include/pcifs/sync.hpp),
+// without the handler: a lock made to wait here is in the answer, a lock that
+// never waited is not (the negative control).
+TEST_F(ServerTest, LocksAnswersTheProcesssLockContention) {
+  auto s = start();
+  RawConn c(path());
+  Mutex waited("test::server_waited");
+  Mutex idle("test::server_idle");
+  { MutexLock lock(idle); }
+  waited.lock();
+  std::thread waiter([&] { MutexLock lock(waited); });
+  const auto entry = [&](const std::string& name) {
+    json r = c.request({{"verb", "locks"}});
+    EXPECT_EQ(r["ok"], true) << r;
+    EXPECT_EQ(r["counted"], kLockContentionCounted);
+    for (const auto& l : r["locks"]) {
+      if (l["name"] == name) return l;
+    }
+    return json();
+  };
+  // Bounded: the waiter counts itself before it blocks. It is let go and
+  // joined before anything is asserted.
+  json l;
+  for (int i = 0; i < 60000 && l.is_null() && kLockContentionCounted; ++i) {
+    l = entry("test::server_waited");
+    if (l.is_null()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  waited.unlock();
+  waiter.join();
+  if (kLockContentionCounted) {
+    ASSERT_FALSE(l.is_null()) << "the waiting lock never showed";
+    EXPECT_EQ(l["contended"], 1);
+    EXPECT_TRUE(l["wait_ns"].is_number_unsigned());
+  }
+  EXPECT_TRUE(entry("test::server_idle").is_null());
+  EXPECT_TRUE(h_.calls().empty());
+}
+
 TEST_F(ServerTest, TheSocketIsPrivateInADirectoryItMade) {
   auto s = start();
   struct stat st {};
@@ -72,7 +112,8 @@ TEST_F(ServerTest, GarbageGetsAnErrorAndTheConnectionStaysUsable) {
   EXPECT_EQ(r["ok"], false);
   EXPECT_EQ(r["error"].get<std::string>().rfind("not JSON: ", 0), 0u) << r;
   r = c.request({{"verb", "x"}});
-  EXPECT_EQ(r["error"], "verb: expected one of add, rm, ls, devices, watch, ping (got \"x\")");
+  EXPECT_EQ(r["error"],
+            "verb: expected one of add, rm, ls, devices, locks, watch, ping (got \"x\")");
   ASSERT_TRUE(c.send("\n\n"));  // blank lines are skipped, not answered
   EXPECT_EQ(c.request({{"verb", "rm"}})["error"], "name: expected a string");
   EXPECT_EQ(c.request({{"verb", "ping"}})["ok"], true);
