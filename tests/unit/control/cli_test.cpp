@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "control/client.hpp"
+#include "fixtures/lock_wait.hpp"
 #include "pcifs/sync.hpp"
 #include "unit/control/control_test_util.hpp"
 
@@ -181,12 +182,7 @@ TEST_F(CliTest, LocksPrintsEveryLockThatWaited) {
   Mutex m("test::cli_waited");
   m.lock();
   std::thread waiter([&] { MutexLock lock(m); });
-  for (int i = 0; i < 60000 && kLockContentionCounted; ++i) {
-    bool seen = false;
-    for (const auto& c : lock_contention()) seen |= c.name == "test::cli_waited" && c.contended;
-    if (seen) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  const bool seen = kLockContentionCounted && pcifs::test::wait_contended("test::cli_waited", 1);
   m.unlock();
   waiter.join();
   CliRun r = run({"view", "locks"});
@@ -201,6 +197,7 @@ TEST_F(CliTest, LocksPrintsEveryLockThatWaited) {
     EXPECT_EQ(r.err, "pcifs: view locks: this daemon does not count contention (a TSan build)\n");
     return;
   }
+  ASSERT_TRUE(seen) << "the lock never counted its waiter";
   EXPECT_EQ(r.err, "");
   EXPECT_NE(r.out.find("\ntest::cli_waited "), std::string::npos) << r.out;
   bool found = false;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "control/client.hpp"
+#include "fixtures/lock_wait.hpp"
 #include "pcifs/sync.hpp"
 #include "unit/control/control_test_util.hpp"
 
@@ -74,16 +75,14 @@ TEST_F(ServerTest, LocksAnswersTheProcesssLockContention) {
     }
     return json();
   };
-  // Bounded: the waiter counts itself before it blocks. It is let go and
-  // joined before anything is asserted.
-  json l;
-  for (int i = 0; i < 60000 && l.is_null() && kLockContentionCounted; ++i) {
-    l = entry("test::server_waited");
-    if (l.is_null()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  // The waiter counts itself before it blocks; it is let go and joined
+  // before anything is asserted.
+  const bool seen = kLockContentionCounted && pcifs::test::wait_contended("test::server_waited", 1);
   waited.unlock();
   waiter.join();
+  const json l = entry("test::server_waited");
   if (kLockContentionCounted) {
+    ASSERT_TRUE(seen) << "the lock never counted its waiter";
     ASSERT_FALSE(l.is_null()) << "the waiting lock never showed";
     EXPECT_EQ(l["contended"], 1);
     EXPECT_TRUE(l["wait_ns"].is_number_unsigned());

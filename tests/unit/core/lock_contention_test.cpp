@@ -11,30 +11,13 @@
 #include <thread>
 #include <vector>
 
+#include "fixtures/lock_wait.hpp"
 #include "pcifs/sync.hpp"
 
 namespace pcifs::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-LockContention site_of(const std::string& name) {
-  for (auto& c : lock_contention()) {
-    if (c.name == name) return c;
-  }
-  return LockContention{name, 0, 0};
-}
-
-// Polls until `name` has counted `n` contended acquisitions (60 s at most: a
-// bound on a loaded machine, never a timing expectation).
-bool wait_contended(const std::string& name, uint64_t n) {
-  const auto end = std::chrono::steady_clock::now() + 60s;
-  while (std::chrono::steady_clock::now() < end) {
-    if (site_of(name).contended >= n) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return false;
-}
 
 class LockContentionTest : public ::testing::Test {
  protected:
@@ -84,14 +67,14 @@ TEST_F(LockContentionTest, AWaitingAcquisitionCountsItselfAndItsWait) {
   m.unlock();
   waiter.join();
   ASSERT_TRUE(seen);
-  const LockContention c = site_of("test::held_mutex");
+  const LockContention c = contention_of("test::held_mutex");
   EXPECT_EQ(c.contended, 1u);
   EXPECT_GT(c.wait_ns, 0u);
   // Taken again with no one holding it: the count stays.
   for (int i = 0; i < 1000; ++i) {
     MutexLock lock(m);
   }
-  EXPECT_EQ(site_of("test::held_mutex").contended, 1u);
+  EXPECT_EQ(contention_of("test::held_mutex").contended, 1u);
 }
 
 TEST_F(LockContentionTest, SharedAndExclusiveWaitsBothCount) {
@@ -108,7 +91,7 @@ TEST_F(LockContentionTest, SharedAndExclusiveWaitsBothCount) {
   s.unlock_shared();
   writer.join();
   ASSERT_TRUE(writer_seen);
-  EXPECT_EQ(site_of("test::held_shared").contended, 2u);
+  EXPECT_EQ(contention_of("test::held_shared").contended, 2u);
 }
 
 // Every lock of one name shares its site (the 64 shards of the handle table
@@ -119,15 +102,15 @@ TEST_F(LockContentionTest, LocksOfOneNameShareASite) {
   for (auto& m : locks) {
     m->lock();
     std::thread waiter([&m] { MutexLock lock(*m); });
-    const uint64_t before = site_of("test::shard").contended;
+    const uint64_t before = contention_of("test::shard").contended;
     const bool seen = wait_contended("test::shard", before + 1);
     m->unlock();
     waiter.join();
     ASSERT_TRUE(seen);
   }
-  EXPECT_EQ(site_of("test::shard").contended, 3u);
+  EXPECT_EQ(contention_of("test::shard").contended, 3u);
 
-  const uint64_t unnamed = site_of("(unnamed Mutex)").contended;
+  const uint64_t unnamed = contention_of("(unnamed Mutex)").contended;
   Mutex anonymous;
   anonymous.lock();
   std::thread waiter([&] { MutexLock lock(anonymous); });
