@@ -96,7 +96,7 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
     // has ended waits for it (Mediator::when_doe_discovered).
     MutexLock lock(d->doe_mu);
     d->features.assign(d->mailboxes.size(), std::nullopt);
-    d->rediscover.assign(d->mailboxes.size(), false);
+    d->rediscover.assign(d->mailboxes.size(), DeviceState::Rediscover::kNever);
     d->discovery_pending = d->mailboxes.size();
   }
   {
@@ -453,7 +453,7 @@ Result<void> Mediator::Impl::wake_if_allowed(Handle& h, bool wait) {
   spdlog::info("{}: woken to D0 for pid={}", d.bdf.str(), h.caller.pid);
   emit(MediatorEvent::device(MediatorEvent::Kind::kPower, d.bdf,
                              std::string(to_string(PowerState::kD0))));
-  rediscover(h.dev);
+  rediscover(h.dev, /*reset=*/false);
   return Ok();
 }
 

@@ -300,17 +300,23 @@ void discover_mailbox(const std::shared_ptr<DeviceState>& d, size_t m) {
       return discover_mailbox(dev, m);
     }
     // Refused because the device is not in D0 (it arrived in low power): it
-    // runs again when the device is next put there. Not an Error bit or a
-    // timeout of a device in D0: running again would find the same.
-    const bool refused = eio && !in_d0(*dev);
-    if (!r)
+    // runs again when the device is next put there. Failed by the mailbox of
+    // a device in D0 (EIO: its Error bit, or not a Discovery response): after
+    // the next reset of the function. A timeout is final (DeviceState).
+    using Again = DeviceState::Rediscover;
+    const Again again = !eio ? Again::kNever : in_d0(*dev) ? Again::kAtReset : Again::kAtD0;
+    if (!r) {
       spdlog::warn("{}: DOE mailbox {} discovery failed: {}{}", dev->bdf.str(), m, r.error().name(),
-                   refused ? " (the device is not in D0: it runs again when it is put there)" : "");
+                   again == Again::kAtD0 ? " (the device is not in D0: it runs again when it is "
+                                           "put there)"
+                   : again == Again::kAtReset ? " (it runs again after the next reset)"
+                                              : "");
+    }
     std::vector<std::function<void()>> then;
     {
       MutexLock lock(dev->doe_mu);
       dev->features[m] = r ? *r : std::vector<backend::DoeFeature>{};
-      dev->rediscover[m] = refused;
+      dev->rediscover[m] = again;
       if (--dev->discovery_pending == 0) then.swap(dev->discovery_waiters);
       dev->discovery_cv.notify_all();
     }
@@ -324,21 +330,24 @@ void Mediator::Impl::start_discovery(const std::shared_ptr<DeviceState>& d) {
   for (size_t m = 0; m < d->mailboxes.size(); ++m) discover_mailbox(d, m);
 }
 
-void Mediator::Impl::rediscover(const std::shared_ptr<DeviceState>& d) {
+void Mediator::Impl::rediscover(const std::shared_ptr<DeviceState>& d, bool reset) {
   if (!in_d0(*d)) return;
-  std::vector<size_t> again;
+  using Again = DeviceState::Rediscover;
+  std::vector<std::pair<size_t, Again>> again;
   {
     MutexLock lock(d->doe_mu);
     for (size_t m = 0; m < d->rediscover.size(); ++m) {
-      if (!d->rediscover[m]) continue;
-      d->rediscover[m] = false;
+      const Again when = d->rediscover[m];
+      if (when == Again::kNever || (when == Again::kAtReset && !reset)) continue;
+      d->rediscover[m] = Again::kNever;
       d->features[m].reset();
-      again.push_back(m);
+      again.emplace_back(m, when);
     }
     d->discovery_pending += again.size();
   }
-  for (size_t m : again) {
-    spdlog::info("{}: DOE mailbox {}: Discovery again, the device is in D0", d->bdf.str(), m);
+  for (const auto& [m, when] : again) {
+    spdlog::info("{}: DOE mailbox {}: Discovery again, {}", d->bdf.str(), m,
+                 when == Again::kAtReset ? "the function was reset" : "the device is in D0");
     discover_mailbox(d, m);
   }
 }

@@ -37,7 +37,7 @@ void Mediator::Impl::run_hand_over(const std::string& group,
     if (r) {
       d->config->reset_virtual();
       d->handovers++;
-      rediscover(d);
+      rediscover(d, /*reset=*/d->reset_method != core::ResetMethod::kNone);
       spdlog::info("{}: handed over: {}, baseline config, bus master off, D0 ({} ms)", d->bdf.str(),
                    d->reset_method == core::ResetMethod::kNone
                        ? std::string("no reset (the function has none: its memory is kept)")

@@ -270,7 +270,7 @@ Result<size_t> Mediator::Impl::write_control(Handle& h, std::span<const uint8_t>
     if (r) {
       emit(MediatorEvent::device(MediatorEvent::Kind::kPower, d.bdf,
                                  std::string(to_string(*target))));
-      rediscover(h.dev);
+      rediscover(h.dev, /*reset=*/false);
     }
   } else if (text != "1") {
     return Errno(EINVAL);
@@ -280,7 +280,7 @@ Result<size_t> Mediator::Impl::write_control(Handle& h, std::span<const uint8_t>
     r = d.control->reset();
     if (r) {
       d.config->reset_virtual();
-      rediscover(h.dev);
+      rediscover(h.dev, /*reset=*/true);
     }
   } else {
     spdlog::info("{}: remove by pid={}", d.bdf.str(), h.caller.pid);

@@ -156,11 +156,18 @@ struct DeviceState {
   // before the device is published; Discovery then runs in the background.
   std::vector<std::optional<std::vector<backend::DoeFeature>>> features GUARDED_BY(doe_mu);
   size_t discovery_pending GUARDED_BY(doe_mu) = 0;
-  // Per mailbox: its last Discovery was refused because the device was not in
-  // D0 (it arrived in low power). It runs again when the device is next
-  // brought to D0 (Mediator::Impl::rediscover). An Error bit or a timeout in
-  // D0 is final: a timeout would cost the DOE timeout at every try.
-  std::vector<bool> rediscover GUARDED_BY(doe_mu);
+  // Per mailbox: whether, and when, its last Discovery runs again
+  // (Mediator::Impl::rediscover).
+  //  - kAtD0: refused because the device was not in D0 (it arrived in low
+  //    power): when the device is next brought to D0.
+  //  - kAtReset: the mailbox failed it in D0 (its Error bit, or a response
+  //    that is not Discovery's): after the function's next reset (the reset
+  //    file, or a hand-over that resets), which puts a mailbox back to its
+  //    initial state; a power change alone would find the same.
+  //  - kNever: it succeeded, or timed out in D0 -- each further try would
+  //    cost the DOE timeout, and hold the device's control writes as long.
+  enum class Rediscover : uint8_t { kNever, kAtD0, kAtReset };
+  std::vector<Rediscover> rediscover GUARDED_BY(doe_mu);
   // Mediator::when_doe_discovered's callbacks, run when it reaches 0.
   std::vector<std::function<void()>> discovery_waiters GUARDED_BY(doe_mu);
 
@@ -404,9 +411,11 @@ struct Mediator::Impl {
   void doe_complete(const std::weak_ptr<core::Handle>& wh, uint64_t ticket,
                     Result<std::vector<uint32_t>> r);
   void start_discovery(const std::shared_ptr<core::DeviceState>& d);
-  // After a power change, a reset, a wake or a hand-over: the mailboxes whose
-  // Discovery was refused outside D0 run it again if the device is now in D0.
-  void rediscover(const std::shared_ptr<core::DeviceState>& d);
+  // After a power change, a reset, a wake or a hand-over: if the device is
+  // now in D0, the mailboxes whose Discovery was refused outside D0 run it
+  // again, and, where `reset` (the function was reset), those whose mailbox
+  // failed it (DeviceState::rediscover).
+  void rediscover(const std::shared_ptr<core::DeviceState>& d, bool reset);
 
   // --- mediator_files.cpp
   std::vector<FileEntry> list_files(const ViewPolicy& v, const core::DeviceState& d) const;

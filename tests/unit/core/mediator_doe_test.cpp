@@ -197,10 +197,16 @@ class MediatorDoeTest : public MediatorFixture {
   }
 
   // ep0_in_d3hot: 0000:01:00.0 is in D3hot when the Mediator attaches it.
-  void start_doe(bool faulty_doe1, bool ep0_in_d3hot = false) {
+  // ep2_fault: the fault of both of 0000:02:00.0's mailboxes at attach
+  // (where not faulty_doe1).
+  void start_doe(bool faulty_doe1, bool ep0_in_d3hot = false,
+                 DoeFault ep2_fault = DoeFault::kNone) {
     sim_ = backend::sim::make_default_backend();
     sim_raw_ = sim_.get();
-    if (!faulty_doe1) sim_raw_->find(kEp2)->set_doe_fault(1, DoeFault::kNone);
+    if (!faulty_doe1) {
+      sim_raw_->find(kEp2)->set_doe_fault(0, ep2_fault);
+      sim_raw_->find(kEp2)->set_doe_fault(1, ep2_fault);
+    }
     if (ep0_in_d3hot) {
       auto r = sim_raw_->find(kEp0)->set_power_state(PowerState::kD3hot);
       ASSERT_TRUE(r.ok()) << r.error().name();
@@ -883,6 +889,84 @@ TEST_F(MediatorDoeFaultyTest, ATimedOutDiscoveryIsNotRunAgain) {
   auto after = med_->files(view_, kEp2);
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->size(), before->size());
+}
+
+// A mailbox that fails Discovery in D0 with its Error bit (both of 02:00.0's
+// here, their error fault at attach; the device recovers from it at once): a
+// power cycle does not run Discovery again -- nothing resets the mailbox --
+// but a reset of the function does, by the reset file or a hand-over, and
+// doe_features/ then lists what it reports. A timeout stays final
+// (ATimedOutDiscoveryIsNotRunAgain, and its reset case below).
+class MediatorDoeErrorAtAttachTest : public MediatorDoeTest {
+ protected:
+  void SetUp() override {
+    start_doe(/*faulty_doe1=*/false, /*ep0_in_d3hot=*/false, DoeFault::kError);
+    sim_raw_->find(kEp2)->set_doe_fault(0, DoeFault::kNone);
+    sim_raw_->find(kEp2)->set_doe_fault(1, DoeFault::kNone);
+  }
+  size_t features_of_ep2() {
+    auto files = med_->files(view_, kEp2);
+    EXPECT_TRUE(files.ok());
+    size_t n = 0;
+    for (const auto& e : files.ok() ? *files : std::vector<FileEntry>{}) {
+      n += e.name.rfind("doe_features/", 0) == 0;
+    }
+    return n;
+  }
+  void settle_ep2() {
+    Flag f;
+    med_->when_doe_discovered(kEp2, f.callback());
+    ASSERT_TRUE(f.wait()) << "Discovery never ended";
+  }
+};
+
+TEST_F(MediatorDoeErrorAtAttachTest, APowerCycleDoesNotRunItAgainAResetDoes) {
+  ASSERT_EQ(features_of_ep2(), 0u);
+  EXPECT_EQ(mailbox_status(kEp2, 0)["errors"].get<int>(), 1) << "Discovery at attach failed";
+  EXPECT_EQ(mailbox_status(kEp2, 1)["errors"].get<int>(), 1) << "Discovery at attach failed";
+  HandleId ps = must_open(kEp2, FileKind::kPowerState, 0, true);  // claims; kept
+  ASSERT_TRUE(write_text(ps, "D3hot").ok());
+  ASSERT_TRUE(write_text(ps, "D0").ok());
+  EXPECT_TRUE(med_->when_doe_discovered(kEp2, [] {})) << "not at a power cycle";
+  EXPECT_EQ(features_of_ep2(), 0u);
+  auto rst = med_->open(view_, kRoot, FileRef{kEp2, FileKind::kReset, 0, {}},
+                        OpenFlags{false, true, false});
+  ASSERT_TRUE(rst.ok()) << rst.error().name();
+  ASSERT_TRUE(write_text(*rst, "1").ok());
+  settle_ep2();
+  std::vector<DoeFeature> found = discover(kEp2, 0);
+  for (auto f : discover(kEp2, 1)) {
+    if (std::find(found.begin(), found.end(), f) == found.end()) found.push_back(f);
+  }
+  ASSERT_GE(found.size(), 2u) << "not vacuous";
+  EXPECT_EQ(features_of_ep2(), found.size())
+      << "what Discovery reports, once the function was reset";
+  EXPECT_EQ(mailbox_status(kEp2, 1)["errors"].get<int>(), 1) << "it ran once more, and passed";
+  // Found now: another reset does not run it again.
+  ASSERT_TRUE(write_text(*rst, "1").ok());
+  EXPECT_TRUE(med_->when_doe_discovered(kEp2, [] {})) << "nothing to run again";
+}
+
+TEST_F(MediatorDoeErrorAtAttachTest, AHandOverWithAResetRunsItAgain) {
+  ASSERT_EQ(features_of_ep2(), 0u);
+  HandleId ps = must_open(kEp2, FileKind::kPowerState, 0, true);
+  ASSERT_TRUE(write_text(ps, "D0").ok());  // a claim: its end hands the group over
+  med_->release(ps);
+  med_->drain_handovers();  // reset, baseline config, D0
+  settle_ep2();
+  EXPECT_GE(features_of_ep2(), 2u);
+}
+
+// Negative control for the reset case: a mailbox that timed out is not
+// tried again after a reset either (each try would cost the DOE timeout).
+TEST_F(MediatorDoeFaultyTest, ATimedOutDiscoveryIsNotRunAgainAfterAReset) {
+  const auto timeouts = mailbox_status(kEp2, 1)["timeouts"].get<int>();
+  auto rst = med_->open(view_, kRoot, FileRef{kEp2, FileKind::kReset, 0, {}},
+                        OpenFlags{false, true, false});
+  ASSERT_TRUE(rst.ok()) << rst.error().name();
+  ASSERT_TRUE(write_text(*rst, "1").ok());
+  EXPECT_TRUE(med_->when_doe_discovered(kEp2, [] {})) << "nothing to run again";
+  EXPECT_EQ(mailbox_status(kEp2, 1)["timeouts"].get<int>(), timeouts);
 }
 
 // Discovery runs in the background [S8]: when_doe_discovered holds what needs
