@@ -136,10 +136,14 @@ Result<AccessToken> AccessGate::enter_config(bool write, bool wait) {
   return AccessToken(this, AccessKind::kConfig);
 }
 
+bool AccessGate::doe_refused() const {
+  return revoked_ || doe_closed_ || physical_ || power_ != PowerState::kD0;
+}
+
 Result<AccessToken> AccessGate::enter_doe() {
   MutexLock lock(mu_);
   if (revoked_) return refuse(ENODEV);
-  if (quiesced_ || physical_ || power_ != PowerState::kD0) return refuse(EIO);
+  if (doe_refused()) return refuse(EIO);
   ++doe_inflight_;
   ++counters_.admitted;
   return AccessToken(this, AccessKind::kDoe);
@@ -219,17 +223,26 @@ void AccessGate::changed() {
 void AccessGate::close() {
   MutexLock lock(mu_);
   quiesced_ = true;
+  doe_closed_ = true;
+  changed();
+}
+
+void AccessGate::close_bars() {
+  MutexLock lock(mu_);
+  quiesced_ = true;
   changed();
 }
 
 void AccessGate::reopen() {
   MutexLock lock(mu_);
   quiesced_ = false;
+  doe_closed_ = false;
   changed();
 }
 
 bool AccessGate::idle(bool config) const {
-  return bar_inflight_ == 0 && fast_inflight(AccessKind::kBar) == 0 && doe_inflight_ == 0 &&
+  return bar_inflight_ == 0 && fast_inflight(AccessKind::kBar) == 0 &&
+         (doe_inflight_ == 0 || !doe_refused()) &&
          (!config || (cfg_inflight_ == 0 && fast_inflight(AccessKind::kConfig) == 0));
 }
 

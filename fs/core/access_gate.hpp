@@ -12,7 +12,9 @@
 //                                      or kWouldWait at once (wait=false)
 //         D0, open, decode enabled  -> admitted
 //         anything else             -> EIO at once (never waits for a drain)
-//   DOE:  D0 and open               -> admitted, else EIO
+//   DOE:  D0, no physical operation,
+//         not closed (close(); a
+//         close_bars() leaves it open) -> admitted, else EIO
 //   config: physical op running     -> wait for it (bounded: a transition and
 //                                      a restore, never a drain or a sink call),
 //                                      or kWouldWait at once (wait=false)
@@ -136,9 +138,14 @@ class AccessGate {
   GateCounters counters() const EXCLUDES(mu_);
 
   // --- control side; the caller is the DeviceControl slot holder
-  void close() EXCLUDES(mu_);   // BAR/DOE accesses now fail fast
+  void close() EXCLUDES(mu_);  // BAR/DOE accesses now fail fast (before a physical operation)
+  // BAR accesses now fail fast; DOE accesses go on. For a change of the
+  // decode bits: DOE is config space, and its mailbox keeps its state.
+  void close_bars() EXCLUDES(mu_);
   void reopen() EXCLUDES(mu_);  // admitted again where power and decode allow
-  // Waits until no BAR/DOE (and, with `config`, no config) access is in flight.
+  // Waits until no BAR access, no DOE access unless DOE is still admitted
+  // (close_bars(): waiting for it would be waiting for a stream), and, with
+  // `config`, no config access is in flight.
   void drain(bool config) EXCLUDES(mu_);
   // Config accesses wait from here until end_physical(); in-flight ones drain.
   void begin_physical() EXCLUDES(mu_);
@@ -164,6 +171,7 @@ class AccessGate {
   uint64_t fast_admitted() const;
   bool config_open() const REQUIRES(mu_);
   bool bar_open(bool io) const REQUIRES(mu_);
+  bool doe_refused() const REQUIRES(mu_);
   bool idle(bool config) const REQUIRES(mu_);
   void wait_idle(bool config) REQUIRES(mu_);
   Errno refuse(int err) REQUIRES(mu_);
@@ -175,7 +183,8 @@ class AccessGate {
   PowerState power_ GUARDED_BY(mu_);
   bool mem_decode_ GUARDED_BY(mu_);
   bool io_decode_ GUARDED_BY(mu_);
-  bool quiesced_ GUARDED_BY(mu_) = false;
+  bool quiesced_ GUARDED_BY(mu_) = false;  // BARs closed
+  bool doe_closed_ GUARDED_BY(mu_) = false;
   bool physical_ GUARDED_BY(mu_) = false;
   bool capturing_ GUARDED_BY(mu_) = false;
   bool rom_stuck_ GUARDED_BY(mu_) = false;

@@ -209,14 +209,21 @@ void DeviceControl::invalidate() {
   if (sink_ != nullptr) sink_->invalidate_mappings(dev_->info().bdf);
 }
 
-void DeviceControl::quiesce() {
+// `doe` false (a change of the decode bits): DOE exchanges go on through it.
+// A power change, a reset or a hand-over closes DOE too, before the physical
+// operation that loses the mailbox's state.
+void DeviceControl::quiesce(bool doe) {
   ++quiesces_;
   // No mapping can exist unless memory BARs were admitted: skip the sink then.
   bool mapped = gate_.memory_mappable();
   slot_.set_phase(Phase::kQuiescing);
   if (mapped) invalidate();  // (1) dirty pages reach the device
-  gate_.close();             // (2) new accesses fail fast
-  gate_.drain(false);        // (3) BAR and DOE accesses in flight finish
+  if (doe) {
+    gate_.close();  // (2) new accesses fail fast
+  } else {
+    gate_.close_bars();
+  }
+  gate_.drain(false);        // (3) BAR (and closed DOE) accesses in flight finish
   if (mapped) invalidate();  // (4) pages faulted in before (2)
   slot_.set_phase(Phase::kPhysical);
   spdlog::info("{}: quiesced: in-flight accesses drained{}", dev_->info().bdf.str(),
@@ -267,7 +274,7 @@ Result<void> DeviceControl::set_power_locked(PowerState target) {
 }
 
 Result<void> DeviceControl::power_down_locked(PowerState target) {
-  quiesce();
+  quiesce(/*doe=*/true);
   gate_.begin_physical();
   auto image = read_config_image(*dev_);
   if (image) steps_.begin(restore_record(StepKind::kPowerDown, *image));
@@ -369,7 +376,7 @@ Result<void> DeviceControl::reset_locked() {
     PCIFS_TRY(power_up_locked(false));
   }
   ++resets_;
-  quiesce();
+  quiesce(/*doe=*/true);
   gate_.begin_physical();
   if (auto image = read_config_image(*dev_)) saved_ = std::move(*image);
   if (!saved_.empty()) steps_.begin(restore_record(StepKind::kReset, saved_));
@@ -417,7 +424,7 @@ Result<void> DeviceControl::change_decode_locked(DecodeChange change,
   bool io = change.io.value_or(gate_.io_decode());
   bool turning_off = (!mem && gate_.memory_decode()) || (!io && gate_.io_decode());
   bool quiesced = turning_off && gate_.power() == PowerState::kD0;
-  if (quiesced) quiesce();
+  if (quiesced) quiesce(/*doe=*/false);  // DOE is config space: it goes on
   auto r = do_write();
   if (r) gate_.set_decode(mem, io);
   if (quiesced) gate_.reopen();  // admission now follows the new decode bits

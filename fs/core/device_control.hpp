@@ -198,7 +198,8 @@ class DeviceControl {
   static Probe probe_image(const ConfigImage& image);
   DeviceControl(std::shared_ptr<backend::Device> dev, RevocationSink* sink, Probe initial);
   void invalidate();
-  void quiesce() REQUIRES(slot_);
+  // Closes BAR (and, with `doe`, DOE) admission, revokes mappings, drains.
+  void quiesce(bool doe) REQUIRES(slot_);
   Result<void> set_power_locked(PowerState target) REQUIRES(slot_);
   Result<void> power_down_locked(PowerState target) REQUIRES(slot_);
   Result<void> power_up_locked(bool reopen) REQUIRES(slot_);

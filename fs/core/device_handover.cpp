@@ -23,7 +23,7 @@ Result<void> DeviceControl::hand_over_locked(const ConfigImage& baseline, ResetM
     ++transitions_;
     PCIFS_TRY(power_up_locked(false));
   }
-  quiesce();
+  quiesce(/*doe=*/true);
   gate_.begin_physical();
   steps_.begin(restore_record(StepKind::kHandover, baseline));
   Result<void> reset = Ok();

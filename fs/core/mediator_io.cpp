@@ -177,8 +177,8 @@ Result<size_t> Mediator::Impl::write_config(Handle& h, uint64_t off, std::span<c
   // Decode changes run a control operation (a quiesce when decode goes off,
   // which waits for the writeback of mapped pages) [S12]: never with write_mu
   // or a token held, never on a thread that must not wait.
+  // A decode change closes the BARs only: DOE (and Discovery) go on.
   if (!wait) return Errno(kWouldWait);
-  d.await_discovery();  // a quiesce in the middle of Discovery would fail it (write_control)
   d.counters.add(core::DeviceCounters::kConfigWrites);
   Result<size_t> applied = size_t{0};
   auto r = d.control->change_decode(decode, [&]() -> Result<void> {

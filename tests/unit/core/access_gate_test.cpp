@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -19,8 +20,8 @@ struct Case {
   const char* name;
   PowerState power;
   bool mem_decode;
-  bool quiesced;
-  int bar, io_bar, cfg_read, cfg_write, doe;  // 0 admitted, else the errno
+  enum Closed { kOpen, kClosed, kBarsClosed } closed;  // close(), close_bars()
+  int bar, io_bar, cfg_read, cfg_write, doe;           // 0 admitted, else the errno
 };
 
 class GateTable : public testing::TestWithParam<Case> {};
@@ -75,7 +76,8 @@ TEST_P(GateTable, Admission) {
     gate.begin_physical();
     gate.end_physical(PowerState::kD3cold, std::make_shared<const ConfigImage>(256, 0));
   }
-  if (c.quiesced) gate.close();
+  if (c.closed == Case::kClosed) gate.close();
+  if (c.closed == Case::kBarsClosed) gate.close_bars();
   EXPECT_EQ(outcome(gate.enter_bar(false)), c.bar);
   EXPECT_EQ(outcome(gate.enter_bar(true)), c.io_bar);
   EXPECT_EQ(outcome(gate.enter_config(false)), c.cfg_read);
@@ -85,11 +87,13 @@ TEST_P(GateTable, Admission) {
 
 INSTANTIATE_TEST_SUITE_P(
     States, GateTable,
-    testing::Values(Case{"D0", PowerState::kD0, true, false, 0, 0, 0, 0, 0},
-                    Case{"D0DecodeOff", PowerState::kD0, false, false, EIO, 0, 0, 0, 0},
-                    Case{"D0Quiesced", PowerState::kD0, true, true, EIO, EIO, 0, 0, EIO},
-                    Case{"D3hot", PowerState::kD3hot, true, false, EIO, EIO, 0, 0, EIO},
-                    Case{"D3cold", PowerState::kD3cold, true, false, EIO, EIO, 0, EIO, EIO}),
+    testing::Values(Case{"D0", PowerState::kD0, true, Case::kOpen, 0, 0, 0, 0, 0},
+                    Case{"D0DecodeOff", PowerState::kD0, false, Case::kOpen, EIO, 0, 0, 0, 0},
+                    Case{"D0Quiesced", PowerState::kD0, true, Case::kClosed, EIO, EIO, 0, 0, EIO},
+                    Case{"D0BarsClosed", PowerState::kD0, true, Case::kBarsClosed, EIO, EIO, 0, 0,
+                         0},
+                    Case{"D3hot", PowerState::kD3hot, true, Case::kOpen, EIO, EIO, 0, 0, EIO},
+                    Case{"D3cold", PowerState::kD3cold, true, Case::kOpen, EIO, EIO, 0, EIO, EIO}),
     [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 TEST(AccessGate, D3coldReadTokenCarriesSnapshotAndNoDeviceAdmission) {
@@ -132,6 +136,43 @@ TEST(AccessGate, DrainWaitsForTheLastToken) {
   moved.release();
   drainer.join();
   EXPECT_TRUE(drained.load());
+}
+
+// A decode change closes BARs only (close_bars): its drain waits for a BAR
+// access in flight but not for DOE, which goes on. close() (before a physical
+// operation) waits for the DOE access too: the negative control.
+TEST(AccessGate, CloseBarsDrainsBarsButNotDoe) {
+  AccessGate gate(PowerState::kD0, true, true);
+  auto doe = gate.enter_doe();
+  ASSERT_TRUE(doe.ok());
+  auto bar = gate.enter_bar(false);
+  ASSERT_TRUE(bar.ok());
+  gate.close_bars();
+  {
+    Waiter drain([&] { gate.drain(false); });
+    EXPECT_TRUE(drain.waited()) << "the drain must wait for the BAR access";
+    EXPECT_FALSE(drain.returned());
+    bar->release();
+    // Bounded (a hang guard, not a timing): the DOE token still lives.
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!drain.returned() && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const bool returned = drain.returned();
+    if (!returned) doe->release();  // let it go before asserting
+    drain.join();
+    ASSERT_TRUE(returned) << "the drain waited for the DOE access";
+  }
+  EXPECT_EQ(outcome(gate.enter_doe()), 0) << "DOE is still admitted";
+  gate.reopen();
+  gate.close();
+  Waiter drain([&] { gate.drain(false); });
+  EXPECT_TRUE(drain.waited()) << "close(): the drain waits for the DOE access";
+  EXPECT_FALSE(drain.returned());
+  doe->release();
+  drain.join();
+  EXPECT_TRUE(drain.returned());
+  EXPECT_EQ(outcome(gate.enter_doe()), EIO);
 }
 
 TEST(AccessGate, BarAccessDuringCaptureWaitsThenIsAdmitted) {

@@ -369,6 +369,29 @@ TEST(DeviceControl, MemoryDecodeOffQuiescesAndOnReopens) {
   EXPECT_EQ(f.violations(), 0u) << f.log();
 }
 
+// Turning memory decode off quiesces BARs, not DOE: a DOE exchange of
+// another process does not fail because the claim holder flipped a Command
+// bit (DOE is config space; its mailbox keeps its state). Seen from inside
+// the decode write, with BARs already closed. The power change of
+// InFlightAccessFinishesBeforeTransitionAndOthersFailFast refuses DOE.
+TEST(DeviceControl, DecodeOffLeavesDoeAdmitted) {
+  SimFixture f;
+  uint32_t cmd = *f.sim->config_read(PCI_COMMAND, 2);
+  int doe = -1, bar = -1;
+  auto write = [&] {
+    auto d = f.control->enter_doe();
+    doe = d ? 0 : d.error().value();
+    d = Errno(EINVAL);  // the DOE access ends before the write
+    bar = f.control->bar_read(0, kIdReg, 4) ? 0 : EIO;
+    return f.fault->config_write(PCI_COMMAND, 2, cmd & ~uint32_t{PCI_COMMAND_MEMORY});
+  };
+  ASSERT_TRUE(f.control->change_decode({false, std::nullopt}, write).ok());
+  EXPECT_EQ(doe, 0) << "DOE is refused during a decode change";
+  EXPECT_EQ(bar, EIO) << "not vacuous: BARs were closed then";
+  EXPECT_TRUE(f.control->enter_doe().ok());
+  EXPECT_EQ(f.violations(), 0u) << f.log();
+}
+
 TEST(DeviceControl, FailedDecodeWriteReopensUnchanged) {
   SimFixture f;
   auto fail = [] { return Result<void>(Errno(EIO)); };

@@ -991,5 +991,35 @@ TEST(MediatorDiscovery, WhenDoeDiscoveredWaitsForThatDevicesDiscoveryOnly) {
   EXPECT_EQ(slow.load(), 1);
 }
 
+// A Command write that turns memory decode off closes the BARs only (DOE is
+// config space): it does not wait for a Discovery that is running -- doe.1 of
+// 02:00.0 here, which would take a minute -- and does not fail it. The write
+// returns while that Discovery still runs.
+TEST(MediatorDiscovery, DecodeOffDoesNotWaitForDiscovery) {
+  MediatorOptions o;
+  o.doe_timeout = 60s;
+  auto med = std::make_unique<Mediator>(backend::sim::make_default_backend(), o);
+  const ViewId v = med->add_view(ViewPolicy{});
+  auto h =
+      med->open(v, kRoot, FileRef{kEp2, FileKind::kConfig, 0, {}}, OpenFlags{true, true, false});
+  ASSERT_TRUE(h.ok()) << h.error().name();
+  std::vector<uint8_t> cmd(2);
+  ASSERT_TRUE(med->read(*h, PCI_COMMAND, cmd).ok());
+  cmd[0] |= PCI_COMMAND_MEMORY;  // on first (no quiesce), then off
+  ASSERT_TRUE(med->write(*h, PCI_COMMAND, cmd).ok());
+  cmd[0] = static_cast<uint8_t>(cmd[0] & ~PCI_COMMAND_MEMORY);
+  ASSERT_TRUE(med->write(*h, PCI_COMMAND, cmd).ok());
+  EXPECT_FALSE(med->when_doe_discovered(kEp2, [] {})) << "the write waited for Discovery";
+  auto st = nlohmann::json::parse(med->status_json(v));
+  for (const auto& d : st["devices"]) {
+    if (d["bdf"] == kEp2.str()) {
+      EXPECT_EQ(d["counters"]["quiesces"], 1) << "not vacuous";
+    }
+  }
+  // Not released: the claim's end would hand the group over, which waits
+  // for that Discovery. The executor's shutdown ends it.
+  med.reset();
+}
+
 }  // namespace
 }  // namespace pcifs::test
