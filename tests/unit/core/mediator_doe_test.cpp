@@ -268,6 +268,24 @@ class MediatorDoeTest : public MediatorFixture {
     return r;
   }
 
+  // What the device's doe_features/ lists now ("vvvv:tt").
+  std::vector<std::string> features(const Bdf& b) {
+    std::vector<std::string> out;
+    auto files = med_->files(view_, b);
+    EXPECT_TRUE(files.ok());
+    if (!files) return out;
+    for (const auto& e : *files) {
+      if (e.name.rfind("doe_features/", 0) == 0) out.push_back(e.name.substr(13));
+    }
+    return out;
+  }
+  // Waits until the device's Discovery has ended (the bound is a hang guard).
+  void settle(const Bdf& b) {
+    Flag f;
+    med_->when_doe_discovered(b, f.callback());
+    ASSERT_TRUE(f.wait()) << b.str() << ": Discovery never ended";
+  }
+
   nlohmann::json mailbox_status(const Bdf& b, size_t mb) {
     auto s = nlohmann::json::parse(med_->status_json(view_));
     for (const auto& d : s["devices"]) {
@@ -797,23 +815,6 @@ TEST_F(MediatorDoeTest, FeaturesListWhatDiscoveryReports) {
 class MediatorDoeArrivesInD3hotTest : public MediatorDoeTest {
  protected:
   void SetUp() override { start_doe(/*faulty_doe1=*/false, /*ep0_in_d3hot=*/true); }
-
-  std::vector<std::string> features(const Bdf& b) {
-    std::vector<std::string> out;
-    auto files = med_->files(view_, b);
-    EXPECT_TRUE(files.ok());
-    if (!files) return out;
-    for (const auto& e : *files) {
-      if (e.name.rfind("doe_features/", 0) == 0) out.push_back(e.name.substr(13));
-    }
-    return out;
-  }
-  // Waits until the device's Discovery has ended (the bound is a hang guard).
-  void settle(const Bdf& b) {
-    Flag f;
-    med_->when_doe_discovered(b, f.callback());
-    ASSERT_TRUE(f.wait()) << b.str() << ": Discovery never ended";
-  }
 };
 
 TEST_F(MediatorDoeArrivesInD3hotTest, DiscoveryRunsAgainWhenTheDeviceIsPutInD0) {
@@ -904,42 +905,28 @@ class MediatorDoeErrorAtAttachTest : public MediatorDoeTest {
     sim_raw_->find(kEp2)->set_doe_fault(0, DoeFault::kNone);
     sim_raw_->find(kEp2)->set_doe_fault(1, DoeFault::kNone);
   }
-  size_t features_of_ep2() {
-    auto files = med_->files(view_, kEp2);
-    EXPECT_TRUE(files.ok());
-    size_t n = 0;
-    for (const auto& e : files.ok() ? *files : std::vector<FileEntry>{}) {
-      n += e.name.rfind("doe_features/", 0) == 0;
-    }
-    return n;
-  }
-  void settle_ep2() {
-    Flag f;
-    med_->when_doe_discovered(kEp2, f.callback());
-    ASSERT_TRUE(f.wait()) << "Discovery never ended";
-  }
 };
 
 TEST_F(MediatorDoeErrorAtAttachTest, APowerCycleDoesNotRunItAgainAResetDoes) {
-  ASSERT_EQ(features_of_ep2(), 0u);
+  ASSERT_EQ(features(kEp2).size(), 0u);
   EXPECT_EQ(mailbox_status(kEp2, 0)["errors"].get<int>(), 1) << "Discovery at attach failed";
   EXPECT_EQ(mailbox_status(kEp2, 1)["errors"].get<int>(), 1) << "Discovery at attach failed";
   HandleId ps = must_open(kEp2, FileKind::kPowerState, 0, true);  // claims; kept
   ASSERT_TRUE(write_text(ps, "D3hot").ok());
   ASSERT_TRUE(write_text(ps, "D0").ok());
   EXPECT_TRUE(med_->when_doe_discovered(kEp2, [] {})) << "not at a power cycle";
-  EXPECT_EQ(features_of_ep2(), 0u);
+  EXPECT_EQ(features(kEp2).size(), 0u);
   auto rst = med_->open(view_, kRoot, FileRef{kEp2, FileKind::kReset, 0, {}},
                         OpenFlags{false, true, false});
   ASSERT_TRUE(rst.ok()) << rst.error().name();
   ASSERT_TRUE(write_text(*rst, "1").ok());
-  settle_ep2();
+  settle(kEp2);
   std::vector<DoeFeature> found = discover(kEp2, 0);
   for (auto f : discover(kEp2, 1)) {
     if (std::find(found.begin(), found.end(), f) == found.end()) found.push_back(f);
   }
   ASSERT_GE(found.size(), 2u) << "not vacuous";
-  EXPECT_EQ(features_of_ep2(), found.size())
+  EXPECT_EQ(features(kEp2).size(), found.size())
       << "what Discovery reports, once the function was reset";
   EXPECT_EQ(mailbox_status(kEp2, 1)["errors"].get<int>(), 1) << "it ran once more, and passed";
   // Found now: another reset does not run it again.
@@ -948,13 +935,13 @@ TEST_F(MediatorDoeErrorAtAttachTest, APowerCycleDoesNotRunItAgainAResetDoes) {
 }
 
 TEST_F(MediatorDoeErrorAtAttachTest, AHandOverWithAResetRunsItAgain) {
-  ASSERT_EQ(features_of_ep2(), 0u);
+  ASSERT_EQ(features(kEp2).size(), 0u);
   HandleId ps = must_open(kEp2, FileKind::kPowerState, 0, true);
   ASSERT_TRUE(write_text(ps, "D0").ok());  // a claim: its end hands the group over
   med_->release(ps);
   med_->drain_handovers();  // reset, baseline config, D0
-  settle_ep2();
-  EXPECT_GE(features_of_ep2(), 2u);
+  settle(kEp2);
+  EXPECT_GE(features(kEp2).size(), 2u);
 }
 
 // Negative control for the reset case: a mailbox that timed out is not
