@@ -285,14 +285,15 @@ PY
 fi
 
 # 10. --core: the Mediator's read path in process, no root needed; every
-# figure positive, for the thread counts asked.
+# figure positive (reads, the gate, lookups, opens), for the thread counts asked.
 core_check() {  # user json-file
   python3 - "$2" <<'PY' || fail "--core ($1): bad JSON (above)"
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["threads"] == [1, 3], d["threads"]
-regs = d["reads_per_s"]
-assert len(regs) == 3, regs
+regs = d["reads_per_s"]  # operations per second, per column
+assert len(regs) == 5, regs
+assert any(k.startswith("lookup") for k in regs) and any(k.startswith("open") for k in regs), regs
 for name, v in regs.items():
     assert len(v) == 2 and all(x > 0 for x in v), (name, v)
 PY

@@ -23,16 +23,22 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A column: a config register read through the Mediator, or (offset
-// kGateOnly) the device gate's BAR admission alone, with nothing behind it.
-constexpr uint32_t kGateOnly = UINT32_MAX;
+// A column: a config register read through the Mediator (kRead at
+// `offset`); the device gate's BAR admission alone, with nothing behind it
+// (kGate); what a FUSE LOOKUP or GETATTR of devices/B/config asks the
+// Mediator (kLookup: has_device and stat); what an OPEN and its RELEASE do
+// (kOpen: open and release of config, read-only).
+enum class Op { kRead, kGate, kLookup, kOpen };
 struct Register {
   const char* name;
-  uint32_t offset;
+  Op op;
+  uint32_t offset = 0;
 };
-constexpr Register kRegisters[] = {{"shadowed register (offset 0)", 0},
-                                   {"PMCSR (0x44, the device)", 0x44},
-                                   {"BAR admission alone (the gate)", kGateOnly}};
+constexpr Register kRegisters[] = {{"shadowed register (offset 0)", Op::kRead, 0},
+                                   {"PMCSR (0x44, the device)", Op::kRead, 0x44},
+                                   {"BAR admission alone (the gate)", Op::kGate},
+                                   {"lookup (has_device + stat)", Op::kLookup},
+                                   {"open + release", Op::kOpen}};
 
 std::vector<unsigned> default_threads() {
   const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
@@ -89,17 +95,40 @@ std::string top_waits(const Cell& c, size_t top) {
   return out.empty() ? "none" : out;
 }
 
-// One run: `n` threads reading `offset` (or entering the gate) for `ms`;
-// operations per second (-1 on failure), the operations in *ops.
-double run_once(Mediator& m, ViewId view, const Bdf& bdf, uint32_t offset, unsigned n, unsigned ms,
-                uint64_t* ops) {
-  std::vector<HandleId> handles;
+// One operation of column `reg` by thread `t`; false when it failed.
+bool one_op(Mediator& m, ViewId view, const Bdf& bdf, const Register& reg, core::AccessGate& gate,
+            HandleId handle, unsigned t) {
+  const FileRef config{bdf, FileKind::kConfig, 0, {}};
+  switch (reg.op) {
+    case Op::kRead: {
+      uint8_t buf[4];
+      auto r = m.try_read(handle, reg.offset, buf);
+      return r && *r == sizeof buf;
+    }
+    case Op::kGate: return static_cast<bool>(gate.enter_bar(false));
+    case Op::kLookup: return m.has_device(view, bdf) && static_cast<bool>(m.stat(view, config));
+    case Op::kOpen: {
+      const Caller c{static_cast<pid_t>(100000 + t), 0, 0};
+      auto h = m.open(view, c, config, OpenFlags{true, false, false}, /*wait=*/false);
+      if (!h) return false;
+      m.release(*h);
+      return true;
+    }
+  }
+  return false;
+}
+
+// One run: `n` threads making column `reg`'s operation for `ms`; operations
+// per second (-1 on failure), the operations in *ops.
+double run_once(Mediator& m, ViewId view, const Bdf& bdf, const Register& reg, unsigned n,
+                unsigned ms, uint64_t* ops) {
+  std::vector<HandleId> handles(n, 0);
   core::AccessGate gate(PowerState::kD0, true, true);
-  for (unsigned t = 0; t < n && offset != kGateOnly; ++t) {
+  for (unsigned t = 0; t < n && reg.op == Op::kRead; ++t) {
     const Caller c{static_cast<pid_t>(100000 + t), 0, 0};
     auto h = m.open(view, c, FileRef{bdf, FileKind::kConfig, 0, {}}, OpenFlags{true, false, false});
     if (!h) return -1;
-    handles.push_back(*h);
+    handles[t] = *h;
   }
   std::atomic<unsigned> ready{0};
   std::atomic<bool> go{false}, stop{false}, failed{false};
@@ -110,18 +139,8 @@ double run_once(Mediator& m, ViewId view, const Bdf& bdf, uint32_t offset, unsig
       ready.fetch_add(1);
       while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
       uint64_t k = 0;
-      uint8_t buf[4];
-      while (offset == kGateOnly && !stop.load(std::memory_order_relaxed)) {
-        auto token = gate.enter_bar(false);
-        if (!token) {
-          failed.store(true);
-          break;
-        }
-        ++k;
-      }
-      while (offset != kGateOnly && !stop.load(std::memory_order_relaxed)) {
-        auto r = m.try_read(handles[t], offset, buf);
-        if (!r || *r != sizeof buf) {
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (!one_op(m, view, bdf, reg, gate, handles[t], t)) {
           failed.store(true);
           break;
         }
@@ -138,7 +157,9 @@ double run_once(Mediator& m, ViewId view, const Bdf& bdf, uint32_t offset, unsig
   stop.store(true);
   for (auto& th : threads) th.join();
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  for (HandleId h : handles) m.release(h);
+  for (HandleId h : handles) {
+    if (h) m.release(h);
+  }
   if (failed.load()) return -1;
   uint64_t total = 0;
   for (uint64_t c : counts) total += c;
@@ -166,9 +187,9 @@ int run_core_bench(const CoreBenchArgs& a) {
         Cell& cell = got[g][i];
         const Waits before = waits_now();
         uint64_t ops = 0;
-        const double rate = run_once(*m, view, bdf, kRegisters[g].offset, threads[i], a.ms, &ops);
+        const double rate = run_once(*m, view, bdf, kRegisters[g], threads[i], a.ms, &ops);
         if (rate < 0) {
-          std::fprintf(stderr, "\npcifs-bench --core: a read of %s failed\n", kRegisters[g].name);
+          std::fprintf(stderr, "\npcifs-bench --core: %s failed\n", kRegisters[g].name);
           return 1;
         }
         add_waits_since(before, &cell.waits);

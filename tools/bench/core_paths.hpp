@@ -6,7 +6,11 @@
 // for a fixed time: of a shadowed register (offset 0: the shadow, no device
 // access) and of PMCSR (0x44: admitted by the device's gate and read from
 // the simulator); and the device gate's BAR admission alone (an AccessGate
-// entered and left, nothing behind it: what every BAR pread pays). Each
+// entered and left, nothing behind it: what every BAR pread pays); and the
+// tree's side of a request on that device: what a FUSE LOOKUP or GETATTR of
+// devices/B/config asks (has_device and stat), and what an OPEN and its
+// RELEASE do (open and release of config, read-only: lspci opens every
+// device's config anew, so many monitors open as often as they read). Each
 // figure is the median of its rounds, in operations per second, with the
 // speed-up over one thread; on a machine with fewer CPUs than threads the
 // speed-up stops at the CPU count by nature. Then, per cell, the locks that
