@@ -100,7 +100,7 @@ void Mediator::Impl::attach(const std::shared_ptr<backend::Device>& dev) {
     d->discovery_pending = d->mailboxes.size();
   }
   {
-    ExclusiveLock lock(devices_mu);
+    ReadMostlyExclusive lock(devices_mu);
     publish(d);
   }
   start_discovery(d);
@@ -190,7 +190,7 @@ void Mediator::Impl::retry_refused_leases() {
   MutexLock serial(attach_mu);
   std::map<std::string, std::vector<std::shared_ptr<DeviceState>>> refused;
   {
-    SharedLock lock(devices_mu);
+    ReadMostlyShared lock(devices_mu);
     for (const auto& [bdf, d] : devices) {
       if (d->lease_refused && !d->gone.load()) refused[d->group].push_back(d);
     }
@@ -221,7 +221,7 @@ void Mediator::Impl::on_hotplug(const Bdf& bdf, bool added) {
 void Mediator::Impl::device_removed(const Bdf& bdf) {
   std::shared_ptr<DeviceState> d;
   {
-    ExclusiveLock lock(devices_mu);
+    ReadMostlyExclusive lock(devices_mu);
     auto it = devices.find(bdf);
     if (it == devices.end()) return;
     d = it->second;
@@ -281,13 +281,12 @@ std::vector<Bdf> Mediator::Impl::selected(const ViewPolicy& v, const std::set<Bd
 }
 
 const ViewPolicy* Mediator::Impl::live_policy(ViewId view) const {
-  MutexLock lock(views_mu);
-  if (view < views_removed.size() && views_removed[view]) return nullptr;
-  return &views.at(view);
+  if (views.removed(view)) return nullptr;
+  return &views.policy(view);
 }
 
 std::shared_ptr<DeviceState> Mediator::Impl::find(const Bdf& bdf) const {
-  SharedLock lock(devices_mu);
+  ReadMostlyShared lock(devices_mu);
   auto it = devices.find(bdf);
   return it == devices.end() ? nullptr : it->second;
 }
@@ -299,10 +298,7 @@ std::shared_ptr<DeviceState> Mediator::Impl::find_in(ViewId view, const Bdf& bdf
   return policy(view).selects(bdf, i.vendor, i.device, i.class_code) ? d : nullptr;
 }
 
-const ViewPolicy& Mediator::Impl::policy(ViewId view) const {
-  MutexLock lock(views_mu);
-  return views.at(view);
-}
+const ViewPolicy& Mediator::Impl::policy(ViewId view) const { return views.policy(view); }
 
 std::shared_ptr<Handle> Mediator::Impl::handle(HandleId h) { return handles.find(h); }
 
@@ -311,12 +307,7 @@ Errno Mediator::Impl::missing(HandleId h) {
   return Errno(orphans.count(h) ? ENODEV : EBADF);
 }
 
-ViewId Mediator::add_view(ViewPolicy policy) {
-  MutexLock lock(impl_->views_mu);
-  impl_->views.push_back(std::move(policy));
-  impl_->views_removed.push_back(false);
-  return static_cast<ViewId>(impl_->views.size() - 1);
-}
+ViewId Mediator::add_view(ViewPolicy policy) { return impl_->views.add(std::move(policy)); }
 
 const ViewPolicy& Mediator::view(ViewId id) const { return impl_->policy(id); }
 
@@ -326,15 +317,18 @@ std::vector<Bdf> Mediator::devices(ViewId view) const {
   const ViewPolicy& v = impl_->policy(view);
   std::vector<Bdf> out;
   if (impl_->removed(view)) return out;
-  SharedLock lock(impl_->devices_mu);
+  ReadMostlyShared lock(impl_->devices_mu);
   for (const auto& [bdf, d] : impl_->devices) {
     if (v.selects(bdf, d->info.vendor, d->info.device, d->info.class_code)) out.push_back(bdf);
   }
   return out;
 }
 
+// No copy of the device's shared_ptr: its count is a line every request on
+// the device would write.
 bool Mediator::has_device(ViewId view, const Bdf& bdf) const {
-  return impl_->find_in(view, bdf) != nullptr && !impl_->removed(view);
+  const ViewPolicy* v = impl_->live_policy(view);
+  return v != nullptr && impl_->with_device(*v, bdf, [](const DeviceState&) { return true; });
 }
 
 std::shared_ptr<backend::Device> Mediator::device(const Bdf& bdf) const {
@@ -352,13 +346,12 @@ std::optional<std::string> Mediator::driver(ViewId view, const Bdf& bdf) const {
   return d ? d->info.driver : std::nullopt;
 }
 
-// The view's policy is read before devices_mu: views_mu is never nested in it.
 template <class Key>
 std::vector<Bdf> Mediator::Impl::indexed(ViewId view, Index<Key> Impl::*index, const Key& key,
                                          size_t limit) const {
   const ViewPolicy* v = live_policy(view);
   if (!v) return {};
-  SharedLock lock(devices_mu);
+  ReadMostlyShared lock(devices_mu);
   auto it = (this->*index).find(key);
   return it == (this->*index).end() ? std::vector<Bdf>{} : selected(*v, it->second, limit);
 }
@@ -368,7 +361,7 @@ std::vector<Key> Mediator::Impl::index_keys(ViewId view, Index<Key> Impl::*index
   std::vector<Key> out;
   const ViewPolicy* v = live_policy(view);
   if (!v) return out;
-  SharedLock lock(devices_mu);
+  ReadMostlyShared lock(devices_mu);
   for (const auto& [key, set] : this->*index) {
     if (!selected(*v, set, 1).empty()) out.push_back(key);
   }
@@ -483,17 +476,15 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   h->caller = caller;
   h->ref = ref;
   h->flags = flags;
-  h->dev = d;
+  h->dev = std::move(d);  // one count of the device's shared_ptr per open, not three
+  core::DeviceState* dev = h->dev.get();
   // In the table before it may claim, so that every way out below ends it
   // through release(), which also ends a claim it took: an open that fails
   // (EBUSY) or throws after the claim (a log line, an event, no memory) can
-  // never leave a claim behind with no handle to end it.
-  {
-    MutexLock lock(impl_->handles_mu);
-    h->id = impl_->next_handle++;
-    impl_->handles.insert(h->id, h);  // may throw: nothing taken yet
-  }
-  d->open_handles++;
+  // never leave a claim behind with no handle to end it. No daemon-wide lock
+  // or counter: the id comes from this CPU's shard of the table.
+  impl_->handles.insert_new(h, [&](HandleId id) { h->id = id; });  // may throw: nothing taken yet
+  dev->open_handles++;
   struct Undo {
     Mediator* m;
     HandleId id;
@@ -506,6 +497,13 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
     }
   } undo{this, h->id};
   if (ref.kind == FileKind::kBar) PCIFS_TRY(impl_->claim(*h, wait));  // S11: opening a BAR claims
+  // A removal of the view that began meanwhile either finds this handle in
+  // the table (and revokes it, perhaps before its claim above) or set its
+  // flag before this looks: the fence orders the table insert before the
+  // load, as remove_view orders its flag before its look at the table.
+  // Either way the open fails and `undo` ends what it took.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (impl_->removed(view) || h->revoked.load()) return Errno(ENODEV);
   if (auto* j = impl_->journal.load()) {
     HandleRecord rec{h->id, v.name, ref, flags, caller, h->claiming.load(), false};
     j->opened(rec);
@@ -534,10 +532,7 @@ void Mediator::Impl::journal_changed_locking(core::Handle& h) {
   journal_changed(h);
 }
 
-void Mediator::reserve_handle_ids(HandleId first) {
-  MutexLock lock(impl_->handles_mu);
-  impl_->next_handle = std::max(impl_->next_handle, first);
-}
+void Mediator::reserve_handle_ids(HandleId first) { impl_->handles.ids_from(first); }
 
 Result<void> Mediator::adopt_handle(ViewId view, const HandleRecord& r) {
   if (impl_->removed(view)) return Errno(ENODEV);
@@ -549,7 +544,7 @@ Result<void> Mediator::adopt_handle(ViewId view, const HandleRecord& r) {
     // in the journal until the kernel releases it.
     MutexLock lock(impl_->handles_mu);
     if (impl_->handles.contains(r.id) || !impl_->orphans.insert(r.id).second) return Errno(EEXIST);
-    impl_->next_handle = std::max(impl_->next_handle, r.id + 1);
+    impl_->handles.ids_from(r.id + 1);
     spdlog::info("{}: handle {} of pid={} taken over dead: its device left while no daemon ran",
                  r.ref.bdf.str(), r.id, r.caller.pid);
     return Ok();
@@ -565,7 +560,7 @@ Result<void> Mediator::adopt_handle(ViewId view, const HandleRecord& r) {
   {
     MutexLock lock(impl_->handles_mu);
     if (impl_->orphans.count(r.id) || !impl_->handles.insert(r.id, h)) return Errno(EEXIST);
-    impl_->next_handle = std::max(impl_->next_handle, r.id + 1);
+    impl_->handles.ids_from(r.id + 1);
   }
   d->open_handles++;
   const ViewPolicy& v = impl_->policy(view);
@@ -598,15 +593,12 @@ Result<void> Mediator::adopt_handle(ViewId view, const HandleRecord& r) {
 }
 
 void Mediator::release(HandleId id) {
-  std::shared_ptr<Handle> h;
-  {
+  std::shared_ptr<Handle> h = impl_->handles.erase(id);
+  if (!h) {
     MutexLock lock(impl_->handles_mu);
-    h = impl_->handles.erase(id);
-    if (!h) {
-      if (impl_->orphans.erase(id))
-        if (auto* j = impl_->journal.load()) j->released(id);
-      return;
-    }
+    if (impl_->orphans.erase(id))
+      if (auto* j = impl_->journal.load()) j->released(id);
+    return;
   }
   DeviceState& d = *h->dev;
   d.open_handles--;

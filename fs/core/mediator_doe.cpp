@@ -367,7 +367,7 @@ bool Mediator::when_doe_discovered(const Bdf& bdf, std::function<void()> then) {
 void Mediator::wait_for_discovery() {
   std::vector<std::shared_ptr<DeviceState>> all;
   {
-    SharedLock lock(impl_->devices_mu);
+    ReadMostlyShared lock(impl_->devices_mu);
     for (auto& [bdf, d] : impl_->devices) all.push_back(d);
   }
   for (auto& d : all) d->await_discovery();

@@ -1,5 +1,6 @@
 // The device directory [S3]: which files a view shows, their modes and sizes,
 // who may open them, and the text attributes (formatted exactly as sysfs).
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 
@@ -133,6 +134,28 @@ bool numbered(std::string_view name, std::string_view prefix, unsigned long max)
 
 }  // namespace
 
+std::optional<FileRef> Mediator::device_file_ref(const Bdf& bdf, std::string_view name) {
+  for (const auto& a : kAttrs) {
+    if (name == a.name) return FileRef{bdf, a.kind, 0, {}};
+  }
+  auto number = [&](std::string_view prefix, unsigned long max) -> std::optional<uint16_t> {
+    if (!numbered(name, prefix, max)) return std::nullopt;
+    unsigned long n = 0;
+    for (char c : name.substr(prefix.size())) n = n * 10 + static_cast<unsigned long>(c - '0');
+    return static_cast<uint16_t>(n);
+  };
+  if (name == "config") return FileRef{bdf, FileKind::kConfig, 0, {}};
+  if (name == "rom") return FileRef{bdf, FileKind::kRom, 0, {}};
+  if (name == "doe") return FileRef{bdf, FileKind::kDoe, 0, {}};
+  if (name == "reset") return FileRef{bdf, FileKind::kReset, 0, {}};
+  if (name == "remove") return FileRef{bdf, FileKind::kRemove, 0, {}};
+  if (auto b = number("resource", 5)) return FileRef{bdf, FileKind::kBar, *b, {}};
+  // "doe.0" is not a name files() gives (mailbox 0 is "doe").
+  if (auto m = number("doe.", UINT16_MAX); m && *m != 0)
+    return FileRef{bdf, FileKind::kDoe, *m, {}};
+  return std::nullopt;
+}
+
 bool Mediator::may_name_device_file(std::string_view name) {
   for (const auto& a : kAttrs) {
     if (name == a.name) return true;
@@ -141,51 +164,79 @@ bool Mediator::may_name_device_file(std::string_view name) {
          name == "remove" || numbered(name, "resource", 5) || numbered(name, "doe.", UINT16_MAX);
 }
 
+// One file of the device as the view shows it, or nullopt when the view
+// has no such file: the one place that says which files exist, with what
+// mode and size (listings and stat() both ask it). A DOE feature is checked
+// against the mailboxes' Discovery unless the caller took it from there.
+std::optional<FileEntry> Mediator::Impl::entry(const ViewPolicy& v, const DeviceState& d,
+                                               const FileRef& ref, bool known_feature) const {
+  FileEntry e;
+  e.ref = FileRef{d.bdf, ref.kind, ref.index, {}};
+  e.mode = 0444;
+  e.size = kAttrSize;
+  const bool numbered = ref.kind == FileKind::kBar || ref.kind == FileKind::kDoe;
+  if (!numbered && ref.index != 0) return std::nullopt;
+  switch (ref.kind) {
+    case FileKind::kConfig:
+      e.mode = (v.config_write ? 0200 : 0) | (v.config_read == ConfigRead::kNone ? 0400 : 0444);
+      e.size = d.info.config_size;
+      break;
+    case FileKind::kBar:
+      if (!v.bar_access || !bar_implemented(d, ref.index)) return std::nullopt;
+      e.mode = 0600;
+      e.size = d.info.resources[ref.index].size();
+      break;
+    case FileKind::kRom:
+      if (!d.info.has_rom() || v.config_read != ConfigRead::kFull) return std::nullopt;
+      e.size = d.info.resources[6].size();
+      e.keep_cache = true;
+      break;
+    case FileKind::kDoe:
+      if (ref.index >= d.doe_caps) return std::nullopt;
+      e.mode = 0666;
+      e.size = 0;
+      e.nonseekable = true;
+      break;
+    case FileKind::kDoeFeature: {
+      if (!known_feature) {
+        const auto fs = d.doe_features();
+        if (std::find(fs.begin(), fs.end(), ref.feature) == fs.end()) return std::nullopt;
+      }
+      e.ref.feature = ref.feature;
+      break;
+    }
+    case FileKind::kReset: e.mode = 0200; break;
+    case FileKind::kRemove:
+      if (!d.info.removable) return std::nullopt;
+      e.mode = 0200;
+      break;
+    case FileKind::kPowerState: e.mode = 0644; break;
+    default:
+      if (std::none_of(std::begin(kAttrs), std::end(kAttrs),
+                       [&](const AttrName& a) { return a.kind == ref.kind; })) {
+        return std::nullopt;
+      }
+      break;
+  }
+  e.name = core::file_name(e.ref);
+  return e;
+}
+
 std::vector<FileEntry> Mediator::Impl::list_files(const ViewPolicy& v, const DeviceState& d) const {
   std::vector<FileEntry> out;
-  auto add = [&](std::string name, FileKind kind, uint32_t mode, uint64_t size,
-                 uint16_t index = 0) {
-    FileEntry e;
-    e.name = std::move(name);
-    e.ref = FileRef{d.bdf, kind, index, {}};
-    e.mode = mode;
-    e.size = size;
-    e.keep_cache = kind == FileKind::kRom;
-    e.nonseekable = kind == FileKind::kDoe;
-    out.push_back(std::move(e));
-  };
-  for (const auto& a : kAttrs) {
-    uint32_t mode = a.kind == FileKind::kPowerState ? 0644 : 0444;
-    add(a.name, a.kind, mode, kAttrSize);
-  }
-  uint32_t cfg_mode =
-      (v.config_write ? 0200 : 0) | (v.config_read == ConfigRead::kNone ? 0400 : 0444);
-  add("config", FileKind::kConfig, cfg_mode, d.info.config_size);
-  if (v.bar_access) {
-    for (unsigned b = 0; b < 6; ++b) {
-      if (bar_implemented(d, b)) {
-        add("resource" + std::to_string(b), FileKind::kBar, 0600, d.info.resources[b].size(),
-            static_cast<uint16_t>(b));
-      }
+  auto add = [&](FileKind kind, uint16_t index = 0, backend::DoeFeature feature = {}) {
+    if (auto e = entry(v, d, FileRef{d.bdf, kind, index, feature}, /*known_feature=*/true)) {
+      out.push_back(std::move(*e));
     }
-  }
-  if (d.info.has_rom() && v.config_read == ConfigRead::kFull) {
-    add("rom", FileKind::kRom, 0444, d.info.resources[6].size());
-  }
-  for (size_t m = 0; m < d.doe_caps; ++m) {
-    add(m == 0 ? "doe" : "doe." + std::to_string(m), FileKind::kDoe, 0666, 0,
-        static_cast<uint16_t>(m));
-  }
-  for (const auto& f : d.doe_features()) {
-    FileEntry e;
-    e.name = "doe_features/" + core::format_doe_protocol(f);
-    e.ref = FileRef{d.bdf, FileKind::kDoeFeature, 0, f};
-    e.mode = 0444;
-    e.size = kAttrSize;
-    out.push_back(std::move(e));
-  }
-  add("reset", FileKind::kReset, 0200, kAttrSize);
-  if (d.info.removable) add("remove", FileKind::kRemove, 0200, kAttrSize);
+  };
+  for (const auto& a : kAttrs) add(a.kind);
+  add(FileKind::kConfig);
+  for (uint16_t b = 0; b < 6; ++b) add(FileKind::kBar, b);
+  add(FileKind::kRom);
+  for (size_t m = 0; m < d.doe_caps; ++m) add(FileKind::kDoe, static_cast<uint16_t>(m));
+  for (const auto& f : d.doe_features()) add(FileKind::kDoeFeature, 0, f);
+  add(FileKind::kReset);
+  add(FileKind::kRemove);
   return out;
 }
 
@@ -230,15 +281,14 @@ Result<std::vector<FileEntry>> Mediator::files(ViewId view, const Bdf& bdf) cons
 }
 
 Result<FileEntry> Mediator::stat(ViewId view, const FileRef& ref) const {
-  auto d = impl_->find_in(view, ref.bdf);
-  if (!d) return Errno(ENOENT);
-  for (auto& e : impl_->list_files(impl_->policy(view), *d)) {
-    if (e.ref.kind == ref.kind && e.ref.index == ref.index &&
-        (ref.kind != FileKind::kDoeFeature || e.ref.feature == ref.feature)) {
-      return e;
-    }
-  }
-  return Errno(ENOENT);
+  const ViewPolicy& v = impl_->policy(view);
+  std::optional<FileEntry> e;
+  impl_->with_device(v, ref.bdf, [&](const DeviceState& d) {
+    e = impl_->entry(v, d, ref, /*known_feature=*/false);
+    return true;
+  });
+  if (!e) return Errno(ENOENT);
+  return std::move(*e);
 }
 
 }  // namespace pcifs

@@ -14,7 +14,7 @@ using core::DeviceState;
 void Mediator::Impl::hand_over(const std::string& group) {
   std::vector<std::shared_ptr<DeviceState>> members;
   {
-    SharedLock lock(devices_mu);
+    ReadMostlyShared lock(devices_mu);
     for (const auto& [bdf, d] : devices) {
       if (d->group == group && !d->bridge() && !d->bound()) members.push_back(d);
     }

@@ -49,9 +49,9 @@
 //                                 handler waits on it.
 //  7  Impl::devices_mu -> Impl::handles_mu -> Handle::mu -> DeviceState::doe_mu
 //     Impl::handles_mu -> a HandleTable shard's mu (a leaf: handle_table.hpp)
-//     Impl::views_mu, Impl::event_mu, Impl::watch_mu
-//                                 bookkeeping (write_mu -> views_mu: the DMA
-//                                 policy of the writer's view). Each is taken
+//     ViewTable::mu_ (Impl::views; readers take no lock: view_table.hpp),
+//     Impl::event_mu, Impl::watch_mu
+//                                 bookkeeping. Each is taken
 //                                 alone today (the chain is the order a future
 //                                 nesting must follow); nothing is called with
 //                                 one held but the doe_mu CondVar wait and a
@@ -119,6 +119,7 @@
 #include "core/handle_table.hpp"
 #include "core/handover.hpp"
 #include "core/host_locks.hpp"
+#include "core/view_table.hpp"
 #include "pcifs/mediator.hpp"
 #include "pcifs/sync.hpp"
 
@@ -286,7 +287,7 @@ struct Mediator::Impl {
   std::unique_ptr<core::HostLocks> host_locks;  // null: no cross-daemon leases
   // Serialises what changes the device set: hot-plug and lease takeovers.
   // Lock order: level 4, then the level-7 locks below (top of this file).
-  Mutex attach_mu ACQUIRED_BEFORE(devices_mu, handles_mu, views_mu, event_mu,
+  Mutex attach_mu ACQUIRED_BEFORE(devices_mu, handles_mu, event_mu,
                                   watch_mu){"Mediator::attach_mu"};
   Mutex watch_mu{"Mediator::watch_mu"};
   CondVar watch_cv;
@@ -297,7 +298,8 @@ struct Mediator::Impl {
   core::ClaimTable claims;
   core::DoeExecutor executor;
 
-  mutable SharedMutex devices_mu ACQUIRED_BEFORE(handles_mu){"Mediator::devices_mu"};
+  // Read by every lookup and open, written when the device set changes.
+  mutable ReadMostlyMutex devices_mu ACQUIRED_BEFORE(handles_mu){"Mediator::devices_mu"};
   std::map<Bdf, std::shared_ptr<core::DeviceState>> devices GUARDED_BY(devices_mu);
   // The same devices by IOMMU group and by driver (immutable per DeviceState:
   // a rebind is a removal and an arrival), kept with `devices`.
@@ -319,16 +321,15 @@ struct Mediator::Impl {
                            size_t limit) const;
   template <class Key>
   std::vector<Key> index_keys(ViewId view, Index<Key> Impl::*index) const;
-  mutable Mutex views_mu{"Mediator::views_mu"};
-  std::deque<ViewPolicy> views GUARDED_BY(views_mu);  // deque: stable references
-  std::deque<bool> views_removed GUARDED_BY(views_mu);
+  core::ViewTable views;  // lock-free for readers: every request asks it
   mutable Mutex event_mu{"Mediator::event_mu"};
   std::shared_ptr<const EventSink> events GUARDED_BY(event_mu);
-  // Ids and orphans; the table itself has its own (sharded) locks, taken
-  // under handles_mu where both are needed (open, adopt, release).
+  // Orphans, and an adoption's check of both sets; the table itself has its
+  // own (sharded) locks, taken under handles_mu where both are needed
+  // (adopt, the release of an orphan). open() and release() of a live
+  // handle take neither handles_mu nor any other daemon-wide lock.
   Mutex handles_mu{"Mediator::handles_mu"};
   core::HandleTable handles;
-  HandleId next_handle GUARDED_BY(handles_mu) = 1;
   // Handles of the previous daemon whose device left while no daemon ran
   // (adopt_handle): they answer ENODEV, like a handle of a removed device,
   // until the kernel releases them.
@@ -350,6 +351,18 @@ struct Mediator::Impl {
   void device_removed(const Bdf& bdf) REQUIRES(attach_mu);
   std::shared_ptr<core::DeviceState> find(const Bdf& bdf) const;
   std::shared_ptr<core::DeviceState> find_in(ViewId view, const Bdf& bdf) const;
+  // f(device) under devices_mu (shared) when `v` selects `bdf`, else false:
+  // for what needs the device only for a moment (a lookup, a getattr), with
+  // no copy of its shared_ptr, whose count every request on the device
+  // would write. f may take level-7 locks after devices_mu (doe_mu).
+  template <class F>
+  bool with_device(const ViewPolicy& v, const Bdf& bdf, F f) const {
+    ReadMostlyShared lock(devices_mu);
+    auto it = devices.find(bdf);
+    if (it == devices.end()) return false;
+    const auto& i = it->second->info;
+    return v.selects(bdf, i.vendor, i.device, i.class_code) && f(*it->second);
+  }
   std::shared_ptr<core::Handle> handle(HandleId h);
   // What an id without a live handle answers: ENODEV for an orphan, else EBADF.
   Errno missing(HandleId h) EXCLUDES(handles_mu);
@@ -419,6 +432,8 @@ struct Mediator::Impl {
 
   // --- mediator_files.cpp
   std::vector<FileEntry> list_files(const ViewPolicy& v, const core::DeviceState& d) const;
+  std::optional<FileEntry> entry(const ViewPolicy& v, const core::DeviceState& d,
+                                 const FileRef& ref, bool known_feature) const;
   std::string text_of(const core::DeviceState& d, const ViewPolicy& v, const FileRef& ref,
                       const Caller& caller) const;
 };

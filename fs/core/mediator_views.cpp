@@ -32,10 +32,7 @@ void Mediator::Impl::claim_ended(const Handle& h) {
   hand_over(h.dev->group);
 }
 
-bool Mediator::Impl::removed(ViewId view) const {
-  MutexLock lock(views_mu);
-  return view < views_removed.size() && views_removed[view];
-}
+bool Mediator::Impl::removed(ViewId view) const { return views.removed(view); }
 
 bool Mediator::view_removed(ViewId id) const { return impl_->removed(id); }
 
@@ -44,11 +41,10 @@ bool Mediator::view_removed(ViewId id) const { return impl_->removed(id); }
 // are invalidated last, so a fault after that reads through a dead handle
 // (ENODEV: SIGBUS).
 void Mediator::remove_view(ViewId id) {
-  {
-    MutexLock lock(impl_->views_mu);
-    if (id >= impl_->views_removed.size() || impl_->views_removed[id]) return;
-    impl_->views_removed[id] = true;
-  }
+  if (!impl_->views.remove(id)) return;
+  // The flag before the look at the table: an open that this misses sees the
+  // flag (Mediator::open).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   auto mine = impl_->handles.select([&](const Handle& h) { return h.view == id; });
   std::set<Bdf> mapped;
   size_t claims_ended = 0;
@@ -102,16 +98,9 @@ bool selects(const ViewPolicy& v, const DeviceState& d) {
 
 std::optional<std::string> Mediator::group_conflict(const ViewPolicy& candidate) const {
   if (candidate.share_iommu_group) return std::nullopt;
-  std::vector<ViewPolicy> live;
-  {
-    MutexLock lock(impl_->views_mu);
-    for (size_t i = 0; i < impl_->views.size(); ++i) {
-      if (!impl_->views_removed[i] && owner_of(impl_->views[i]) != owner_of(candidate)) {
-        live.push_back(impl_->views[i]);
-      }
-    }
-  }
-  SharedLock lock(impl_->devices_mu);
+  std::vector<ViewPolicy> live = impl_->views.live_policies();
+  std::erase_if(live, [&](const ViewPolicy& v) { return owner_of(v) == owner_of(candidate); });
+  ReadMostlyShared lock(impl_->devices_mu);
   for (const auto& [bdf, d] : impl_->devices) {
     if (d->bridge() || !selects(candidate, *d)) continue;
     for (const auto& [other_bdf, e] : impl_->devices) {
@@ -148,7 +137,7 @@ std::string Mediator::health(const Bdf& bdf) const {
 std::vector<Mediator::HostDevice> Mediator::host_devices() const {
   std::vector<std::shared_ptr<core::DeviceState>> devs;
   {
-    SharedLock lock(impl_->devices_mu);
+    ReadMostlyShared lock(impl_->devices_mu);
     for (const auto& [bdf, d] : impl_->devices) devs.push_back(d);
   }
   std::vector<HostDevice> out;
@@ -160,7 +149,7 @@ std::vector<Mediator::HostDevice> Mediator::host_devices() const {
 std::vector<std::pair<Bdf, std::string>> Mediator::health_all() const {
   std::vector<Bdf> bdfs;
   {
-    SharedLock lock(impl_->devices_mu);
+    ReadMostlyShared lock(impl_->devices_mu);
     for (const auto& [bdf, d] : impl_->devices) bdfs.push_back(bdf);
   }
   std::vector<std::pair<Bdf, std::string>> out;

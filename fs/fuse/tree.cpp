@@ -128,6 +128,13 @@ Result<NodeId> Tree::lookup(const NodeId& parent, const std::string& name) const
       if (!b) return Errno(ENOENT);
       return NodeId{Node::kDeviceDir, *b, 0};
     }
+    // A file of a device: that one file's entry, not the device's listing.
+    case Node::kDeviceDir:
+      if (auto ref = Mediator::device_file_ref(parent.bdf, name)) {
+        if (!m_.stat(view_, *ref)) return Errno(ENOENT);
+        return NodeId::of(*ref);
+      }
+      break;
     case Node::kGroupDevicesDir: {
       auto b = device();
       auto g = b ? m_.iommu_group(view_, *b) : std::nullopt;

@@ -294,6 +294,10 @@ class Mediator {
   // any state (`doe_features/` entries aside): any other name is absent for
   // good, and a lookup of it may be answered from the kernel's cache.
   static bool may_name_device_file(std::string_view name);
+  // The file of `bdf` a name in its directory stands for, whether or not the
+  // view shows it (stat() says), or nullopt for a name that is no file
+  // (doe_features, driver, iommu_group, anything else).
+  static std::optional<FileRef> device_file_ref(const Bdf& bdf, std::string_view name);
   // iommu_group / driver link targets; nullopt when there is none.
   std::optional<int> iommu_group(ViewId view, const Bdf& bdf) const;
   std::optional<std::string> driver(ViewId view, const Bdf& bdf) const;

@@ -21,6 +21,9 @@
 // mutex (a flag + condition variable) reports itself to it with LockOrderProbe.
 #pragma once
 
+#include <sched.h>
+
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -191,9 +194,51 @@ class CAPABILITY("shared_mutex") SharedMutex {
   const char* name() const { return name_; }
 
  private:
+  friend class ReadMostlyMutex;  // names its shards
   std::shared_mutex mu_;
   const char* name_ = "(unnamed SharedMutex)";
   std::atomic<LockSite*> site_{nullptr};
+};
+
+// A reader-writer lock for what every request reads and almost nothing
+// writes (the Mediator's device map, read by every lookup and open; written
+// when a device arrives or leaves). One SharedMutex would be one cache line
+// that every reader writes (its reader count) on every CPU; here a reader
+// takes the shared lock of one of kShards SharedMutexes, the one of the CPU
+// it runs on (rseq makes that a load), so readers on different CPUs write
+// no common line. A writer takes every shard's exclusive lock, in order
+// (each shard one lock to TSan's deadlock detector: always the same order).
+// A reader may move to another CPU while it holds its shard, so it gives
+// back the shard it took: use ReadMostlyShared, which remembers it.
+class CAPABILITY("shared_mutex") ReadMostlyMutex {
+ public:
+  explicit ReadMostlyMutex(const char* name) {
+    for (auto& s : shards_) s.mu.name_ = name;
+  }
+  ReadMostlyMutex(const ReadMostlyMutex&) = delete;
+  ReadMostlyMutex& operator=(const ReadMostlyMutex&) = delete;
+
+  void lock() ACQUIRE() {
+    for (auto& s : shards_) s.mu.lock();
+  }
+  void unlock() RELEASE() {
+    for (size_t i = kShards; i-- > 0;) shards_[i].mu.unlock();
+  }
+  // Returns the shard to give to unlock_shared().
+  unsigned lock_shared() ACQUIRE_SHARED() {
+    const int cpu = sched_getcpu();
+    const unsigned i = static_cast<unsigned>(cpu < 0 ? 0 : cpu) % kShards;
+    shards_[i].mu.lock_shared();
+    return i;
+  }
+  void unlock_shared(unsigned shard) RELEASE_SHARED() { shards_[shard].mu.unlock_shared(); }
+
+ private:
+  static constexpr size_t kShards = 16;
+  struct alignas(64) Shard {
+    SharedMutex mu;
+  };
+  std::array<Shard, kShards> shards_;
 };
 
 class SCOPED_CAPABILITY MutexLock {
@@ -230,6 +275,30 @@ class SCOPED_CAPABILITY ExclusiveLock {
 
  private:
   SharedMutex& mu_;
+};
+
+class SCOPED_CAPABILITY ReadMostlyShared {
+ public:
+  explicit ReadMostlyShared(ReadMostlyMutex& mu) ACQUIRE_SHARED(mu)
+      : mu_(mu), shard_(mu.lock_shared()) {}
+  ~ReadMostlyShared() RELEASE() { mu_.unlock_shared(shard_); }
+  ReadMostlyShared(const ReadMostlyShared&) = delete;
+  ReadMostlyShared& operator=(const ReadMostlyShared&) = delete;
+
+ private:
+  ReadMostlyMutex& mu_;
+  const unsigned shard_;
+};
+
+class SCOPED_CAPABILITY ReadMostlyExclusive {
+ public:
+  explicit ReadMostlyExclusive(ReadMostlyMutex& mu) ACQUIRE(mu) : mu_(mu) { mu_.lock(); }
+  ~ReadMostlyExclusive() RELEASE() { mu_.unlock(); }
+  ReadMostlyExclusive(const ReadMostlyExclusive&) = delete;
+  ReadMostlyExclusive& operator=(const ReadMostlyExclusive&) = delete;
+
+ private:
+  ReadMostlyMutex& mu_;
 };
 
 // A condition variable for Mutex. Waits require the mutex held (by MutexLock).

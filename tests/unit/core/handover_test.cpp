@@ -224,6 +224,46 @@ TEST_F(HandoverGateTest, AClaimDuringTheHandOverGetsEagainThenSucceeds) {
   med_->release(*b);
 }
 
+// view rm while an open of the view waits for a hand-over: the removal finds
+// the handle in the table (revoking it) before it claims. The open must not
+// come back with a live claim on a removed view: it fails with ENODEV and
+// ends the claim it took, and the next tenant claims the group.
+TEST_F(HandoverGateTest, AnOpenWaitingForAHandOverFailsWhenItsViewIsRemoved) {
+  const ViewId other = med_->add_view(ViewPolicy{});
+  gate_resets();
+  const HandleId a = must_open(kEp2, FileKind::kBar, 0, true, kRoot);
+  med_->release(a);
+  wait_entered();  // the hand-over is resetting the device now
+  std::promise<Result<HandleId>> got;
+  auto fut = got.get_future();
+  std::thread waiter([&] {
+    got.set_value(med_->open(other, kRoot2, FileRef{kEp2, FileKind::kBar, 0, {}},
+                             OpenFlags{true, true, false}, /*wait=*/true));
+  });
+  // Bounded: the open puts its handle in the table, then waits to claim.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (med_->view_usage(other).open_handles == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(med_->view_usage(other).open_handles, 1u) << "the open never reached its claim";
+  med_->remove_view(other);
+  open_gate();
+  auto b = fut.get();
+  waiter.join();
+  if (b.ok()) {
+    med_->release(*b);
+    ADD_FAILURE() << "a live handle and claim of a removed view";
+  } else {
+    EXPECT_EQ(b.error(), Errno(ENODEV));
+  }
+  // Its claim ended: after that hand-over, another tenant claims the group.
+  med_->drain_handovers();
+  auto next = med_->open(view_, kRoot, FileRef{kEp2, FileKind::kBar, 0, {}},
+                         OpenFlags{true, true, false}, /*wait=*/true);
+  ASSERT_TRUE(next.ok()) << next.error().name();
+  med_->release(*next);
+}
+
 TEST_F(HandoverGateTest, AFailedHandOverKeepsTheGroupUntilARetrySucceeds) {
   backend::fault::Fault f;
   f.fail_next = 1;

@@ -85,20 +85,43 @@ TEST_F(MediatorTest, SecondMailboxIsDocDot1AndHostBridgeHasNoBars) {
 }
 
 // The kernel may cache the absence of any name this denies (fs/fuse/tree.cpp),
-// so it must admit every name files() lists, for every device.
-TEST_F(MediatorTest, EveryListedNameMayNameADeviceFile) {
+// so it must admit every name files() lists, for every device. A lookup finds
+// a file by its name (device_file_ref, then stat): every listed name maps back
+// to its own file, and stat() of it gives the listed entry.
+TEST_F(MediatorTest, EveryListedNameMayNameADeviceFileAndIsThatFile) {
   med_->wait_for_discovery();
   size_t checked = 0;
   for (const Bdf& b : med_->devices(view_)) {
     auto files = med_->files(view_, b);
     ASSERT_TRUE(files.ok()) << b.str();
     for (const auto& f : *files) {
+      auto st = med_->stat(view_, f.ref);
+      ASSERT_TRUE(st.ok()) << b.str() << " " << f.name;
+      EXPECT_EQ(st->name, f.name);
+      EXPECT_EQ(st->mode, f.mode) << f.name;
+      EXPECT_EQ(st->size, f.size) << f.name;
+      EXPECT_EQ(st->keep_cache, f.keep_cache) << f.name;
+      EXPECT_EQ(st->nonseekable, f.nonseekable) << f.name;
       if (f.ref.kind == FileKind::kDoeFeature) continue;  // doe_features/, the tree's own
       EXPECT_TRUE(Mediator::may_name_device_file(f.name)) << b.str() << " " << f.name;
+      auto ref = Mediator::device_file_ref(b, f.name);
+      ASSERT_TRUE(ref.has_value()) << b.str() << " " << f.name;
+      EXPECT_EQ(ref->kind, f.ref.kind) << f.name;
+      EXPECT_EQ(ref->index, f.ref.index) << f.name;
+      EXPECT_EQ(ref->bdf, b);
       ++checked;
+    }
+    // Files this device does not have: no entry.
+    for (auto missing : {FileRef{b, FileKind::kBar, 6, {}}, FileRef{b, FileKind::kDoe, 9, {}},
+                         FileRef{b, FileKind::kConfig, 1, {}}}) {
+      EXPECT_FALSE(med_->stat(view_, missing).ok()) << b.str();
     }
   }
   EXPECT_GT(checked, 60u);
+  for (const char* no : {"label", "resource6", "resource01", "doe.0", "doe.01", "doe.65536",
+                         "driver", "iommu_group", "doe_features", ""}) {
+    EXPECT_FALSE(Mediator::device_file_ref(kEp0, no).has_value()) << no;
+  }
   for (const char* yes : {"resource0", "resource5", "doe.1", "doe.65535", "power_state", "owner"}) {
     EXPECT_TRUE(Mediator::may_name_device_file(yes)) << yes;
   }
