@@ -14,8 +14,9 @@
 //                    kernel's enable_uring to Y for the run (transports.hpp)
 //   sudo pcifs-bench --lspci [ROOT]   lspci over a sysfs-backend mount vs over
 //                                     ROOT (default /sys/bus/pci); see bench/lspci.hpp
-//   sudo pcifs-bench --scale          costs against the number of devices
-//                                     (64 vs 4096 functions); see bench/scale.hpp
+//   sudo pcifs-bench --scale          costs against the number of devices and
+//                                     views (64 vs 4096 functions, 1 vs 64
+//                                     views); see bench/scale.hpp
 //   pcifs-bench --core [--threads N,..]  the Mediator's read path with many
 //                                     threads, no FUSE; see bench/core_paths.hpp
 //   sudo pcifs-bench --readers [ROOT] reads/s with 1, 2, 4, ... reader processes:
@@ -217,7 +218,8 @@ struct Args {
   std::string lspci_root;          // --lspci: compare lspci over a sysfs-backend mount with sysfs
   bool scale = false;              // --scale: costs against the number of devices
   std::vector<unsigned> scale_counts = {64, 4096};
-  bool core = false;  // --core: the Mediator's read path with many threads
+  std::vector<unsigned> scale_views;  // --scale-views; empty: ScaleBenchArgs's
+  bool core = false;                  // --core: the Mediator's read path with many threads
   std::vector<unsigned> core_threads;
   std::string readers_root;  // --readers: reader scaling, ROOT's config beside pcifs and the floor
   std::string readers_device;
@@ -375,10 +377,15 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(1u, 1024u));
   app.add_flag("--scale", a.scale,
                "instead: the cost of a lookup, a getattr, a read and lspci with 64 and with "
-               "4096 simulated functions (a fresh mount per round; --rounds, default 5 here)");
+               "4096 simulated functions, and with 64 functions in 1 and in 64 views (a fresh "
+               "mount per round; --rounds, default 5 here)");
   app.add_option("--scale-counts", a.scale_counts, "--scale: the device counts to compare")
       ->delimiter(',')
       ->check(CLI::Range(1u, 65536u));
+  app.add_option("--scale-views", a.scale_views,
+                 "--scale: the view counts to compare on the smallest set (default 1,64)")
+      ->delimiter(',')
+      ->check(CLI::Range(1u, 1024u));
   app.add_flag("--core", a.core,
                "instead: the Mediator's 4-byte config read with 1, 2, 4, ... threads on one "
                "device, in this process, no FUSE and no root (--rounds, default 5 here)");
@@ -451,6 +458,7 @@ int run(int argc, char** argv) {
     sa.pcifs = a.pcifs;
     sa.transport = transport_arg(choice.transports.front());
     if (!a.scale_counts.empty()) sa.counts = a.scale_counts;
+    if (!a.scale_views.empty()) sa.views = a.scale_views;
     sa.rounds = a.quick ? 1 : (app.count("--rounds") > 0 ? a.rounds : 5);
     sa.json = a.json;
     return run_scale_bench(sa);

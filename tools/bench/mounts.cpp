@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -120,13 +121,27 @@ bool BenchMount::make_dirs(const char* what, std::string* error) {
 std::unique_ptr<BenchMount> BenchMount::start_pcifs(const std::string& pcifs_exe,
                                                     std::string* error, const std::string& backend,
                                                     const std::string& probe,
-                                                    const std::string& transport) {
+                                                    const std::string& transport, unsigned views) {
   std::unique_ptr<BenchMount> m(new BenchMount());
   if (!m->make_dirs("pcifs", error)) return nullptr;
   m->probe_ = probe;
   std::vector<std::string> args = {pcifs_exe, "-f", "--backend=" + backend};
   if (!transport.empty()) args.push_back("--transport=" + transport);
-  args.push_back(m->mnt_);
+  if (views <= 1) args.push_back(m->mnt_);
+  for (unsigned v = 0; v < views && views > 1; ++v) {
+    const std::string mnt = v == 0 ? m->mnt_ : m->dir_ + "/v" + std::to_string(v);
+    if (v > 0) {
+      if (mkdir(mnt.c_str(), 0755) != 0) {
+        *error = "mkdir " + mnt + ": " + std::strerror(errno);
+        return nullptr;
+      }
+      m->extra_mnts_.push_back(mnt);
+    }
+    const std::string file = m->dir_ + "/view" + std::to_string(v) + ".json";
+    m->view_files_.push_back(file);
+    std::ofstream(file) << R"({"name": "v)" << v << R"(", "mountpoint": ")" << mnt << "\"}\n";
+    args.push_back("--view=" + file);
+  }
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
@@ -195,8 +210,11 @@ bool BenchMount::wait_ready(int timeout_ms, std::string* error) {
     }
     struct statfs fs {};
     struct stat st {};
-    if (statfs(mnt_.c_str(), &fs) == 0 && fs.f_type == kFuseSuperMagic &&
-        stat(probe.c_str(), &st) == 0) {
+    auto fuse = [&fs](const std::string& p) {
+      return statfs(p.c_str(), &fs) == 0 && fs.f_type == kFuseSuperMagic;
+    };
+    if (fuse(mnt_) && stat(probe.c_str(), &st) == 0 &&
+        std::all_of(extra_mnts_.begin(), extra_mnts_.end(), fuse)) {
       return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -253,6 +271,14 @@ void BenchMount::stop() {
     }
     pid_ = -1;
   }
+  for (const auto& extra : extra_mnts_) {
+    if (is_mounted(extra)) run_fusermount(extra, false);
+    if (is_mounted(extra)) run_fusermount(extra, true);
+    rmdir(extra.c_str());
+  }
+  extra_mnts_.clear();
+  for (const auto& f : view_files_) unlink(f.c_str());
+  view_files_.clear();
   if (!mnt_.empty()) {
     if (is_mounted(mnt_)) run_fusermount(mnt_, false);
     if (is_mounted(mnt_)) run_fusermount(mnt_, true);

@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace pcifs::bench {
 
@@ -23,10 +24,15 @@ class BenchMount {
  public:
   // Starts `pcifs_exe -f --backend=BACKEND [--transport=TRANSPORT] MNT`, its
   // output going to a log file; wait_ready() then waits for MNT/`probe` to
-  // exist. An empty `transport` leaves pcifs's default (auto).
+  // exist. An empty `transport` leaves pcifs's default (auto). With `views`
+  // above 1 the daemon serves that many views of every device, each from a
+  // view file (`--view=`, no MOUNTPOINT argument): the first at MNT, the
+  // others beside it in the temp directory; wait_ready() waits for all of
+  // them, and stop() removes them.
   static std::unique_ptr<BenchMount> start_pcifs(
       const std::string& pcifs_exe, std::string* error, const std::string& backend = "sim",
-      const std::string& probe = "devices/0000:01:00.0/config", const std::string& transport = "");
+      const std::string& probe = "devices/0000:01:00.0/config", const std::string& transport = "",
+      unsigned views = 1);
   // Forks a child that serves the floor filesystem (floor_fs.hpp), over
   // io_uring when `uring`.
   static std::unique_ptr<BenchMount> start_floor(bool with_poll, bool uring, std::string* error);
@@ -59,6 +65,8 @@ class BenchMount {
   std::string mnt_;
   std::string log_;
   std::string probe_ = "devices/0000:01:00.0/config";
+  std::vector<std::string> view_files_;  // views > 1: every view's file
+  std::vector<std::string> extra_mnts_;  // views > 1: the mountpoints after MNT
   pid_t pid_ = -1;
   static inline bool verbose_ = false;
 };

@@ -138,27 +138,42 @@ int run_scale_bench(const ScaleBenchArgs& a) {
     std::perror("pcifs-bench --scale: mkdtemp");
     return 1;
   }
-  std::vector<Figures> result;  // per count: the medians
+  std::vector<Figures> result;  // per configuration: the medians
   int rc = 0;
-  // Rounds alternate the order of the counts, so that machine noise hits
-  // every count alike (a round is one fresh mount of each).
-  const size_t n = a.counts.size();
+  // The configurations: each count with one view, then the first count with
+  // each further number of views.
+  struct Config {
+    unsigned count, views;
+    size_t set;  // index into sets
+  };
+  std::vector<Config> configs;
   std::vector<std::string> sets;
-  for (unsigned count : a.counts) sets.push_back(write_set(dir, count));
+  for (unsigned count : a.counts) {
+    configs.push_back({count, 1, sets.size()});
+    sets.push_back(write_set(dir, count));
+  }
+  for (unsigned v : a.views) {
+    if (v > 1) configs.push_back({a.counts.front(), v, 0});
+  }
+  // Rounds alternate the order of the configurations, so that machine noise
+  // hits every one alike (a round is one fresh mount of each).
+  const size_t n = configs.size();
   std::vector<std::vector<Figures>> rounds(n);
   for (unsigned r = 0; r < a.rounds && rc == 0 && !stop_requested(); ++r) {
     for (size_t k = 0; k < n && rc == 0; ++k) {
       const size_t c = r % 2 ? n - 1 - k : k;
-      const unsigned count = a.counts[c];
-      std::fprintf(stderr, "\rpcifs-bench --scale: round %u/%u, %u functions   ", r + 1, a.rounds,
-                   count);
+      const Config& cfg = configs[c];
+      std::fprintf(stderr, "\rpcifs-bench --scale: round %u/%u, %u functions, %u view(s)   ", r + 1,
+                   a.rounds, cfg.count, cfg.views);
       std::string error;
-      auto m = BenchMount::start_pcifs(a.pcifs, &error, "sim:" + sets[c],
-                                       "devices/" + bdf_of(count - 1) + "/config", a.transport);
+      auto m = BenchMount::start_pcifs(a.pcifs, &error, "sim:" + sets[cfg.set],
+                                       "devices/" + bdf_of(cfg.count - 1) + "/config", a.transport,
+                                       cfg.views);
       Figures f;
       if (!m || !m->wait_ready(kMountTimeoutMs, &error) ||
-          !measure(m->mountpoint(), count, &f, &error)) {
-        std::fprintf(stderr, "\npcifs-bench --scale: %u functions: %s\n", count, error.c_str());
+          !measure(m->mountpoint(), cfg.count, &f, &error)) {
+        std::fprintf(stderr, "\npcifs-bench --scale: %u functions, %u view(s): %s\n", cfg.count,
+                     cfg.views, error.c_str());
         rc = 1;
         break;
       }
@@ -189,14 +204,14 @@ int run_scale_bench(const ScaleBenchArgs& a) {
     result.push_back(m);
   }
   std::fprintf(stderr, "\n");
-  for (unsigned count : a.counts) {
-    unlink((std::string(dir) + "/set-" + std::to_string(count) + ".json").c_str());
-  }
+  for (const auto& set : sets) unlink(set.c_str());
   rmdir(dir);
   if (rc != 0 || result.empty()) return 1;
   if (a.json) {
     std::printf("{\"rounds\": %u, \"counts\": [", a.rounds);
-    for (size_t i = 0; i < a.counts.size(); ++i) std::printf("%s%u", i ? ", " : "", a.counts[i]);
+    for (size_t i = 0; i < n; ++i) std::printf("%s%u", i ? ", " : "", configs[i].count);
+    std::printf("], \"views\": [");
+    for (size_t i = 0; i < n; ++i) std::printf("%s%u", i ? ", " : "", configs[i].views);
     std::printf("], \"figures\": {");
     for (size_t r = 0; r < std::size(rows); ++r) {
       std::printf("%s\"%s (%s)\": [", r ? ", " : "", rows[r].name, rows[r].unit);
@@ -207,20 +222,38 @@ int run_scale_bench(const ScaleBenchArgs& a) {
     std::printf("}}\n");
     return 0;
   }
-  std::printf("pcifs-bench --scale: %u rounds, a fresh mount each; medians\n\n", a.rounds);
+  std::printf(
+      "pcifs-bench --scale: %u rounds, a fresh mount each; medians; with several views, "
+      "measured on the first while the others are mounted\n\n",
+      a.rounds);
+  auto label = [](const Config& c) {
+    return std::to_string(c.count) + " functions" +
+           (c.views > 1 ? ", " + std::to_string(c.views) + " views" : "");
+  };
   std::printf("| figure |");
-  for (unsigned c : a.counts) std::printf(" %u functions |", c);
-  std::printf(" ratio %u/%u |\n|---|", a.counts.back(), a.counts.front());
-  for (size_t i = 0; i <= a.counts.size(); ++i) std::printf("---|");
+  for (const auto& c : configs) std::printf(" %s |", label(c).c_str());
+  for (size_t i = 1; i < n; ++i) {
+    if (configs[i].views > 1)
+      std::printf(" ratio %u views / 1 |", configs[i].views);
+    else
+      std::printf(" ratio %u/%u functions |", configs[i].count, configs[0].count);
+  }
+  std::printf("\n|---|");
+  for (size_t i = 0; i < 2 * n - 1; ++i) std::printf("---|");
   std::printf("\n");
   for (const auto& row : rows) {
     std::printf("| %s |", row.name);
     for (const auto& f : result) std::printf(" %.1f %s |", f.*row.field, row.unit);
-    const double first = result.front().*row.field, last = result.back().*row.field;
-    if (row.field == &Figures::lspci_cold_ms || row.field == &Figures::lspci_warm_ms)
-      std::printf(" (grows with the set) |\n");
-    else
-      std::printf(" %.2f |\n", first > 0 ? last / first : 0);
+    const double first = result.front().*row.field;
+    for (size_t i = 1; i < n; ++i) {
+      const bool whole_set =
+          row.field == &Figures::lspci_cold_ms || row.field == &Figures::lspci_warm_ms;
+      if (whole_set && configs[i].count != configs[0].count)
+        std::printf(" (grows with the set) |");
+      else
+        std::printf(" %.2f |", first > 0 ? result[i].*row.field / first : 0);
+    }
+    std::printf("\n");
   }
   return 0;
 }

@@ -8,9 +8,12 @@
 //     each time, never the attribute cache), us per call
 //   - read: a 4-byte pread of devices/B/config through an open fd, us per read
 //   - cold and warm `lspci` (plain, over the mount), ms for the whole set
-// Rounds alternate the order of the counts. Each figure is the median of
-// its rounds; the table puts each count beside
-// the smallest and gives their ratio (flat: 1.00).
+// Then the number of views: the smallest set again, served by a daemon with
+// each further view count (default 64) of every device, each its own mount
+// (`--view` files), the figures measured on the first view while the others
+// exist. Rounds alternate the order of the configurations. Each figure is
+// the median of its rounds; the table puts each configuration beside the
+// first (the smallest set, one view) and gives their ratio (flat: 1.00).
 #pragma once
 
 #include <string>
@@ -22,6 +25,7 @@ struct ScaleBenchArgs {
   std::string pcifs;              // the daemon
   std::string transport = "dev";  // its --transport
   std::vector<unsigned> counts = {64, 4096};
+  std::vector<unsigned> views = {1, 64};  // view counts (1 is the plain mount)
   unsigned rounds = 5;
   bool json = false;
 };
