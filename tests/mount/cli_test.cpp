@@ -223,9 +223,8 @@ TEST_F(CliTest, FusermountEndsTheDaemon) {
   ASSERT_TRUE(d.mounted()) << d.log();
   ASSERT_TRUE(d.alive());
   // Mounted is not yet started: the daemon checks that its mount answers
-  // before it serves (and fails if it is gone by then). Its summary line
-  // comes after that check.
-  ASSERT_TRUE(wait_until([&] { return d.log().find(" view(s)") != std::string::npos; })) << d.log();
+  // before it serves (and fails if it is gone by then).
+  ASSERT_TRUE(d.wait_started()) << d.log();
   ASSERT_EQ(std::system(("fusermount3 -u '" + d.mnt() + "'").c_str()), 0);
   EXPECT_TRUE(eventually([&] { return !d.alive(); })) << "the daemon outlived its mount";
   EXPECT_EQ(d.stop(), 0) << d.log();
