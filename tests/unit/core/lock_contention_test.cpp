@@ -100,9 +100,10 @@ TEST_F(LockContentionTest, LocksOfOneNameShareASite) {
   std::vector<std::unique_ptr<Mutex>> locks;
   for (int i = 0; i < 3; ++i) locks.push_back(std::make_unique<Mutex>("test::shard"));
   for (auto& m : locks) {
+    // The count before the waiter starts: it may count itself at once.
+    const uint64_t before = contention_of("test::shard").contended;
     m->lock();
     std::thread waiter([&m] { MutexLock lock(*m); });
-    const uint64_t before = contention_of("test::shard").contended;
     const bool seen = wait_contended("test::shard", before + 1);
     m->unlock();
     waiter.join();
