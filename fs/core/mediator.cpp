@@ -482,7 +482,7 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   // through release(), which also ends a claim it took: an open that fails
   // (EBUSY) or throws after the claim (a log line, an event, no memory) can
   // never leave a claim behind with no handle to end it. No daemon-wide lock
-  // or counter: the id comes from this CPU's shard of the table.
+  // or counter: the id comes from this CPU's counter (handle_table.hpp).
   impl_->handles.insert_new(h, [&](HandleId id) { h->id = id; });  // may throw: nothing taken yet
   dev->open_handles++;
   struct Undo {

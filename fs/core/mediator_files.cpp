@@ -157,11 +157,7 @@ std::optional<FileRef> Mediator::device_file_ref(const Bdf& bdf, std::string_vie
 }
 
 bool Mediator::may_name_device_file(std::string_view name) {
-  for (const auto& a : kAttrs) {
-    if (name == a.name) return true;
-  }
-  return name == "config" || name == "rom" || name == "doe" || name == "reset" ||
-         name == "remove" || numbered(name, "resource", 5) || numbered(name, "doe.", UINT16_MAX);
+  return device_file_ref(Bdf{}, name).has_value();
 }
 
 // One file of the device as the view shows it, or nullopt when the view
