@@ -354,8 +354,8 @@ int run(int argc, char** argv) {
                  "the FUSE transports to measure, each with pcifs and the floor on it: dev "
                  "(/dev/fuse), uring (FUSE over io_uring) or both, side by side in one run. uring "
                  "and both set /sys/module/fuse/parameters/enable_uring to Y for the run and put "
-                 "it back at the end; both measures dev only where that cannot be done. --lspci, "
-                 "--scale and --readers take dev or uring (both: dev)")
+                 "it back at the end; both measures dev only where that cannot be done. --scale "
+                 "takes all three; --lspci and --readers take dev or uring (both: dev)")
       ->check(CLI::IsMember({"dev", "uring", "both"}))
       ->capture_default_str();
   app.add_option("--lspci", a.lspci_root,
@@ -423,7 +423,7 @@ int run(int argc, char** argv) {
   // once the mounts are gone.
   install_stop_handlers();
   const bool readers = app.count("--readers") > 0;
-  const bool one_transport = app.count("--lspci") > 0 || a.scale || readers;
+  const bool one_transport = app.count("--lspci") > 0 || readers;
   TransportChoice choice;
   std::string error;
   if (!choose_transports(one_transport && a.transport == "both" ? "dev" : a.transport, &choice,
@@ -456,7 +456,7 @@ int run(int argc, char** argv) {
   if (a.scale) {
     ScaleBenchArgs sa;
     sa.pcifs = a.pcifs;
-    sa.transport = transport_arg(choice.transports.front());
+    sa.transports = choice.transports;
     if (!a.scale_counts.empty()) sa.counts = a.scale_counts;
     if (!a.scale_views.empty()) sa.views = a.scale_views;
     sa.rounds = a.quick ? 1 : (app.count("--rounds") > 0 ? a.rounds : 5);

@@ -264,23 +264,30 @@ fi
 rc=$?
 [ $rc = 2 ] || fail "--pcifs missing: exit $rc, want 2"
 
-# 9. --scale (small counts, and 3 views of the smallest): every figure,
-# positive, for each configuration; no mount (of any view) or temp dir left.
+# 9. --scale (small counts, and 3 views of the smallest) on every transport
+# (default both): every figure, positive, for each configuration on each
+# transport; no mount (of any view) or temp dir left; enable_uring as before.
 # Skipped without lspci (it times lspci).
 if command -v lspci >/dev/null; then
+  before=$([ "$URING" = 1 ] && cat "$PARAM")
   "$BENCH" --scale --quick --scale-counts 8,64 --scale-views 1,3 --json >"$WORK/scale.json" \
     2>"$WORK/scale.err" || fail "--scale exited $?: $(tail -3 "$WORK/scale.err")"
-  python3 - "$WORK/scale.json" <<'PY' || fail "--scale: bad JSON (above)"
+  [ "$URING" = 0 ] || [ "$(cat "$PARAM")" = "$before" ] ||
+    fail "--scale: $PARAM is $(cat "$PARAM") after the run, was $before before"
+  python3 - "$WORK/scale.json" "$BOTH" <<'PY' || fail "--scale: bad JSON (above)"
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert d["counts"] == [8, 64, 8], d["counts"]
-assert d["views"] == [1, 1, 3], d["views"]
+transports = sys.argv[2].split()
+n = 3 * len(transports)
+assert d["counts"] == [8, 64, 8] * len(transports), d["counts"]
+assert d["views"] == [1, 1, 3] * len(transports), d["views"]
+assert d["transports"] == [t for t in transports for _ in range(3)], d["transports"]
 names = ["cold lookup + getattr", "cold lookup of a group's link", "getattr", "config read",
          "lspci, cold, per function",
          "lspci, warm, per function", "lspci, cold, whole set", "lspci, warm, whole set"]
-for n in names:
-    got = [v for k, v in d["figures"].items() if k.startswith(n + " ")]
-    assert len(got) == 1 and len(got[0]) == 3 and all(x > 0 for x in got[0]), (n, d["figures"])
+for n_ in names:
+    got = [v for k, v in d["figures"].items() if k.startswith(n_ + " ")]
+    assert len(got) == 1 and len(got[0]) == n and all(x > 0 for x in got[0]), (n_, d["figures"])
 PY
   grep -q " $WORK" /proc/mounts && fail "--scale: a mount is left: $(grep " $WORK" /proc/mounts)"
   [ -z "$(ls -A "$TMPDIR")" ] || fail "--scale: temp dirs left: $(ls -A "$TMPDIR")"

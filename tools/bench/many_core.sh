@@ -120,7 +120,7 @@ step readers_uring 120 --readers --transport=uring --rounds 3
 step transports 150 --transport=both --rounds 3
 step lspci_dev 45 --lspci --transport=dev --rounds 9
 step lspci_uring 45 --lspci --transport=uring --rounds 9
-step scale 90 --scale --rounds 3
+step scale 120 --scale --rounds 3  # both transports
 secs=10
 [ -n "$quick" ] && secs=2
 profile dev $secs

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -140,20 +141,23 @@ int run_scale_bench(const ScaleBenchArgs& a) {
   }
   std::vector<Figures> result;  // per configuration: the medians
   int rc = 0;
-  // The configurations: each count with one view, then the first count with
-  // each further number of views.
+  // The configurations, on each transport: each count with one view, then
+  // the first count with each further number of views.
   struct Config {
     unsigned count, views;
     size_t set;  // index into sets
+    BenchTransport transport;
+    size_t first;  // the configuration this one is compared with (same transport)
   };
   std::vector<Config> configs;
   std::vector<std::string> sets;
-  for (unsigned count : a.counts) {
-    configs.push_back({count, 1, sets.size()});
-    sets.push_back(write_set(dir, count));
-  }
-  for (unsigned v : a.views) {
-    if (v > 1) configs.push_back({a.counts.front(), v, 0});
+  for (unsigned count : a.counts) sets.push_back(write_set(dir, count));
+  for (BenchTransport t : a.transports) {
+    const size_t first = configs.size();
+    for (size_t i = 0; i < a.counts.size(); ++i) configs.push_back({a.counts[i], 1, i, t, first});
+    for (unsigned v : a.views) {
+      if (v > 1) configs.push_back({a.counts.front(), v, 0, t, first});
+    }
   }
   // Rounds alternate the order of the configurations, so that machine noise
   // hits every one alike (a round is one fresh mount of each).
@@ -163,17 +167,25 @@ int run_scale_bench(const ScaleBenchArgs& a) {
     for (size_t k = 0; k < n && rc == 0; ++k) {
       const size_t c = r % 2 ? n - 1 - k : k;
       const Config& cfg = configs[c];
-      std::fprintf(stderr, "\rpcifs-bench --scale: round %u/%u, %u functions, %u view(s)   ", r + 1,
-                   a.rounds, cfg.count, cfg.views);
+      std::fprintf(stderr, "\rpcifs-bench --scale: round %u/%u, %u functions, %u view(s), %s   ",
+                   r + 1, a.rounds, cfg.count, cfg.views, transport_arg(cfg.transport));
       std::string error;
       auto m = BenchMount::start_pcifs(a.pcifs, &error, "sim:" + sets[cfg.set],
-                                       "devices/" + bdf_of(cfg.count - 1) + "/config", a.transport,
-                                       cfg.views);
+                                       "devices/" + bdf_of(cfg.count - 1) + "/config",
+                                       transport_arg(cfg.transport), cfg.views);
       Figures f;
-      if (!m || !m->wait_ready(kMountTimeoutMs, &error) ||
-          !measure(m->mountpoint(), cfg.count, &f, &error)) {
-        std::fprintf(stderr, "\npcifs-bench --scale: %u functions, %u view(s): %s\n", cfg.count,
-                     cfg.views, error.c_str());
+      bool ok = m && m->wait_ready(kMountTimeoutMs, &error);
+      if (ok) {
+        try {  // a figure only for the transport asked for
+          check_served_over(cfg.transport, *m, nullptr, kMountTimeoutMs);
+        } catch (const std::exception& e) {
+          error = e.what();
+          ok = false;
+        }
+      }
+      if (!ok || !measure(m->mountpoint(), cfg.count, &f, &error)) {
+        std::fprintf(stderr, "\npcifs-bench --scale: %u functions, %u view(s), %s: %s\n", cfg.count,
+                     cfg.views, transport_arg(cfg.transport), error.c_str());
         rc = 1;
         break;
       }
@@ -212,6 +224,9 @@ int run_scale_bench(const ScaleBenchArgs& a) {
     for (size_t i = 0; i < n; ++i) std::printf("%s%u", i ? ", " : "", configs[i].count);
     std::printf("], \"views\": [");
     for (size_t i = 0; i < n; ++i) std::printf("%s%u", i ? ", " : "", configs[i].views);
+    std::printf("], \"transports\": [");
+    for (size_t i = 0; i < n; ++i)
+      std::printf("%s\"%s\"", i ? ", " : "", transport_arg(configs[i].transport));
     std::printf("], \"figures\": {");
     for (size_t r = 0; r < std::size(rows); ++r) {
       std::printf("%s\"%s (%s)\": [", r ? ", " : "", rows[r].name, rows[r].unit);
@@ -226,29 +241,38 @@ int run_scale_bench(const ScaleBenchArgs& a) {
       "pcifs-bench --scale: %u rounds, a fresh mount each; medians; with several views, "
       "measured on the first while the others are mounted\n\n",
       a.rounds);
-  auto label = [](const Config& c) {
+  const bool several = a.transports.size() > 1;
+  auto label = [several](const Config& c) {
     return std::to_string(c.count) + " functions" +
-           (c.views > 1 ? ", " + std::to_string(c.views) + " views" : "");
+           (c.views > 1 ? ", " + std::to_string(c.views) + " views" : "") +
+           (several ? std::string(", ") + transport_arg(c.transport) : "");
   };
   std::printf("| figure |");
   for (const auto& c : configs) std::printf(" %s |", label(c).c_str());
-  for (size_t i = 1; i < n; ++i) {
-    if (configs[i].views > 1)
-      std::printf(" ratio %u views / 1 |", configs[i].views);
+  size_t ratios = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const Config& c = configs[i];
+    if (c.first == i) continue;
+    ++ratios;
+    const std::string on = several ? std::string(", ") + transport_arg(c.transport) : "";
+    if (c.views > 1)
+      std::printf(" ratio %u views / 1%s |", c.views, on.c_str());
     else
-      std::printf(" ratio %u/%u functions |", configs[i].count, configs[0].count);
+      std::printf(" ratio %u/%u functions%s |", c.count, configs[c.first].count, on.c_str());
   }
   std::printf("\n|---|");
-  for (size_t i = 0; i < 2 * n - 1; ++i) std::printf("---|");
+  for (size_t i = 0; i < n + ratios; ++i) std::printf("---|");
   std::printf("\n");
   for (const auto& row : rows) {
     std::printf("| %s |", row.name);
     for (const auto& f : result) std::printf(" %.1f %s |", f.*row.field, row.unit);
-    const double first = result.front().*row.field;
-    for (size_t i = 1; i < n; ++i) {
+    for (size_t i = 0; i < n; ++i) {
+      const Config& c = configs[i];
+      if (c.first == i) continue;
+      const double first = result[c.first].*row.field;
       const bool whole_set =
           row.field == &Figures::lspci_cold_ms || row.field == &Figures::lspci_warm_ms;
-      if (whole_set && configs[i].count != configs[0].count)
+      if (whole_set && c.count != configs[c.first].count)
         std::printf(" (grows with the set) |");
       else
         std::printf(" %.2f |", first > 0 ? result[i].*row.field / first : 0);

@@ -11,19 +11,23 @@
 // Then the number of views: the smallest set again, served by a daemon with
 // each further view count (default 64) of every device, each its own mount
 // (`--view` files), the figures measured on the first view while the others
-// exist. Rounds alternate the order of the configurations. Each figure is
-// the median of its rounds; the table puts each configuration beside the
-// first (the smallest set, one view) and gives their ratio (flat: 1.00).
+// exist. With two transports (--transport=both) every configuration is
+// measured on each, in the same rounds. Rounds alternate the order of the
+// configurations. Each figure is the median of its rounds; the table puts
+// each configuration beside the first on its transport (the smallest set,
+// one view) and gives their ratio (flat: 1.00).
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "transports.hpp"
+
 namespace pcifs::bench {
 
 struct ScaleBenchArgs {
-  std::string pcifs;              // the daemon
-  std::string transport = "dev";  // its --transport
+  std::string pcifs;                                                // the daemon
+  std::vector<BenchTransport> transports = {BenchTransport::kDev};  // each measured in turn
   std::vector<unsigned> counts = {64, 4096};
   std::vector<unsigned> views = {1, 64};  // view counts (1 is the plain mount)
   unsigned rounds = 5;
