@@ -2,6 +2,8 @@
 // in mediator_io.cpp, DOE in mediator_doe.cpp, the tree in mediator_files.cpp.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "core/log_limit.hpp"
 #include "core/mediator_state.hpp"
 
@@ -222,9 +224,9 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
   std::shared_ptr<DeviceState> d;
   {
     ReadMostlyExclusive lock(devices_mu);
-    auto it = devices.find(bdf);
-    if (it == devices.end()) return;
-    d = it->second;
+    const auto* found = lookup(bdf);
+    if (found == nullptr) return;
+    d = *found;
     unpublish(*d);
   }
   d->gone.store(true);
@@ -249,8 +251,9 @@ void Mediator::Impl::device_removed(const Bdf& bdf) {
 }
 
 void Mediator::Impl::publish(const std::shared_ptr<DeviceState>& d) {
-  if (auto it = devices.find(d->bdf); it != devices.end()) unpublish(*it->second);
+  if (const auto* old = lookup(d->bdf)) unpublish(**old);
   devices[d->bdf] = d;
+  by_bdf[d->bdf] = d;
   if (d->info.iommu_group) by_group[*d->info.iommu_group].insert(d->bdf);
   if (d->info.driver) by_driver[*d->info.driver].insert(d->bdf);
 }
@@ -264,7 +267,9 @@ void Mediator::Impl::unpublish(const DeviceState& d) {
   };
   if (d.info.iommu_group) drop(by_group, *d.info.iommu_group);
   if (d.info.driver) drop(by_driver, *d.info.driver);
-  devices.erase(d.bdf);
+  const Bdf bdf = d.bdf;  // d may be owned by the entries erased here
+  devices.erase(bdf);
+  by_bdf.erase(bdf);
 }
 
 std::vector<Bdf> Mediator::Impl::selected(const ViewPolicy& v, const std::set<Bdf>& set,
@@ -272,9 +277,9 @@ std::vector<Bdf> Mediator::Impl::selected(const ViewPolicy& v, const std::set<Bd
   std::vector<Bdf> out;
   for (const Bdf& bdf : set) {
     if (out.size() >= limit) break;
-    auto it = devices.find(bdf);
-    if (it == devices.end()) continue;
-    const auto& i = it->second->info;
+    const auto* d = lookup(bdf);
+    if (d == nullptr) continue;
+    const auto& i = (*d)->info;
     if (v.selects(bdf, i.vendor, i.device, i.class_code)) out.push_back(bdf);
   }
   return out;
@@ -287,8 +292,8 @@ const ViewPolicy* Mediator::Impl::live_policy(ViewId view) const {
 
 std::shared_ptr<DeviceState> Mediator::Impl::find(const Bdf& bdf) const {
   ReadMostlyShared lock(devices_mu);
-  auto it = devices.find(bdf);
-  return it == devices.end() ? nullptr : it->second;
+  const auto* d = lookup(bdf);
+  return d == nullptr ? nullptr : *d;
 }
 
 std::shared_ptr<DeviceState> Mediator::Impl::find_in(ViewId view, const Bdf& bdf) const {
@@ -361,10 +366,13 @@ std::vector<Key> Mediator::Impl::index_keys(ViewId view, Index<Key> Impl::*index
   std::vector<Key> out;
   const ViewPolicy* v = live_policy(view);
   if (!v) return out;
-  ReadMostlyShared lock(devices_mu);
-  for (const auto& [key, set] : this->*index) {
-    if (!selected(*v, set, 1).empty()) out.push_back(key);
+  {
+    ReadMostlyShared lock(devices_mu);
+    for (const auto& [key, set] : this->*index) {
+      if (!selected(*v, set, 1).empty()) out.push_back(key);
+    }
   }
+  std::sort(out.begin(), out.end());
   return out;
 }
 

@@ -300,11 +300,23 @@ struct Mediator::Impl {
 
   // Read by every lookup and open, written when the device set changes.
   mutable ReadMostlyMutex devices_mu ACQUIRED_BEFORE(handles_mu){"Mediator::devices_mu"};
+  // In address order, for listings; `by_bdf` holds the same devices for
+  // lookups: a lookup of one device among thousands is a few cache lines, not
+  // a walk of a tree whose nodes are spread over the heap (README, "Many
+  // devices").
   std::map<Bdf, std::shared_ptr<core::DeviceState>> devices GUARDED_BY(devices_mu);
+  std::unordered_map<Bdf, std::shared_ptr<core::DeviceState>> by_bdf GUARDED_BY(devices_mu);
+  // The device at `bdf`, or null; the pointer is valid while devices_mu is held.
+  const std::shared_ptr<core::DeviceState>* lookup(const Bdf& bdf) const
+      REQUIRES_SHARED(devices_mu) {
+    auto it = by_bdf.find(bdf);
+    return it == by_bdf.end() ? nullptr : &it->second;
+  }
   // The same devices by IOMMU group and by driver (immutable per DeviceState:
-  // a rebind is a removal and an arrival), kept with `devices`.
+  // a rebind is a removal and an arrival), kept with `devices`. Hashed, for
+  // lookups; a listing sorts the keys (index_keys).
   template <class Key>
-  using Index = std::map<Key, std::set<Bdf>>;
+  using Index = std::unordered_map<Key, std::set<Bdf>>;
   Index<int> by_group GUARDED_BY(devices_mu);
   Index<std::string> by_driver GUARDED_BY(devices_mu);
   void publish(const std::shared_ptr<core::DeviceState>& d) REQUIRES(devices_mu);
@@ -358,10 +370,10 @@ struct Mediator::Impl {
   template <class F>
   bool with_device(const ViewPolicy& v, const Bdf& bdf, F f) const {
     ReadMostlyShared lock(devices_mu);
-    auto it = devices.find(bdf);
-    if (it == devices.end()) return false;
-    const auto& i = it->second->info;
-    return v.selects(bdf, i.vendor, i.device, i.class_code) && f(*it->second);
+    const auto* d = lookup(bdf);
+    if (d == nullptr) return false;
+    const auto& i = (*d)->info;
+    return v.selects(bdf, i.vendor, i.device, i.class_code) && f(**d);
   }
   std::shared_ptr<core::Handle> handle(HandleId h);
   // What an id without a live handle answers: ENODEV for an orphan, else EBADF.

@@ -8,6 +8,7 @@
 #include <compare>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,6 +26,11 @@ struct Bdf {
   static std::optional<Bdf> parse(std::string_view text);
   std::string str() const;  // "0000:01:00.0"
   auto operator<=>(const Bdf&) const = default;
+  // The four fields in one number, distinct for distinct addresses.
+  uint32_t packed() const {
+    return static_cast<uint32_t>(domain) << 16 | static_cast<uint32_t>(bus) << 8 |
+           static_cast<uint32_t>(dev) << 3 | fn;
+  }
 };
 
 // The process on whose behalf a request is made. pid is the thread-group id.
@@ -79,3 +85,8 @@ inline std::optional<PowerState> parse_power_state(std::string_view t) {
 }
 
 }  // namespace pcifs
+
+template <>
+struct std::hash<pcifs::Bdf> {
+  size_t operator()(const pcifs::Bdf& b) const noexcept { return b.packed(); }
+};

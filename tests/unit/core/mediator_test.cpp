@@ -377,18 +377,31 @@ TEST_F(MediatorViewTest, GroupsFollowTheViewAndTheDeviceSet) {
   EXPECT_FALSE(med_->has_group(view_, 9));
 }
 
-TEST(MediatorDriverIndex, DriversFollowTheViewAndTheDeviceSet) {
+// A Mediator over the simulated set `json` (and the backend, to remove
+// devices from), with no views yet.
+struct OwnSet {
+  backend::sim::SimBackend* backend = nullptr;
+  std::unique_ptr<Mediator> mediator;
+};
+OwnSet mediator_of(const std::string& json) {
   std::string err;
-  auto set = backend::sim::load_backend_json(R"({"devices": [
+  auto set = backend::sim::load_backend_json(json, &err);
+  EXPECT_TRUE(set.ok()) << err;
+  if (!set.ok()) return {};
+  OwnSet out;
+  out.backend = set->get();
+  out.mediator = std::make_unique<Mediator>(
+      std::shared_ptr<backend::sim::SimBackend>(std::move(*set)), MediatorOptions{});
+  return out;
+}
+
+TEST(MediatorDriverIndex, DriversFollowTheViewAndTheDeviceSet) {
+  auto [raw, m] = mediator_of(R"({"devices": [
     {"bdf": "0000:03:00.0", "vendor": "0x8086", "device": "0x1572", "class": "0x020000", "iommu_group": 9, "driver": "vfio-pci"},
     {"bdf": "0000:03:00.1", "vendor": "0x8086", "device": "0x1572", "class": "0x020000", "iommu_group": 9, "driver": "vfio-pci"},
     {"bdf": "0000:04:00.0", "vendor": "0x8086", "device": "0x1572", "class": "0x020000", "iommu_group": 10, "driver": "ixgbe"},
-    {"bdf": "0000:05:00.0", "vendor": "0x8086", "device": "0x1572", "class": "0x020000", "iommu_group": 11}]})",
-                                             &err);
-  ASSERT_TRUE(set.ok()) << err;
-  backend::sim::SimBackend* raw = set->get();
-  auto m = std::make_unique<Mediator>(std::shared_ptr<backend::sim::SimBackend>(std::move(*set)),
-                                      MediatorOptions{});
+    {"bdf": "0000:05:00.0", "vendor": "0x8086", "device": "0x1572", "class": "0x020000", "iommu_group": 11}]})");
+  ASSERT_TRUE(m);
   const ViewId all = m->add_view(ViewPolicy{});
   const Bdf a = *Bdf::parse("0000:03:00.0"), b = *Bdf::parse("0000:03:00.1");
   EXPECT_EQ(m->drivers(all), (std::vector<std::string>{"ixgbe", "vfio-pci"}));
@@ -408,6 +421,49 @@ TEST(MediatorDriverIndex, DriversFollowTheViewAndTheDeviceSet) {
   ASSERT_TRUE(raw->find(b)->remove().ok());
   EXPECT_FALSE(m->has_driver(one, "vfio-pci"));
   EXPECT_EQ(m->driver_devices(all, "vfio-pci"), (std::vector<Bdf>{a}));
+}
+
+// Devices are found by address through a hashed index kept beside the
+// ordered one that listings walk: with many functions each is found, listings
+// stay in order, and a function that leaves is gone from every index.
+TEST(MediatorManyDevices, EachIsFoundByAddressAndLeavesEveryIndex) {
+  constexpr int kCount = 600;
+  auto [raw, m] = mediator_of(R"({"devices": [{"bdf": "0000:01:00.0", "count": 600,
+      "vendor": "0x1b36", "device": "0x10f0", "class": "0x010802", "iommu_group": 10}]})");
+  ASSERT_TRUE(m);
+  const ViewId all = m->add_view(ViewPolicy{});
+  const std::vector<Bdf> devs = m->devices(all);
+  ASSERT_EQ(devs.size(), size_t{kCount});
+  EXPECT_TRUE(std::is_sorted(devs.begin(), devs.end()));
+  std::vector<int> groups(kCount);
+  for (int i = 0; i < kCount; ++i) groups[i] = 10 + i;
+  EXPECT_EQ(m->iommu_groups(all), groups) << "in order, whatever the index's order";
+  for (int i = 0; i < kCount; ++i) {
+    EXPECT_TRUE(m->has_device(all, devs[i])) << devs[i].str();
+    EXPECT_EQ(m->iommu_group(all, devs[i]), 10 + i) << devs[i].str();
+    EXPECT_EQ(m->group_devices(all, 10 + i), std::vector<Bdf>{devs[i]});
+  }
+  EXPECT_FALSE(m->has_device(all, *Bdf::parse("0000:09:00.0")));
+
+  std::vector<Bdf> kept;
+  std::vector<int> kept_groups;
+  for (int i = 0; i < kCount; ++i) {
+    if (i % 3 == 0) {
+      ASSERT_TRUE(raw->find(devs[i])->remove().ok());
+    } else {
+      kept.push_back(devs[i]);
+      kept_groups.push_back(10 + i);
+    }
+  }
+  EXPECT_EQ(m->devices(all), kept);
+  EXPECT_EQ(m->iommu_groups(all), kept_groups);
+  for (int i = 0; i < kCount; ++i) {
+    const bool gone = i % 3 == 0;
+    EXPECT_EQ(m->has_device(all, devs[i]), !gone) << devs[i].str();
+    EXPECT_EQ(m->stat(all, FileRef{devs[i], FileKind::kVendor, 0, {}}).ok(), !gone)
+        << devs[i].str();
+    EXPECT_EQ(m->has_group(all, 10 + i), !gone) << devs[i].str();
+  }
 }
 
 }  // namespace
