@@ -77,6 +77,8 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept;
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 fuse_file_info* fi) noexcept;
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    fuse_file_info* fi) noexcept;
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept;

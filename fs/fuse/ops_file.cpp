@@ -305,6 +305,7 @@ const fuse_lowlevel_ops& Filesystem::ops() {
     o.readlink = Live<op_readlink>::call;
     o.opendir = Live<op_opendir>::call;
     o.readdir = Live<op_readdir>::call;
+    o.readdirplus = Live<op_readdirplus>::call;
     o.releasedir = op_releasedir;
     o.open = Live<op_open>::call;
     o.read = Live<op_read>::call;

@@ -1,4 +1,4 @@
-// The namespace handlers: lookup, getattr, readlink, readdir.
+// The namespace handlers: lookup, getattr, readlink, readdir, readdirplus.
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -51,16 +51,39 @@ void after_discovery(Reply& r, std::optional<Bdf> device, const char* op, Body b
     spdlog::debug("{} in {}: after its DOE Discovery", op, device->str());
 }
 
-void reply_dir(Reply& r, const DirSnapshot& snap, size_t size, off_t off) {
+// One page of a listing from `off` (READDIR), or with each entry's attributes
+// as a LOOKUP would give them (READDIRPLUS: `fs` set), so that the kernel needs
+// no LOOKUP for a name it has just listed (lspci lists devices/, then opens
+// devices/B/config for each B). An entry that can no longer be looked up (a
+// device left after the snapshot was taken), and `.` and `..`, go without
+// attributes, as a plain entry: node id 0 makes the kernel link nothing.
+void reply_dir(Reply& r, const DirSnapshot& snap, size_t size, off_t off,
+               const Filesystem* fs = nullptr) {
   std::vector<char> buf(size);
   size_t used = 0;
   for (size_t i = static_cast<size_t>(off); i < snap.entries.size(); ++i) {
     const DirEntry& e = snap.entries[i];
-    struct stat st {};
-    st.st_ino = encode(e.id);
-    st.st_mode = e.type;
-    const size_t n = fuse_add_direntry(r.req(), buf.data() + used, size - used, e.name.c_str(), &st,
-                                       static_cast<off_t>(i + 1));
+    const auto next = static_cast<off_t>(i + 1);
+    size_t n = 0;
+    if (fs == nullptr) {
+      struct stat st {};
+      st.st_ino = encode(e.id);
+      st.st_mode = e.type;
+      n = fuse_add_direntry(r.req(), buf.data() + used, size - used, e.name.c_str(), &st, next);
+    } else {
+      fuse_entry_param p{};
+      const bool dot = e.name == "." || e.name == "..";
+      if (auto st = dot ? Result<struct stat>(Errno(ENOENT)) : fs->stat_of(e.id)) {
+        p.ino = st->st_ino;
+        p.attr = *st;
+        p.attr_timeout = kTimeout;
+        p.entry_timeout = kTimeout;
+      } else {
+        p.attr.st_ino = encode(e.id);
+        p.attr.st_mode = e.type;
+      }
+      n = fuse_add_direntry_plus(r.req(), buf.data() + used, size - used, e.name.c_str(), &p, next);
+    }
     if (n > size - used) break;
     used += n;
   }
@@ -188,26 +211,42 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   });
 }
 
-void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                fuse_file_info* fi) noexcept {
+namespace {
+
+void list_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+              bool plus) {
   Reply r(req);
-  guarded("readdir", [&] {
+  const char* op = plus ? "readdirplus" : "readdir";
+  guarded(op, [&] {
     Filesystem& fs = fs_of(req);
+    const Filesystem* with_attrs = plus ? &fs : nullptr;
     if (auto snap = fs.handles().get<const DirSnapshot>(fi->fh))
-      return reply_dir(r, *snap, size, off);
+      return reply_dir(r, *snap, size, off, with_attrs);
     // Opened before a restart: list the directory again under the same fh.
     auto id = decode(ino);
     if (!id) return r.error(Errno(ENOENT));
     auto awaited = Tree::needs_discovery(Tree::Op::kList, *id);
-    after_discovery(r, awaited, "readdir",
-                    [fs = &fs, id = *id, fh = fi->fh, size, off](Reply& out) {
+    after_discovery(r, awaited, op,
+                    [fs = &fs, id = *id, fh = fi->fh, size, off, with_attrs](Reply& out) {
                       auto fresh = dir_snapshot(*fs, id);
                       if (!fresh) return out.error(fresh.error());
                       std::shared_ptr<const DirSnapshot> snap(std::move(*fresh));
                       fs->handles().adopt(fh, snap);
-                      reply_dir(out, *snap, size, off);
+                      reply_dir(out, *snap, size, off, with_attrs);
                     });
   });
+}
+
+}  // namespace
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                fuse_file_info* fi) noexcept {
+  list_dir(req, ino, size, off, fi, false);
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    fuse_file_info* fi) noexcept {
+  list_dir(req, ino, size, off, fi, true);
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {

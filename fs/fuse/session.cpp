@@ -539,8 +539,12 @@ bool Session::direct_io_mmap_negotiated(fuse_session* se) {
 
 void configure_connection(fuse_conn_info* conn) {
   conn->max_readahead = 0;
-  conn->want &=
-      ~static_cast<unsigned>(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  // READDIRPLUS for every page of a listing, not only the first: lspci and
+  // `ls -l` list a directory, then look up each name it gave; with the
+  // attributes in the listing the kernel asks nothing more (a few more
+  // READDIR pages, instead of one LOOKUP per entry).
+  conn->want &= ~static_cast<unsigned>(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
+                                       FUSE_CAP_SPLICE_MOVE | FUSE_CAP_READDIRPLUS_AUTO);
   conn->max_write = 1u << 20;
 }
 

@@ -132,6 +132,7 @@ class Session {
 
 // The connection settings every pcifs session uses; call from the init op.
 // max_readahead 0: a fault on a mapped BAR reads exactly the faulting page.
+// Listings are always READDIRPLUS where the filesystem serves it (pcifs does).
 void configure_connection(fuse_conn_info* conn);
 
 }  // namespace pcifs::fuse

@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,11 +31,12 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "fixtures/mount_fixture.hpp"
+#include "fixtures/mount_util.hpp"
 
 namespace pcifs::testing {
 namespace {
@@ -387,6 +389,54 @@ TEST_F(RestartTest, FiftyKillsNoClientNoticesAndClaimsStayExclusive) {
   EXPECT_EQ(g_shared->sigbus.load(), 0u);
   EXPECT_EQ(errors().find("EBUSY"), std::string::npos) << errors();
   EXPECT_EQ(g_shared->errs[kConfig][ENOTCONN].load(), 0u);
+}
+
+// A directory read a few entries at a time (each getdents64 one FUSE
+// READDIRPLUS at the next offset) goes on across a crash and an upgrade: the
+// new daemon lists it again under the handle the kernel holds, and the names
+// come out once each, the same as a fresh listing.
+TEST_F(RestartTest, ADirectoryOpenAcrossRestartsListsOn) {
+  Supervised s(/*fd_store=*/true);
+  ASSERT_TRUE(s.wait_ready(1)) << s.log();
+  const std::string dir = s.dev(kDoeDev);
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  std::vector<std::string> names;
+  // A few entries: a buffer that holds about two.
+  auto next = [&] {
+    alignas(8) char buf[80];
+    const long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
+    for (long at = 0; at < n;) {
+      struct Dirent64 {
+        uint64_t ino;
+        int64_t off;
+        unsigned short reclen;
+        unsigned char type;
+        char name[1];
+      };
+      const auto* e = reinterpret_cast<const Dirent64*>(buf + at);
+      names.emplace_back(e->name);
+      at += e->reclen;
+    }
+    return n;
+  };
+  ASSERT_GT(next(), 0) << strerror(errno);
+  s.crash();
+  ASSERT_TRUE(s.wait_ready(2)) << s.log();
+  ASSERT_GT(next(), 0) << strerror(errno) << "\n" << s.log();
+  s.upgrade();
+  ASSERT_TRUE(s.wait_ready(3)) << s.log();
+  long n = 0;
+  for (int i = 0; i < 100 && (n = next()) > 0;) ++i;
+  EXPECT_EQ(n, 0) << strerror(errno) << "\n" << s.log();
+  close(fd);
+  const std::set<std::string> once(names.begin(), names.end());
+  EXPECT_EQ(once.size(), names.size()) << "a name came twice";
+  std::set<std::string> fresh = list_dir(dir);
+  fresh.insert(".");
+  fresh.insert("..");
+  EXPECT_EQ(once, fresh);
+  EXPECT_GT(names.size(), 6u);
 }
 
 TEST_F(RestartTest, WithoutTheFdStoreClientsSeeENOTCONN) {

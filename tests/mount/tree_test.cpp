@@ -321,6 +321,70 @@ TEST_F(TreeLookupTest, AbsentForGoodIsAskedOnceWhatMayComeEveryTime) {
   EXPECT_EQ(read_text(dev() + "/vendor"), "0x1b36\n");
 }
 
+// A listing carries each entry's attributes (READDIRPLUS on every page, not
+// only the first): lspci lists devices/ and then opens devices/B/config for
+// each B, `ls -l` stats what it listed, and neither needs a LOOKUP for a name
+// it was just given. The control, in the same run: a name that was not listed
+// is looked up. The daemon's trace log counts the lookups that reached it. A
+// mount of its own, on which nothing was listed before (SharedMountTest lists
+// every device directory to settle DOE), of a set whose devices/ takes several
+// READDIRPLUS pages (about 190 entries fit in one).
+TEST(TreeListingTest, AListedNameNeedsNoLookup) {
+  if (!can_mount()) GTEST_SKIP() << "needs root and /dev/fuse";
+  TempFile set(R"({"devices": [{"bdf": "0000:01:00.0", "count": 512,
+      "vendor": "0x1b36", "device": "0x10f0", "class": "0x010802", "iommu_group": 10}]})");
+  Daemon d({"--backend=sim:" + set.path(), "--log-level=trace"});
+  ASSERT_TRUE(d.mounted()) << d.log();
+  auto mnt = [&] { return d.mnt(); };
+  auto ino_of = [](const std::string& p) {
+    struct stat st {};
+    EXPECT_EQ(lstat(p.c_str(), &st), 0) << p;
+    return std::to_string(st.st_ino);
+  };
+  const std::string devices = mnt() + "/devices";
+  const std::string devices_ino = ino_of(devices);
+  const Names listed = list_dir(devices);
+  ASSERT_EQ(listed.size(), 512u);
+  for (const auto& b : listed) {
+    struct stat st {};
+    EXPECT_EQ(lstat((devices + "/" + b).c_str(), &st), 0) << b;
+    EXPECT_TRUE(S_ISDIR(st.st_mode)) << b;
+  }
+  const std::string a = devices + "/0000:02:1f.7";  // on the last page
+  const std::string a_ino = ino_of(a);
+  const Names files = list_dir(a);
+  ASSERT_TRUE(files.count("config")) << "listed: " << files.size();
+  for (const auto& f : files) {
+    struct stat st {};
+    EXPECT_EQ(lstat((a + "/" + f).c_str(), &st), 0) << f;
+    EXPECT_NE(st.st_mode, 0u) << f;
+  }
+  // The attributes are a lookup's: the size and mode a forced getattr gives.
+  struct stat listed_st {};
+  struct statx forced {};
+  ASSERT_EQ(lstat((a + "/config").c_str(), &listed_st), 0);
+  ASSERT_EQ(
+      statx(AT_FDCWD, (a + "/config").c_str(), AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &forced), 0);
+  EXPECT_EQ(listed_st.st_size, static_cast<off_t>(forced.stx_size));
+  EXPECT_EQ(listed_st.st_mode, forced.stx_mode);
+  EXPECT_EQ(listed_st.st_ino, forced.stx_ino);
+  // The control: a directory that was not listed.
+  const std::string b = devices + "/0000:01:00.3";
+  const std::string b_ino = ino_of(b);
+  EXPECT_EQ(read_text(b + "/vendor"), "0x1b36\n");
+
+  const std::string log = d.log();
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("lookup " + devices_ino + "/"), 0u) << "a listed device was looked up";
+  EXPECT_EQ(count("lookup " + a_ino + "/"), 0u) << "a listed file was looked up";
+  EXPECT_EQ(count("lookup " + b_ino + "/vendor: found"), 1u) << "the control\n" << log;
+  EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 struct DriverSet {
   static std::vector<std::string> args() {
     static TempFile set(R"({"devices": [
