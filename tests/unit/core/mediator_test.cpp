@@ -427,42 +427,43 @@ TEST(MediatorDriverIndex, DriversFollowTheViewAndTheDeviceSet) {
 // ordered one that listings walk: with many functions each is found, listings
 // stay in order, and a function that leaves is gone from every index.
 TEST(MediatorManyDevices, EachIsFoundByAddressAndLeavesEveryIndex) {
-  constexpr int kCount = 600;
+  constexpr size_t kCount = 600;
+  auto group = [](size_t i) { return 10 + static_cast<int>(i); };
   auto [raw, m] = mediator_of(R"({"devices": [{"bdf": "0000:01:00.0", "count": 600,
       "vendor": "0x1b36", "device": "0x10f0", "class": "0x010802", "iommu_group": 10}]})");
   ASSERT_TRUE(m);
   const ViewId all = m->add_view(ViewPolicy{});
   const std::vector<Bdf> devs = m->devices(all);
-  ASSERT_EQ(devs.size(), size_t{kCount});
+  ASSERT_EQ(devs.size(), kCount);
   EXPECT_TRUE(std::is_sorted(devs.begin(), devs.end()));
   std::vector<int> groups(kCount);
-  for (int i = 0; i < kCount; ++i) groups[i] = 10 + i;
+  for (size_t i = 0; i < kCount; ++i) groups[i] = group(i);
   EXPECT_EQ(m->iommu_groups(all), groups) << "in order, whatever the index's order";
-  for (int i = 0; i < kCount; ++i) {
+  for (size_t i = 0; i < kCount; ++i) {
     EXPECT_TRUE(m->has_device(all, devs[i])) << devs[i].str();
-    EXPECT_EQ(m->iommu_group(all, devs[i]), 10 + i) << devs[i].str();
-    EXPECT_EQ(m->group_devices(all, 10 + i), std::vector<Bdf>{devs[i]});
+    EXPECT_EQ(m->iommu_group(all, devs[i]), group(i)) << devs[i].str();
+    EXPECT_EQ(m->group_devices(all, group(i)), std::vector<Bdf>{devs[i]});
   }
   EXPECT_FALSE(m->has_device(all, *Bdf::parse("0000:09:00.0")));
 
   std::vector<Bdf> kept;
   std::vector<int> kept_groups;
-  for (int i = 0; i < kCount; ++i) {
+  for (size_t i = 0; i < kCount; ++i) {
     if (i % 3 == 0) {
       ASSERT_TRUE(raw->find(devs[i])->remove().ok());
     } else {
       kept.push_back(devs[i]);
-      kept_groups.push_back(10 + i);
+      kept_groups.push_back(group(i));
     }
   }
   EXPECT_EQ(m->devices(all), kept);
   EXPECT_EQ(m->iommu_groups(all), kept_groups);
-  for (int i = 0; i < kCount; ++i) {
+  for (size_t i = 0; i < kCount; ++i) {
     const bool gone = i % 3 == 0;
     EXPECT_EQ(m->has_device(all, devs[i]), !gone) << devs[i].str();
     EXPECT_EQ(m->stat(all, FileRef{devs[i], FileKind::kVendor, 0, {}}).ok(), !gone)
         << devs[i].str();
-    EXPECT_EQ(m->has_group(all, 10 + i), !gone) << devs[i].str();
+    EXPECT_EQ(m->has_group(all, group(i)), !gone) << devs[i].str();
   }
 }
 
