@@ -179,27 +179,40 @@ void RestartState::load(bool scan) {
     const size_t off = static_cast<size_t>(static_cast<const char*>(slot) - base_);
     return written[off / page];
   };
-  MutexLock lock(mu_);
-  free_views_.reserve(kViewSlots);
-  free_handles_.reserve(kHandleSlots);
-  for (uint32_t i = kViewSlots; i-- > 0;) {
-    ViewSlot* v = view_slot(i);
-    if (touched(v) && aload(v->state) == kValid && v->init_len <= kMaxInit && v->name[0] != '\0' &&
-        !view_index_.count(name_of(v->name))) {
-      view_index_[name_of(v->name)] = i;
-      continue;
+  {
+    MutexLock lock(mu_);
+    free_views_.reserve(kViewSlots);
+    for (uint32_t i = kViewSlots; i-- > 0;) {
+      ViewSlot* v = view_slot(i);
+      if (touched(v) && aload(v->state) == kValid && v->init_len <= kMaxInit &&
+          v->name[0] != '\0' && !view_index_.count(name_of(v->name))) {
+        view_index_[name_of(v->name)] = i;
+        continue;
+      }
+      if (touched(v) && aload(v->state) != kFree) astore(v->state, kFree);
+      free_views_.push_back(i);
     }
-    if (touched(v) && aload(v->state) != kFree) astore(v->state, kFree);
-    free_views_.push_back(i);
   }
+  for (HandleShard& sh : shards_) {
+    MutexLock lock(sh.mu);
+    sh.free.reserve(kSlotsPerShard);
+  }
+  // Highest slot first: each range gives its lowest slots first (the memfd's
+  // pages are allocated as they are written).
   for (uint32_t i = kHandleSlots; i-- > 0;) {
     HandleSlot* s = handle_slot(i);
-    if (touched(s) && aload(s->state) == kValid && s->id != 0 && !handle_index_.count(s->id)) {
-      handle_index_[s->id] = i;
-      continue;
+    if (touched(s) && aload(s->state) == kValid && s->id != 0) {
+      HandleShard& home = shards_[shard_of(s->id)];
+      MutexLock lock(home.mu);
+      if (!home.index.count(s->id)) {
+        home.index[s->id] = i;
+        continue;
+      }
     }
     if (touched(s) && aload(s->state) != kFree) astore(s->state, kFree);
-    free_handles_.push_back(i);
+    HandleShard& owner = shards_[i / kSlotsPerShard];
+    MutexLock lock(owner.mu);
+    owner.free.push_back(i);
   }
 }
 
@@ -214,8 +227,10 @@ void RestartState::put_view(const std::string& name, const std::vector<uint8_t>&
     free_views_.pop_back();
     view_index_[name] = i;
   } else {
-    if (!full_logged_) spdlog::warn("restart state: more than {} views: not kept", kViewSlots);
-    full_logged_ = true;
+    if (!views_full_logged_) {
+      spdlog::warn("restart state: more than {} views: not kept", kViewSlots);
+    }
+    views_full_logged_ = true;
     return;
   }
   ViewSlot* v = view_slot(i);
@@ -251,103 +266,136 @@ std::vector<std::string> RestartState::views() const {
   return out;
 }
 
+std::optional<uint32_t> RestartState::take_slot(uint32_t home) {
+  for (uint32_t k = 0; k < kHandleShards; ++k) {
+    HandleShard& sh = shards_[(home + k) % kHandleShards];
+    MutexLock lock(sh.mu);
+    if (sh.free.empty()) continue;
+    const uint32_t slot = sh.free.back();
+    sh.free.pop_back();
+    return slot;
+  }
+  return std::nullopt;
+}
+
+void RestartState::free_slot(uint32_t slot) {
+  HandleShard& owner = shards_[slot / kSlotsPerShard];
+  MutexLock lock(owner.mu);
+  owner.free.push_back(slot);  // never grows past kSlotsPerShard: reserved in load()
+}
+
 void RestartState::opened(const HandleRecord& r) noexcept {
-  try {
-    MutexLock lock(mu_);
-    if (free_handles_.empty()) {
-      if (!full_logged_) {
+  const std::optional<uint32_t> slot = take_slot(shard_of(r.id));
+  if (!slot) {
+    if (!handles_full_logged_.exchange(true)) {
+      try {
         spdlog::warn("restart state: more than {} open handles: the rest do not survive a restart",
                      kHandleSlots);
+      } catch (...) {
       }
-      full_logged_ = true;
-      return;
     }
-    const uint32_t i = free_handles_.back();
-    handle_index_[r.id] = i;  // may throw: nothing written yet
-    free_handles_.pop_back();
-    HandleSlot* s = handle_slot(i);
-    astore(s->state, kWriting);
-    s->id = r.id;
-    s->domain = r.ref.bdf.domain;
-    s->bus = r.ref.bdf.bus;
-    s->dev = r.ref.bdf.dev;
-    s->fn = r.ref.bdf.fn;
-    s->kind = static_cast<uint8_t>(r.ref.kind);
-    s->index = r.ref.index;
-    s->feature_vendor = r.ref.feature.vendor;
-    s->feature_type = r.ref.feature.type;
-    s->pid = r.caller.pid;
-    s->uid = r.caller.uid;
-    s->gid = r.caller.gid;
-    copy_name(s->view, r.view);
-    astore(s->flags, (r.flags.read ? kRead : 0u) | (r.flags.write ? kWrite : 0u) |
-                         (r.flags.nonblock ? kNonblock : 0u) | (r.claiming ? kClaiming : 0u) |
-                         (r.doe_busy ? kDoeBusy : 0u));
-    astore(s->state, kValid);
-    auto& max = header()->max_handle_id;
-    std::atomic_ref<uint64_t> m(max);
-    if (m.load() < r.id) m.store(r.id, std::memory_order_release);
-  } catch (...) {  // no memory for the index: this handle is not journaled
+    return;
+  }
+  if (!write_handle(r, *slot)) free_slot(*slot);  // not journaled
+  // The highest id ever journaled, raised by whichever shard saw a higher one.
+  std::atomic_ref<uint64_t> max(header()->max_handle_id);
+  for (uint64_t m = max.load(std::memory_order_relaxed); m < r.id;) {
+    if (max.compare_exchange_weak(m, r.id, std::memory_order_release)) break;
   }
 }
 
+bool RestartState::write_handle(const HandleRecord& r, uint32_t slot) noexcept {
+  HandleShard& sh = shards_[shard_of(r.id)];
+  MutexLock lock(sh.mu);
+  try {
+    sh.index[r.id] = slot;  // may throw: nothing written yet
+  } catch (...) {           // no memory for the index
+    return false;
+  }
+  HandleSlot* s = handle_slot(slot);
+  astore(s->state, kWriting);
+  s->id = r.id;
+  s->domain = r.ref.bdf.domain;
+  s->bus = r.ref.bdf.bus;
+  s->dev = r.ref.bdf.dev;
+  s->fn = r.ref.bdf.fn;
+  s->kind = static_cast<uint8_t>(r.ref.kind);
+  s->index = r.ref.index;
+  s->feature_vendor = r.ref.feature.vendor;
+  s->feature_type = r.ref.feature.type;
+  s->pid = r.caller.pid;
+  s->uid = r.caller.uid;
+  s->gid = r.caller.gid;
+  copy_name(s->view, r.view);
+  astore(s->flags, (r.flags.read ? kRead : 0u) | (r.flags.write ? kWrite : 0u) |
+                       (r.flags.nonblock ? kNonblock : 0u) | (r.claiming ? kClaiming : 0u) |
+                       (r.doe_busy ? kDoeBusy : 0u));
+  astore(s->state, kValid);
+  return true;
+}
+
 void RestartState::confirmed(HandleId id) noexcept {
-  MutexLock lock(mu_);
-  auto it = handle_index_.find(id);
-  if (it == handle_index_.end()) return;
+  HandleShard& sh = shards_[shard_of(id)];
+  MutexLock lock(sh.mu);
+  auto it = sh.index.find(id);
+  if (it == sh.index.end()) return;
   HandleSlot* s = handle_slot(it->second);
   astore(s->flags, aload(s->flags) | kConfirmed);
 }
 
 void RestartState::changed(HandleId id, bool claiming, bool doe_busy) noexcept {
-  MutexLock lock(mu_);
-  auto it = handle_index_.find(id);
-  if (it == handle_index_.end()) return;
+  HandleShard& sh = shards_[shard_of(id)];
+  MutexLock lock(sh.mu);
+  auto it = sh.index.find(id);
+  if (it == sh.index.end()) return;
   HandleSlot* s = handle_slot(it->second);
   uint32_t f = aload(s->flags) & ~uint32_t{kClaiming | kDoeBusy};
   astore(s->flags, f | (claiming ? kClaiming : 0u) | (doe_busy ? kDoeBusy : 0u));
 }
 
 void RestartState::released(HandleId id) noexcept {
-  try {
-    MutexLock lock(mu_);
-    auto it = handle_index_.find(id);
-    if (it == handle_index_.end()) return;
-    astore(handle_slot(it->second)->state, kFree);
-    free_handles_.push_back(it->second);  // never grows past kHandleSlots: reserved in load()
-    handle_index_.erase(it);
-  } catch (...) {
+  uint32_t slot = 0;
+  {
+    HandleShard& sh = shards_[shard_of(id)];
+    MutexLock lock(sh.mu);
+    auto it = sh.index.find(id);
+    if (it == sh.index.end()) return;
+    slot = it->second;
+    astore(handle_slot(slot)->state, kFree);
+    sh.index.erase(it);
   }
+  free_slot(slot);
 }
 
 std::vector<HandleRecord> RestartState::handles() const {
-  MutexLock lock(mu_);
   std::vector<HandleRecord> out;
-  out.reserve(handle_index_.size());
-  for (const auto& [id, i] : handle_index_) {
-    const HandleSlot* s = handle_slot(i);
-    const uint32_t f = aload(s->flags);
-    HandleRecord r;
-    r.id = s->id;
-    r.view = name_of(s->view);
-    r.ref.bdf = Bdf{s->domain, s->bus, s->dev, s->fn};
-    r.ref.kind = static_cast<FileKind>(s->kind);
-    r.ref.index = s->index;
-    r.ref.feature = backend::DoeFeature{s->feature_vendor, s->feature_type};
-    r.flags.read = (f & kRead) != 0;
-    r.flags.write = (f & kWrite) != 0;
-    r.flags.nonblock = (f & kNonblock) != 0;
-    r.caller = Caller{s->pid, s->uid, s->gid};
-    r.claiming = (f & kClaiming) != 0;
-    // Unconfirmed: the daemon died between its open reply and the journal's
-    // confirmation, or before the reply reached the kernel (which then
-    // resends the open: the handle is an orphan). Without a claim it is
-    // taken over (the kernel may hold it; an orphan costs one table entry).
-    // With one it is not: an orphan would hold its group for good, and a
-    // BAR handle without its claim must not touch the device (EBADF).
-    if ((f & kConfirmed) == 0 && r.claiming) continue;
-    r.doe_busy = (f & kDoeBusy) != 0;
-    out.push_back(std::move(r));
+  for (const HandleShard& sh : shards_) {
+    MutexLock lock(sh.mu);
+    for (const auto& [id, i] : sh.index) {
+      const HandleSlot* s = handle_slot(i);
+      const uint32_t f = aload(s->flags);
+      HandleRecord r;
+      r.id = s->id;
+      r.view = name_of(s->view);
+      r.ref.bdf = Bdf{s->domain, s->bus, s->dev, s->fn};
+      r.ref.kind = static_cast<FileKind>(s->kind);
+      r.ref.index = s->index;
+      r.ref.feature = backend::DoeFeature{s->feature_vendor, s->feature_type};
+      r.flags.read = (f & kRead) != 0;
+      r.flags.write = (f & kWrite) != 0;
+      r.flags.nonblock = (f & kNonblock) != 0;
+      r.caller = Caller{s->pid, s->uid, s->gid};
+      r.claiming = (f & kClaiming) != 0;
+      // Unconfirmed: the daemon died between its open reply and the journal's
+      // confirmation, or before the reply reached the kernel (which then
+      // resends the open: the handle is an orphan). Without a claim it is
+      // taken over (the kernel may hold it; an orphan costs one table entry).
+      // With one it is not: an orphan would hold its group for good, and a
+      // BAR handle without its claim must not touch the device (EBADF).
+      if ((f & kConfirmed) == 0 && r.claiming) continue;
+      r.doe_busy = (f & kDoeBusy) != 0;
+      out.push_back(std::move(r));
+    }
   }
   std::sort(out.begin(), out.end(),
             [](const HandleRecord& a, const HandleRecord& b) { return a.id < b.id; });

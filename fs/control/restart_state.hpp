@@ -29,9 +29,18 @@
 // bound is not journaled (logged once): it does not survive a restart (its
 // handle then fails with EBADF; a view not journaled is mounted afresh).
 //
-// Thread-safe: every method (one mutex, a leaf of the lock order).
+// Thread-safe: every method. Handles are journaled by every open, confirm
+// and release, so no daemon-wide lock is on that path: the handle slots are
+// split into kHandleShards ranges, each with its own mutex, index and free
+// list; a handle is indexed in the shard its id picks (spread as
+// core::HandleTable spreads them) and takes a slot of that shard's range, or,
+// when that range is used up, of the next shard's with one free. Views have
+// one mutex (they change rarely). All of them are leaves of the lock order,
+// and no method holds two.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -48,6 +57,8 @@ class RestartState final : public HandleJournal {
  public:
   static constexpr uint32_t kViewSlots = 4096;
   static constexpr uint32_t kHandleSlots = 65536;
+  static constexpr uint32_t kHandleShards = 16;
+  static constexpr uint32_t kSlotsPerShard = kHandleSlots / kHandleShards;
   static constexpr size_t kMaxInit = 512;  // a FUSE INIT request is 64..104 bytes
 
   // A new, empty state in a new memfd.
@@ -70,12 +81,12 @@ class RestartState final : public HandleJournal {
   std::vector<std::string> views() const EXCLUDES(mu_);
 
   // --- handles (HandleJournal)
-  void opened(const HandleRecord& r) noexcept EXCLUDES(mu_) override;
-  void confirmed(HandleId id) noexcept EXCLUDES(mu_) override;
-  void changed(HandleId id, bool claiming, bool doe_busy) noexcept EXCLUDES(mu_) override;
-  void released(HandleId id) noexcept EXCLUDES(mu_) override;
+  void opened(const HandleRecord& r) noexcept override;
+  void confirmed(HandleId id) noexcept override;
+  void changed(HandleId id, bool claiming, bool doe_busy) noexcept override;
+  void released(HandleId id) noexcept override;
   // Every valid, confirmed handle, by id.
-  std::vector<HandleRecord> handles() const EXCLUDES(mu_);
+  std::vector<HandleRecord> handles() const;
   // The first id a new handle may take.
   HandleId first_free_id() const;
 
@@ -93,14 +104,33 @@ class RestartState final : public HandleJournal {
   void load(bool scan) EXCLUDES(mu_);
   std::vector<bool> written_pages() const;
 
+  // One range of handle slots: the handles whose id picks it, and the free
+  // slots of its range (slots [k * kSlotsPerShard, (k + 1) * kSlotsPerShard)).
+  struct alignas(64) HandleShard {
+    // lock order: leaf (fs/core/mediator_state.hpp)
+    mutable Mutex mu{"RestartState::HandleShard::mu"};
+    std::unordered_map<HandleId, uint32_t> index GUARDED_BY(mu);  // id -> slot (any range)
+    std::vector<uint32_t> free GUARDED_BY(mu);                    // reserved: never allocates
+  };
+  static uint32_t shard_of(HandleId id) {
+    return static_cast<uint32_t>((id ^ (id / 64)) % kHandleShards);
+  }
+  // A free slot, from shard `home`'s range or else the first other one with
+  // one free; none when every slot is taken.
+  std::optional<uint32_t> take_slot(uint32_t home);
+  void free_slot(uint32_t slot);  // to its range's shard
+  // Indexes `r` in its shard and writes its slot; false (nothing written)
+  // when the index has no memory.
+  bool write_handle(const HandleRecord& r, uint32_t slot) noexcept;
+
   const int fd_;
   char* const base_;
-  mutable Mutex mu_{"RestartState::mu_"};  // lock order: leaf (fs/core/mediator_state.hpp)
+  mutable Mutex mu_{"RestartState::mu_"};  // views; lock order: leaf
   std::unordered_map<std::string, uint32_t> view_index_ GUARDED_BY(mu_);
-  std::unordered_map<HandleId, uint32_t> handle_index_ GUARDED_BY(mu_);
   std::vector<uint32_t> free_views_ GUARDED_BY(mu_);
-  std::vector<uint32_t> free_handles_ GUARDED_BY(mu_);
-  bool full_logged_ GUARDED_BY(mu_) = false;
+  bool views_full_logged_ GUARDED_BY(mu_) = false;
+  std::array<HandleShard, kHandleShards> shards_;
+  std::atomic<bool> handles_full_logged_{false};
 };
 
 }  // namespace pcifs::control
