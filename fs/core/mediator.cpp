@@ -492,7 +492,7 @@ Result<HandleId> Mediator::open(ViewId view, const Caller& caller, const FileRef
   // never leave a claim behind with no handle to end it. No daemon-wide lock
   // or counter: the id comes from this CPU's counter (handle_table.hpp).
   impl_->handles.insert_new(h, [&](HandleId id) { h->id = id; });  // may throw: nothing taken yet
-  dev->open_handles++;
+  dev->counters.add(core::DeviceCounters::kOpens);
   struct Undo {
     Mediator* m;
     HandleId id;
@@ -570,7 +570,7 @@ Result<void> Mediator::adopt_handle(ViewId view, const HandleRecord& r) {
     if (impl_->orphans.count(r.id) || !impl_->handles.insert(r.id, h)) return Errno(EEXIST);
     impl_->handles.ids_from(r.id + 1);
   }
-  d->open_handles++;
+  d->counters.add(core::DeviceCounters::kOpens);
   const ViewPolicy& v = impl_->policy(view);
   if (r.claiming && !d->bridge()) {
     core::ClaimHolder holder;
@@ -609,7 +609,7 @@ void Mediator::release(HandleId id) {
     return;
   }
   DeviceState& d = *h->dev;
-  d.open_handles--;
+  d.counters.add(core::DeviceCounters::kReleases);
   uint64_t ticket = 0;
   Mediator::ReadDone pending;
   {

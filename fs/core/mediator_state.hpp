@@ -135,7 +135,6 @@ struct DeviceState {
   std::vector<std::shared_ptr<DoeMailbox>> mailboxes;  // unbound devices only
   size_t doe_caps = 0;                                 // DOE capabilities in config
   std::atomic<bool> gone{false};
-  std::atomic<uint32_t> open_handles{0};
   DeviceCounters counters;
   // Tenant hand-over (handover.hpp), fixed at attach: the state each new
   // claim starts from, and how the function is reset to it.

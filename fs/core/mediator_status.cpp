@@ -59,7 +59,7 @@ std::string Mediator::status_json(ViewId view) const {
            {"health", health(bdf)},
            {"owner", impl_->claims.owner_text(d->group)},
            {"reset_method", std::string(core::to_string(d->reset_method))},
-           {"open_handles", d->open_handles.load()},
+           {"open_handles", d->counters.open_handles()},
            {"counters", counters_json(*d)},
            {"doe", doe_json(*d)}};
     if (d->info.driver) j["driver"] = *d->info.driver;
