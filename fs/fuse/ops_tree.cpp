@@ -51,6 +51,17 @@ void after_discovery(Reply& r, std::optional<Bdf> device, const char* op, Body b
     spdlog::debug("{} in {}: after its DOE Discovery", op, device->str());
 }
 
+// The entry a LOOKUP answers for a node with attributes `st`; READDIRPLUS
+// gives the same with each name it lists.
+fuse_entry_param entry_of(const struct stat& st) {
+  fuse_entry_param e{};
+  e.ino = st.st_ino;
+  e.attr = st;
+  e.attr_timeout = kTimeout;
+  e.entry_timeout = kTimeout;
+  return e;
+}
+
 // One page of a listing from `off` (READDIR), or with each entry's attributes
 // as a LOOKUP would give them (READDIRPLUS: `fs` set), so that the kernel needs
 // no LOOKUP for a name it has just listed (lspci lists devices/, then opens
@@ -72,15 +83,10 @@ void reply_dir(Reply& r, const DirSnapshot& snap, size_t size, off_t off,
       n = fuse_add_direntry(r.req(), buf.data() + used, size - used, e.name.c_str(), &st, next);
     } else {
       fuse_entry_param p{};
-      const bool dot = e.name == "." || e.name == "..";
-      if (auto st = dot ? Result<struct stat>(Errno(ENOENT)) : fs->stat_of(e.id)) {
-        p.ino = st->st_ino;
-        p.attr = *st;
-        p.attr_timeout = kTimeout;
-        p.entry_timeout = kTimeout;
-      } else {
-        p.attr.st_ino = encode(e.id);
-        p.attr.st_mode = e.type;
+      p.attr.st_ino = encode(e.id);
+      p.attr.st_mode = e.type;
+      if (e.name != "." && e.name != "..") {
+        if (auto st = fs->stat_of(e.id)) p = entry_of(*st);
       }
       n = fuse_add_direntry_plus(r.req(), buf.data() + used, size - used, e.name.c_str(), &p, next);
     }
@@ -137,11 +143,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
       if (!id) return out.error(id.error());
       auto st = fs->stat_of(*id);
       if (!st) return out.error(st.error());
-      fuse_entry_param e{};
-      e.ino = st->st_ino;
-      e.attr = *st;
-      e.attr_timeout = kTimeout;
-      e.entry_timeout = kTimeout;
+      const fuse_entry_param e = entry_of(*st);
       fuse_reply_entry(out.take(), &e);
     });
   });
